@@ -1,0 +1,41 @@
+# Two commands for users: `make lab` and `make test`. Both set up .venv idempotently first.
+PYTHON ?= python3
+VENV ?= .venv
+# NPU users keep the torch their torch_npu needs:  make lab TORCH_PIN= VENV_FLAGS=--system-site-packages
+TORCH_PIN ?= torch==2.13.0
+VENV_FLAGS ?=
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ascend-nb-installed
+LAB_PORT ?= 8888
+
+.PHONY: setup model browser lab test test-fast clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_PIN),$(PY) -m pip install --quiet "$(TORCH_PIN)")
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+model: setup
+	$(VENV)/bin/ascend-nb fetch
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lab: model
+	$(VENV)/bin/jupyter lab notebooks/ --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) --LabApp.news_url=None
+
+test: model browser
+	$(VENV)/bin/pytest
+
+test-fast: model
+	$(VENV)/bin/pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) tests/artifacts

@@ -1,0 +1,80 @@
+"""Generation parameters and results, shared by every backend."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ascend_nb.errors import AscendNbError
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to generate: the knobs of transformers' GenerationConfig that the guides use.
+
+    ``do_sample=False`` is greedy decoding; ``ignore_eos=True`` makes the output length exact
+    (benchmarks). ``seed`` makes sampling reproducible.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    do_sample: bool = False
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens <= 0:
+            raise AscendNbError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
+        if self.temperature <= 0 and self.do_sample:
+            raise AscendNbError(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise AscendNbError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise AscendNbError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise AscendNbError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    def replace(self, **changes) -> GenerationParams:
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass
+class Timings:
+    """Latency of one request in the vLLM/llmperf vocabulary (milliseconds)."""
+
+    ttft_ms: float = 0.0
+    itl_ms: list[float] = field(default_factory=list)
+    e2e_ms: float = 0.0
+    tokens: int = 0
+    prompt_tokens: int = 0
+
+    @property
+    def tpot_ms(self) -> float:
+        """(E2E - TTFT) / (output tokens - 1): the guides' forward_next_token_time."""
+        return (self.e2e_ms - self.ttft_ms) / (self.tokens - 1) if self.tokens > 1 else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode throughput of this request: 1000 / TPOT."""
+        return 1000.0 / self.tpot_ms if self.tpot_ms > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "e2e_ms": self.e2e_ms,
+                "tokens": self.tokens, "prompt_tokens": self.prompt_tokens,
+                "tokens_per_s": self.tokens_per_s}
+
+
+@dataclass
+class GenerationResult:
+    """What one prompt produced. ``finish_reason`` is "stop" (EOS or stop string), "length" or "cancelled"."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    timings: Timings
