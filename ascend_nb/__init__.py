@@ -9,3 +9,8 @@ os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __version__ = "0.1.0"
+
+from ascend_nb.engine.params import GenerationParams, GenerationResult, Timings  # noqa: E402
+from ascend_nb.models.loading import load  # noqa: E402
+
+__all__ = ["GenerationParams", "GenerationResult", "Timings", "load", "__version__"]

@@ -53,6 +53,7 @@ class Timings:
     e2e_ms: float = 0.0
     tokens: int = 0
     prompt_tokens: int = 0
+    peak_memory_mb: float | None = None
 
     @property
     def tpot_ms(self) -> float:
@@ -67,7 +68,7 @@ class Timings:
     def as_dict(self) -> dict[str, float]:
         return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "e2e_ms": self.e2e_ms,
                 "tokens": self.tokens, "prompt_tokens": self.prompt_tokens,
-                "tokens_per_s": self.tokens_per_s}
+                "tokens_per_s": self.tokens_per_s, "peak_memory_mb": self.peak_memory_mb}
 
 
 @dataclass

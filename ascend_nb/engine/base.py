@@ -1,0 +1,273 @@
+"""The engine interface every backend shares: generate, stream, chat, batches, timings, stop event.
+
+A backend implements three hooks on top of a loaded model:
+``_prefill(input_ids, attention_mask)`` -> last-position logits ``[B, V]`` (starting a new KV cache),
+``_decode(tokens)`` -> logits ``[B, V]`` for one new token per row, and ``forward(input_ids)`` ->
+full logits (and hidden states) for precision tools. Everything else lives here, once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ascend_nb import device as devices
+from ascend_nb.engine.params import GenerationParams, GenerationResult, Timings
+from ascend_nb.engine.sampling import select_tokens
+from ascend_nb.errors import AscendNbError
+from ascend_nb.models.registry import ModelSpec
+from ascend_nb.models.templates import Message, encode_chat
+
+Prompt = str | Sequence[int]
+
+
+@dataclass
+class _Row:
+    """Progress of one prompt of a batch."""
+
+    prompt_len: int
+    token_ids: list[int] = field(default_factory=list)
+    token_times: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+    text: str = ""
+
+
+class TextStream:
+    """Iterator over the text pieces of one streamed reply; ``result`` is set once it is exhausted."""
+
+    def __init__(self, engine: Engine, prompt_ids: list[int], params: GenerationParams,
+                 stop_event: threading.Event | None):
+        self._pieces = engine._stream_pieces(prompt_ids, params, stop_event, self)
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def text(self) -> str:
+        """Consume the rest of the stream and return the whole reply."""
+        for _ in self._pieces:
+            pass
+        return self.result.text
+
+
+class Engine(ABC):
+    """A loaded model ready to generate. Create one with :func:`ascend_nb.load`."""
+
+    backend: str = ""
+
+    def __init__(self, model_dir: Path, spec: ModelSpec, tokenizer, config, device: torch.device,
+                 dtype: torch.dtype, max_seq_len: int):
+        self.model_dir = Path(model_dir)
+        self.spec = spec
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        self.max_seq_len = max_seq_len
+        self.eos_token_ids = self._eos_ids()
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(model={self.spec.name!r}, backend={self.backend!r}, device={str(self.device)!r}, "
+                f"dtype={str(self.dtype).removeprefix('torch.')!r}, max_seq_len={self.max_seq_len})")
+
+    # -- backend hooks ---------------------------------------------------------------------------
+    @abstractmethod
+    def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Run the prompt (left-padded ``[B, T]``), start a fresh KV cache, return last logits ``[B, V]``."""
+
+    @abstractmethod
+    def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token per row (``[B]``) to the cache and return the next logits ``[B, V]``."""
+
+    @abstractmethod
+    def forward(self, input_ids: torch.Tensor, output_hidden_states: bool = False
+                ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Full-sequence float32 logits ``[B, T, V]`` and, if asked, per-layer hidden states (no cache)."""
+
+    # -- public API ------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a raw prompt (the tokenizer's own special-token rules)."""
+        return self.tokenizer.encode(text)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def params(self, params: GenerationParams | None = None, **overrides) -> GenerationParams:
+        """The model's default parameters (or ``params``) with ``overrides`` applied."""
+        return (params or self.spec.defaults).replace(**overrides)
+
+    def encode_chat(self, messages: Sequence[Message], max_new_tokens: int) -> list[int]:
+        """Prompt ids for a conversation under this model's template and truncation rules."""
+        budget = self.max_seq_len - max_new_tokens
+        if budget <= 0:
+            raise AscendNbError(f"max_new_tokens ({max_new_tokens}) leaves no room for the prompt in "
+                                f"max_seq_len {self.max_seq_len}: lower max_new_tokens")
+        return encode_chat(self.spec.template, self.tokenizer, messages, budget)
+
+    def generate(self, prompt: Prompt | Sequence[Prompt], params: GenerationParams | None = None,
+                 stop_event: threading.Event | None = None, **overrides) -> GenerationResult | list[GenerationResult]:
+        """Generate for one prompt (text or ids) or a batch (a list of them, left-padded together)."""
+        params = self.params(params, **overrides)
+        batch = self._is_batch(prompt)
+        prompts = [self._prompt_ids(p) for p in (prompt if batch else [prompt])]
+        rows = None
+        for rows in self._run(prompts, params, stop_event):
+            pass
+        results = [self._result(row) for row in rows]
+        return results if batch else results[0]
+
+    def stream(self, prompt: Prompt, params: GenerationParams | None = None,
+               stop_event: threading.Event | None = None, **overrides) -> TextStream:
+        """Stream the reply to one prompt as text pieces; the stream's ``result`` has ids and timings."""
+        return TextStream(self, self._prompt_ids(prompt), self.params(params, **overrides), stop_event)
+
+    def chat(self, messages: Sequence[Message], params: GenerationParams | None = None, stream: bool = False,
+             stop_event: threading.Event | None = None, **overrides) -> GenerationResult | TextStream:
+        """Answer the last user message of ``messages`` (``[{"role", "content"}, ...]``)."""
+        params = self.params(params, **overrides)
+        ids = self.encode_chat(messages, params.max_new_tokens)
+        return self.stream(ids, params, stop_event) if stream else self.generate(ids, params, stop_event)
+
+    # -- generation loop -------------------------------------------------------------------------
+    @staticmethod
+    def _is_batch(prompt) -> bool:
+        return not isinstance(prompt, str) and len(prompt) > 0 and not isinstance(prompt[0], int)
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            raise AscendNbError("the prompt is empty: give some text or token ids")
+        return ids
+
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        for source in (getattr(self.spec, "eos_token_ids", ()), self._generation_config_eos(),
+                       [self.tokenizer.eos_token_id]):
+            ids.extend(i for i in source if i is not None and i not in ids)
+        return ids
+
+    def _generation_config_eos(self) -> list[int]:
+        path = self.model_dir / "generation_config.json"
+        if not path.exists():
+            return [self.config.eos_token_id] if isinstance(self.config.eos_token_id, int) else []
+        import json
+
+        eos = json.loads(path.read_text()).get("eos_token_id")
+        return [eos] if isinstance(eos, int) else list(eos or [])
+
+    def _check_fits(self, prompts: list[list[int]], params: GenerationParams) -> None:
+        longest = max(len(p) for p in prompts)
+        if longest + params.max_new_tokens > self.max_seq_len:
+            raise AscendNbError(
+                f"prompt ({longest} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds max_seq_len "
+                f"{self.max_seq_len}: shorten the prompt, lower max_new_tokens or load with a larger max_seq_len")
+
+    def _clock(self) -> float:
+        devices.synchronize(self.device)
+        return time.perf_counter()
+
+    @torch.inference_mode()
+    def _run(self, prompts: list[list[int]], params: GenerationParams, stop_event: threading.Event | None,
+             live_text: bool = False) -> Iterator[list[_Row]]:
+        """Generate for a batch, yielding the rows after every step (the caller may stop consuming).
+
+        Rows' text is decoded after every token only when streaming (``live_text``) or when stop strings
+        must be watched; otherwise once at the end, so timings carry no per-token decoding.
+        """
+        live_text = live_text or bool(params.stop)
+        self._check_fits(prompts, params)
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[self.pad_token_id] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        seen = None
+        if params.repetition_penalty != 1.0:
+            seen = torch.zeros(len(prompts), self.config.vocab_size, dtype=torch.bool, device=self.device)
+            seen.scatter_(1, input_ids, attention_mask.bool())
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        rows = [_Row(prompt_len=len(p)) for p in prompts]
+        devices.reset_peak_memory(self.device)
+        self._start = self._clock()
+        logits = self._prefill(input_ids, attention_mask)
+        for step in range(params.max_new_tokens):
+            tokens = select_tokens(logits.float(), params, seen, generator)
+            token_list = tokens.tolist()
+            now = self._clock()
+            for row, token in zip(rows, token_list):
+                if row.finish_reason is None:
+                    self._append(row, token, now, params, live_text)
+            yield rows
+            if all(row.finish_reason for row in rows):
+                break
+            if stop_event is not None and stop_event.is_set():
+                for row in rows:
+                    row.finish_reason = row.finish_reason or "cancelled"
+                yield rows
+                break
+            if step + 1 == params.max_new_tokens:
+                break
+            if seen is not None:
+                seen.scatter_(1, tokens[:, None], True)
+            logits = self._decode(tokens)
+        for row in rows:
+            row.finish_reason = row.finish_reason or "length"
+            if not live_text:
+                row.text = self.decode(row.token_ids)
+        self._peak_memory_mb = devices.memory_stats(self.device)["peak_mb"]
+
+    def _append(self, row: _Row, token: int, now: float, params: GenerationParams, live_text: bool) -> None:
+        row.token_times.append(now)
+        if token in self.eos_token_ids and not params.ignore_eos:
+            row.finish_reason = "stop"
+            return
+        row.token_ids.append(token)
+        if not live_text:
+            return
+        row.text = self.decode(row.token_ids)
+        cut = min((i for i in (row.text.find(s) for s in params.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            row.text = row.text[:cut]
+            row.finish_reason = "stop"
+
+    def _result(self, row: _Row) -> GenerationResult:
+        times = row.token_times
+        timings = Timings(
+            ttft_ms=(times[0] - self._start) * 1000 if times else 0.0,
+            itl_ms=[(b - a) * 1000 for a, b in zip(times, times[1:])],
+            e2e_ms=(times[-1] - self._start) * 1000 if times else 0.0,
+            tokens=len(times), prompt_tokens=row.prompt_len, peak_memory_mb=self._peak_memory_mb)
+        return GenerationResult(text=row.text, token_ids=row.token_ids, finish_reason=row.finish_reason,
+                                timings=timings)
+
+    def _stream_pieces(self, prompt_ids: list[int], params: GenerationParams,
+                       stop_event: threading.Event | None, stream: TextStream) -> Iterator[str]:
+        emitted = 0
+        for (row,) in self._run([prompt_ids], params, stop_event, live_text=True):
+            safe = len(row.text) if row.finish_reason else _safe_prefix_len(row.text, params.stop)
+            if safe > emitted:
+                yield row.text[emitted:safe]
+                emitted = safe
+        stream.result = self._result(row)
+
+
+def _safe_prefix_len(text: str, stops: Sequence[str]) -> int:
+    """How much of a partial reply can be shown: hold back an incomplete UTF-8 character and any
+    tail that could be the start of a stop string."""
+    safe = len(text.rstrip("\ufffd"))
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                safe = min(safe, len(text) - k)
+                break
+    return safe

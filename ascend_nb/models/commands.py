@@ -1,0 +1,110 @@
+"""CLI: ``fetch``, ``generate`` and ``chat`` (the guides' main.py / run_baichuan2_7b.py loop)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every model-loading command takes."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="registry name or local model directory (default: %(default)s)")
+    parser.add_argument("--backend", default="transformers", choices=sorted(BACKENDS), help="engine backend")
+    parser.add_argument("--device", default="auto", help="auto (npu > cuda > cpu), npu, cuda, cpu, or with :INDEX")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate (default: the model's)")
+    parser.add_argument("--max-seq-len", type=int, default=None, help="prompt + output budget (static cache size)")
+
+
+def load_from_args(args: argparse.Namespace):
+    """Validate the generation options first (no model load for a typo), then load."""
+    from ascend_nb import GenerationParams, load
+
+    if args.max_new_tokens is not None:
+        GenerationParams(max_new_tokens=args.max_new_tokens)
+    return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len)
+
+
+def register(subparsers) -> None:
+    fetch = subparsers.add_parser("fetch", help="prepare the embedded default model (download + convert once)")
+    fetch.add_argument("--print-path", action="store_true", help="only print the model directory")
+    fetch.set_defaults(func=run_fetch)
+
+    generate = subparsers.add_parser("generate", help="one-shot generation with a timing line")
+    generate.add_argument("prompt", help="the question or text")
+    generate.add_argument("--raw", action="store_true", help="send the prompt as raw text, without the chat template")
+    generate.add_argument("--json", action="store_true", help="print {text, ttft_ms, tpot_ms, tokens, ...}")
+    add_model_arguments(generate)
+    generate.set_defaults(func=run_generate)
+
+    chat = subparsers.add_parser("chat", help="warm up, then a question-and-answer loop on stdin "
+                                              "(`stream` toggles streaming, `clear` resets history, `exit` quits)")
+    chat.add_argument("--no-stream", action="store_true", help="start with streaming off")
+    add_model_arguments(chat)
+    chat.set_defaults(func=run_chat)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from ascend_nb.models.embedded import embedded_model_dir, ensure_embedded_model
+
+    print(embedded_model_dir() if args.print_path else ensure_embedded_model())
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    engine = load_from_args(args)
+    params = engine.params(max_new_tokens=args.max_new_tokens)
+    if args.raw:
+        result = engine.generate(args.prompt, params)
+    else:
+        result = engine.chat([{"role": "user", "content": args.prompt}], params)
+    t = result.timings
+    if args.json:
+        print(json.dumps({"text": result.text, "ttft_ms": t.ttft_ms, "tpot_ms": t.tpot_ms, "tokens": t.tokens,
+                          "e2e_ms": t.e2e_ms, "tokens_per_s": t.tokens_per_s, "finish_reason": result.finish_reason,
+                          "model": engine.spec.name, "backend": engine.backend, "device": str(engine.device),
+                          "dtype": str(engine.dtype).removeprefix("torch.")}, ensure_ascii=False))
+    else:
+        print(result.text)
+        print(f"[{t.tokens} tokens, TTFT {t.ttft_ms:.1f} ms, TPOT {t.tpot_ms:.1f} ms, {t.tokens_per_s:.1f} tokens/s]",
+              file=sys.stderr)
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    engine = load_from_args(args)
+    params = engine.params(max_new_tokens=args.max_new_tokens)
+    engine.generate("Hello", max_new_tokens=4)  # warm-up, as the guides' scripts do
+    streaming = not args.no_stream
+    history: list[dict[str, str]] = []
+    print(f"{engine!r} ready. Type a question; `stream` toggles streaming, `clear` resets, `exit` quits.", flush=True)
+    for line in sys.stdin:
+        question = line.strip()
+        if not question:
+            continue
+        if question == "exit":
+            break
+        if question == "stream":
+            streaming = not streaming
+            print(f"[streaming {'on' if streaming else 'off'}]", flush=True)
+            continue
+        if question == "clear":
+            history.clear()
+            print("[history cleared]", flush=True)
+            continue
+        history.append({"role": "user", "content": question})
+        reply = engine.chat(history, params, stream=streaming)
+        if streaming:
+            for piece in reply:
+                print(piece, end="", flush=True)
+            print()
+            reply = reply.result
+        else:
+            print(reply.text)
+        history.append({"role": "assistant", "content": reply.text})
+        t = reply.timings
+        print(f"[TTFT {t.ttft_ms:.1f} ms, TPOT {t.tpot_ms:.1f} ms, {t.tokens} tokens]", flush=True)
+    return 0

@@ -1,0 +1,97 @@
+"""``ascend_nb.load``: a registry name or a local directory -> a ready engine on the chosen device."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from ascend_nb import device as devices
+from ascend_nb.errors import AscendNbError
+from ascend_nb.models.registry import MODELS, ModelSpec, detect_spec, get_spec
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+# backend name -> "module:class"; each class has from_directory(**engine_kwargs)
+BACKENDS = {
+    "transformers": "ascend_nb.engine.transformers_backend:TransformersEngine",
+}
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """A registry name (the embedded model is fetched on first use) or an existing model directory."""
+    text = str(model)
+    if text in MODELS:
+        spec = MODELS[text]
+        if not spec.embedded:
+            raise AscendNbError(f"{text} weights are not bundled: pass the local directory holding them "
+                                f"(convert first with `ascend-nb convert {spec.family} SRC DST`)")
+        from ascend_nb.models.embedded import ensure_embedded_model
+
+        return ensure_embedded_model()
+    path = Path(text).expanduser()
+    if not path.exists():
+        if "/" not in text and not text.startswith("."):
+            get_spec(text)  # raises: unknown model name, listing the known ones
+        raise AscendNbError(f"model directory {path} does not exist: give a registry name ({', '.join(MODELS)}) "
+                            "or a local directory (no hub downloads)")
+    return path
+
+
+def read_config(model_dir: Path) -> dict:
+    """``config.json`` of a model directory, with clear errors for the usual breakages."""
+    if not model_dir.is_dir():
+        raise AscendNbError(f"{model_dir} is not a directory: point at the folder holding config.json and the weights")
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise AscendNbError(f"{model_dir} has no config.json: is it a model directory?")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AscendNbError(f"{path} is corrupt ({exc}): restore it from the original download or re-convert") from exc
+    if not isinstance(config, dict):
+        raise AscendNbError(f"{path} is corrupt (not a JSON object): restore it or re-convert")
+    if not any(model_dir.glob(p) for p in WEIGHT_PATTERNS):
+        raise AscendNbError(f"no weights in {model_dir} (expected *.safetensors or pytorch_model*.bin): "
+                            "copy or link the weight files there")
+    return config
+
+
+def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
+         backend: str = "transformers", max_seq_len: int | None = None, trust_remote_code: bool = False,
+         template: str | None = None, **backend_options):
+    """Load a model and return an engine with ``generate``, ``stream`` and ``chat``.
+
+    ``model`` is a registry name (``smollm2-135m-instruct`` is embedded) or a local directory in
+    transformers format (convert Aquila/Baichuan2 downloads first with ``ascend-nb convert``).
+    ``device`` is ``auto`` (npu > cuda > cpu), ``npu``, ``cuda`` or ``cpu``; ``dtype`` is ``auto``
+    (fp16 on NPU, bf16 on CUDA/CPU where supported, else fp32) or a dtype name. ``max_seq_len``
+    bounds prompt + new tokens (default: the model's ``max_position_embeddings``). Remote code is
+    off unless ``trust_remote_code=True``.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    if backend not in BACKENDS:
+        raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    model_dir = resolve_model_dir(model)
+    raw_config = read_config(model_dir)
+    if raw_config.get("auto_map") and not trust_remote_code:
+        raise AscendNbError(f"{model_dir} needs remote code (config.json has auto_map): convert it with "
+                            "`ascend-nb convert baichuan2|aquila SRC DST`, or pass trust_remote_code=True")
+    torch_device = devices.resolve_device(device)
+    torch_dtype = devices.resolve_dtype(dtype, torch_device)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
+    spec: ModelSpec = detect_spec(model_dir, raw_config, bool(getattr(tokenizer, "chat_template", None)))
+    if template is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, template=template)
+    limit = config.max_position_embeddings
+    if max_seq_len is not None and not 0 < max_seq_len <= limit:
+        raise AscendNbError(f"max_seq_len must be in 1..{limit} (the model's max_position_embeddings), got {max_seq_len}")
+    module_name, class_name = BACKENDS[backend].split(":")
+    engine_class = getattr(importlib.import_module(module_name), class_name)
+    return engine_class.from_directory(
+        model_dir=model_dir, spec=spec, tokenizer=tokenizer, config=config, device=torch_device,
+        dtype=torch_dtype, max_seq_len=max_seq_len or limit, trust_remote_code=trust_remote_code, **backend_options)
