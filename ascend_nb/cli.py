@@ -15,6 +15,7 @@ from ascend_nb.errors import AscendNbError
 
 COMMAND_MODULES = (
     "ascend_nb.models.commands",
+    "ascend_nb.doctor.commands",
 )
 
 

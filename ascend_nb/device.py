@@ -68,7 +68,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise AscendNbError(f"device 'npu' is not available: {npu_unavailable_reason()}")
     if kind == "cuda" and not torch.cuda.is_available():
         raise AscendNbError("device 'cuda' is not available: torch.cuda.is_available() is False; use --device cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise AscendNbError(f"invalid device {device!r}: use auto, npu, cuda or cpu, optionally with :INDEX") from exc
     if kind != "cpu" and resolved.index is not None and resolved.index >= _backend(kind).device_count():
         raise AscendNbError(f"device {device!r} does not exist: only {_backend(kind).device_count()} {kind} device(s)")
     return resolved

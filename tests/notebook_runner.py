@@ -36,4 +36,5 @@ def outputs_text(notebook) -> str:
             data = output.get("data", {})
             parts.append(data.get("text/plain", ""))
             parts.append(data.get("text/html", ""))
+            parts.append(data.get("text/markdown", ""))
     return "\n".join(parts)

@@ -51,7 +51,7 @@ def read_config(model_dir: Path) -> dict:
         raise AscendNbError(f"{path} is corrupt ({exc}): restore it from the original download or re-convert") from exc
     if not isinstance(config, dict):
         raise AscendNbError(f"{path} is corrupt (not a JSON object): restore it or re-convert")
-    if not any(model_dir.glob(p) for p in WEIGHT_PATTERNS):
+    if not any(next(model_dir.glob(p), None) for p in WEIGHT_PATTERNS):
         raise AscendNbError(f"no weights in {model_dir} (expected *.safetensors or pytorch_model*.bin): "
                             "copy or link the weight files there")
     return config

@@ -1,0 +1,254 @@
+"""Decode roofline: tokens/s <= memory bandwidth / bytes read per decode step.
+
+Every decode step reads each linear weight once (shared by the whole batch: q/k/v/o, gate/up/down
+per layer and the LM head), the RMSNorm weights, and each sequence's KV cache up to its current
+length. The embedding lookup reads only one row per token and is left out. ``quantize`` applies to
+every linear layer, the LM head included; the KV cache stays in the compute dtype.
+
+Bandwidth is a device's spec-sheet ceiling (``data/devices.csv``) when ``device`` names one there
+(``"A100"``, ``"Atlas 300I DUO"``, ...), and is measured on this machine (once per process and
+device) when ``device`` is a torch device such as ``"cpu"`` or ``"cuda"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from ascend_nb import device as devices
+from ascend_nb.bench import reference
+from ascend_nb.errors import AscendNbError
+
+
+@dataclass(frozen=True)
+class QuantFormat:
+    """Weight-only quantization: ``bits`` per weight plus ``params_per_group`` dtype-sized values
+    (scale, or scale and zero) per ``group_size`` weights of a row (``None``: one group per row)."""
+
+    bits: int
+    group_size: int | None
+    params_per_group: int
+
+
+QUANT_FORMATS: dict[str, QuantFormat | None] = {
+    "none": None,
+    "int8": QuantFormat(bits=8, group_size=None, params_per_group=1),  # per-channel scale
+    "int4": QuantFormat(bits=4, group_size=32, params_per_group=2),  # gpt-fast style scale + zero
+}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a Llama-family decoder that decide how many bytes a decode step reads."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+
+    @classmethod
+    def from_config(cls, config) -> ModelShape:
+        """From a transformers config object or a ``config.json`` dict."""
+        get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+        heads = get("num_attention_heads")
+        hidden = get("hidden_size")
+        return cls(hidden_size=hidden, intermediate_size=get("intermediate_size"),
+                   num_hidden_layers=get("num_hidden_layers"), num_attention_heads=heads,
+                   num_key_value_heads=get("num_key_value_heads") or heads,
+                   head_dim=get("head_dim") or hidden // heads, vocab_size=get("vocab_size"))
+
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """``(out_features, in_features)`` of every linear layer read per decode step."""
+        q_dim = self.num_attention_heads * self.head_dim
+        kv_dim = self.num_key_value_heads * self.head_dim
+        per_layer = [(q_dim, self.hidden_size), (kv_dim, self.hidden_size), (kv_dim, self.hidden_size),
+                     (self.hidden_size, q_dim), (self.intermediate_size, self.hidden_size),
+                     (self.intermediate_size, self.hidden_size), (self.hidden_size, self.intermediate_size)]
+        return per_layer * self.num_hidden_layers + [(self.vocab_size, self.hidden_size)]
+
+
+# Shapes of the models in the guides' tables (config.json values; see DESIGN.md section 2).
+KNOWN_SHAPES = {
+    "aquila-7b": ModelShape(4096, 11008, 32, 32, 32, 128, 100008),
+    "baichuan2-7b-chat": ModelShape(4096, 11008, 32, 32, 32, 128, 125696),
+    "llama-2-7b": ModelShape(4096, 11008, 32, 32, 32, 128, 32000),
+}
+
+
+def model_shape(model) -> ModelShape:
+    """A :class:`ModelShape` from an engine, a transformers config, a config dict or a known model name."""
+    if isinstance(model, ModelShape):
+        return model
+    if isinstance(model, str):
+        if model not in KNOWN_SHAPES:
+            raise AscendNbError(f"no known shape for model {model!r}: pass an engine or its config "
+                                f"(known names: {', '.join(KNOWN_SHAPES)})")
+        return KNOWN_SHAPES[model]
+    return ModelShape.from_config(getattr(model, "config", model))
+
+
+def dtype_bytes(dtype: str | torch.dtype) -> int:
+    """Bytes per element of a dtype given as a torch dtype or a name (``"bf16"``, ``"float16"``...)."""
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        if name not in devices.DTYPES:
+            raise AscendNbError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
+        dtype = devices.DTYPES[name]
+    return torch.finfo(dtype).bits // 8
+
+
+def _quant_format(quantize: str | None) -> QuantFormat | None:
+    key = quantize or "none"
+    if key not in QUANT_FORMATS:
+        raise AscendNbError(f"unknown quantize {quantize!r}: use one of {', '.join(QUANT_FORMATS)}")
+    return QUANT_FORMATS[key]
+
+
+def weight_bytes(model, dtype: str | torch.dtype, quantize: str | None = None) -> int:
+    """Bytes of weights one decode step reads: every linear layer, the LM head and the RMSNorm weights."""
+    shape = model_shape(model)
+    element = dtype_bytes(dtype)
+    fmt = _quant_format(quantize)
+    total = (2 * shape.num_hidden_layers + 1) * shape.hidden_size * element  # RMSNorm weights
+    for out_features, in_features in shape.linear_shapes():
+        if fmt is None:
+            total += out_features * in_features * element
+            continue
+        groups = 1 if fmt.group_size is None else -(-in_features // fmt.group_size)
+        total += out_features * in_features * fmt.bits // 8 + out_features * groups * fmt.params_per_group * element
+    return total
+
+
+def kv_cache_bytes(model, dtype: str | torch.dtype, seq_len: float, batch_size: int = 1) -> int:
+    """Bytes of K and V cache for ``batch_size`` sequences of ``seq_len`` tokens."""
+    shape = model_shape(model)
+    per_token = 2 * shape.num_hidden_layers * shape.num_key_value_heads * shape.head_dim * dtype_bytes(dtype)
+    return int(per_token * seq_len * batch_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _measured_bandwidth_gbs(device: str) -> float:
+    size = (256 if device == "cpu" else 1024) * 2**20 // 4
+    data = torch.ones(size, dtype=torch.float32, device=device)
+    best = float("inf")
+    for _ in range(6):
+        devices.synchronize(device)
+        start = time.perf_counter()
+        data.sum()
+        devices.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return data.numel() * 4 / best / 1e9
+
+
+def measure_bandwidth(device: str | torch.device = "cpu") -> float:
+    """Memory read bandwidth of a torch device in GB/s (best of a few full reads of a buffer much
+    larger than the caches); measured once per process and device."""
+    return _measured_bandwidth_gbs(str(devices.resolve_device(device)))
+
+
+def resolve_bandwidth(device: str | torch.device) -> tuple[float, str]:
+    """``(GB/s, source)``: the spec-sheet ceiling of a device named in ``data/devices.csv``, else
+    the measured bandwidth of the torch device."""
+    name = str(device)
+    known = reference.devices()
+    if name in set(known["device"]):
+        return float(reference.device_spec(name)["bandwidth_gbs_max"]), f"spec sheet ({name})"
+    return measure_bandwidth(device), f"measured ({devices.resolve_device(device)})"
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """The decode ceiling for one model, dtype, device, batch size and context length."""
+
+    device: str
+    bandwidth_gbs: float
+    bandwidth_source: str
+    weight_bytes: int
+    kv_bytes: int
+    batch_size: int
+    seq_len: float
+
+    @property
+    def bytes_per_step(self) -> int:
+        return self.weight_bytes + self.kv_bytes
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Ceiling on decode throughput (all sequences of the batch together)."""
+        return self.batch_size * self.bandwidth_gbs * 1e9 / self.bytes_per_step
+
+    @property
+    def tpot_ms(self) -> float:
+        """Floor on the time per output token."""
+        return 1000.0 * self.batch_size / self.tokens_per_s
+
+    def percent(self, decode_tokens_per_s: float) -> float:
+        """How close a measured decode throughput comes to this ceiling, in %."""
+        return 100.0 * decode_tokens_per_s / self.tokens_per_s
+
+
+def roofline(model, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+             quantize: str | None = None, seq_len: float = 0, batch_size: int = 1,
+             bandwidth_gbs: float | None = None) -> Roofline:
+    """Decode tokens/s ceiling: bandwidth / (weight bytes + KV cache bytes at ``seq_len``).
+
+    ``model`` is an engine (its device, dtype and ``quantize`` are the defaults), a transformers
+    config, a config dict or a known model name (``aquila-7b``, ``baichuan2-7b-chat``, ``llama-2-7b``).
+    ``device`` is a torch device (bandwidth measured here) or a ``data/devices.csv`` name (spec sheet);
+    ``bandwidth_gbs`` overrides both.
+    """
+    device = device if device is not None else getattr(model, "device", None)
+    dtype = dtype if dtype is not None else getattr(model, "dtype", None)
+    quantize = quantize if quantize is not None else getattr(model, "quantize", None)
+    if device is None or dtype is None:
+        raise AscendNbError("roofline needs a device and a dtype: pass an engine, or device= and dtype=")
+    if bandwidth_gbs is None:
+        bandwidth_gbs, source = resolve_bandwidth(device)
+    else:
+        source = "given"
+    return Roofline(device=str(device), bandwidth_gbs=float(bandwidth_gbs), bandwidth_source=source,
+                    weight_bytes=weight_bytes(model, dtype, quantize),
+                    kv_bytes=kv_cache_bytes(model, dtype, seq_len, batch_size),
+                    batch_size=batch_size, seq_len=seq_len)
+
+
+def roofline_table(model, dtype: str | torch.dtype, quantize: str | None = None, seq_len: float = 0,
+                   batch_size: int = 1, this_device: str | torch.device | None = "cpu") -> pd.DataFrame:
+    """The decode ceiling of one model on every device of ``data/devices.csv`` (spec sheet) and on
+    ``this_device`` (measured here; ``None`` leaves it out)."""
+    targets = list(reference.devices()["device"]) + ([this_device] if this_device is not None else [])
+    rows = []
+    for target in targets:
+        limit = roofline(model, target, dtype, quantize, seq_len, batch_size)
+        rows.append({"device": str(target), "bandwidth_gbs": limit.bandwidth_gbs, "source": limit.bandwidth_source,
+                     "weights_gb": limit.weight_bytes / 1e9, "kv_cache_gb": limit.kv_bytes / 1e9,
+                     "roofline_tokens_per_s": limit.tokens_per_s, "min_tpot_ms": limit.tpot_ms})
+    return pd.DataFrame(rows)
+
+
+def _mean_context(row: pd.Series) -> float:
+    """Mean KV length over the decode steps of a published row: mid input + half the mid output."""
+    if pd.isna(row.get("input_len_min")) or pd.isna(row.get("output_len_min")):
+        return 0.0
+    return (row["input_len_min"] + row["input_len_max"]) / 2 + (row["output_len_min"] + row["output_len_max"]) / 4
+
+
+def with_roofline(table: pd.DataFrame) -> pd.DataFrame:
+    """Published rows (:func:`ascend_nb.bench.reference.performance`) with ``roofline_tokens_per_s``
+    (spec-sheet bandwidth of the row's device, one chip per row's ``chips``) and ``pct_of_roofline``."""
+    table = table.copy()
+    ceilings = []
+    for _, row in table.iterrows():
+        limit = roofline(row["model"], row["device"], row["dtype"], row["quantize"], _mean_context(row),
+                         int(row["batch_size"]))
+        ceilings.append(limit.tokens_per_s * row.get("chips", 1))
+    table["roofline_tokens_per_s"] = ceilings
+    table["pct_of_roofline"] = 100.0 * table["decode_tokens_per_s"] / table["roofline_tokens_per_s"]
+    return table

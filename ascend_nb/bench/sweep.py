@@ -1,0 +1,221 @@
+"""Latency sweeps over batch size x input length x output length, as the guides' performance test.
+
+Each grid point runs random input ids (fixed seed) with EOS disabled, so the output length is
+exact; ``warmup`` untimed short runs of the same shape come first, then ``repeat`` timed runs whose
+medians make the row. Rows are yielded as they finish and appended to ``csv_path`` (the whole
+file is rewritten atomically, so a crash or a kernel restart loses at most the point in flight);
+a later call with the same CSV skips the points already there.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ascend_nb import device as devices
+from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, guide_values, read_rows, write_rows
+from ascend_nb.bench.roofline import kv_cache_bytes, model_shape, resolve_bandwidth, roofline
+from ascend_nb.engine.params import GenerationParams
+from ascend_nb.errors import AscendNbError
+from ascend_nb.models.registry import MODELS
+
+GUIDE_LENS = (32, 64, 128, 256, 512, 1024)  # the guides' 2^5..2^10
+WARMUP_TOKENS = 4  # new tokens per warm-up run: enough to run prefill and the decode path once
+RUN_FIELDS = ("backend", "model", "device", "device_name", "dtype", "quantize")
+KEY_FIELDS = ("backend", "model", "device", "dtype", "quantize", "batch_size", "input_len", "output_len")
+RESULT_FIELDS = RUN_FIELDS + ("batch_size", "input_len", "output_len", "repeat", "ttft_ms", "tpot_ms",
+                              "decode_tokens_per_s", "e2e_ms", "peak_memory_mb", "roofline_tokens_per_s",
+                              "pct_of_roofline")
+CSV_COLUMNS = RESULT_FIELDS + tuple(c for c in GUIDE_COLUMNS if c not in RESULT_FIELDS)
+_INT_FIELDS = {"batch_size", "input_len", "output_len", "repeat", "input_seq_len(Encoding)",
+               "output_seq_len(Decoding)"}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    batch_size: int
+    input_len: int
+    output_len: int
+
+
+@dataclass
+class SweepPlan:
+    """The grid points that will run, in order, and the ones trimmed away with the reason."""
+
+    points: list[SweepPoint] = field(default_factory=list)
+    skipped: list[tuple[SweepPoint, str]] = field(default_factory=list)
+
+
+def _positive_ints(name: str, values: Sequence[int], minimum: int = 1) -> list[int]:
+    values = list(values)
+    if not values or any(int(v) != v or v < minimum for v in values):
+        raise AscendNbError(f"{name} must be a non-empty list of integers >= {minimum}, got {values}")
+    return [int(v) for v in values]
+
+
+def _available_memory_bytes(device: torch.device) -> float:
+    """Free memory for new tensors: the accelerator's free memory, or the host's MemAvailable."""
+    if device.type != "cpu":
+        return devices.memory_stats(device)["free_mb"] * 2**20
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def point_memory_bytes(engine, point: SweepPoint) -> int:
+    """A rough upper estimate of the memory one point needs beyond the weights: the KV cache at full
+    length, eager prefill attention scores (fp32), MLP activations and the logits."""
+    shape = model_shape(engine)
+    element = torch.finfo(engine.dtype).bits // 8
+    b, t = point.batch_size, point.input_len
+    kv = kv_cache_bytes(shape, engine.dtype, t + point.output_len, b)
+    scores = b * shape.num_attention_heads * t * t * 4
+    activations = b * t * (4 * shape.hidden_size + 2 * shape.intermediate_size) * element
+    return kv + scores + activations + b * shape.vocab_size * 4
+
+
+def plan_sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] = GUIDE_LENS,
+               output_lens: Sequence[int] = GUIDE_LENS) -> SweepPlan:
+    """The grid in the guides' order (batch, then input, then output), without the points that do not
+    fit ``engine.max_seq_len`` or the memory free now."""
+    batch_sizes = _positive_ints("batch sizes", batch_sizes)
+    input_lens = _positive_ints("input lengths", input_lens)
+    output_lens = _positive_ints("output lengths (TPOT needs two tokens)", output_lens, minimum=2)
+    free = _available_memory_bytes(engine.device)
+    plan = SweepPlan()
+    for batch_size in batch_sizes:
+        for input_len in input_lens:
+            for output_len in output_lens:
+                point = SweepPoint(batch_size, input_len, output_len)
+                need = point_memory_bytes(engine, point)
+                if input_len + output_len > engine.max_seq_len:
+                    plan.skipped.append((point, f"input + output exceeds max_seq_len {engine.max_seq_len}"))
+                elif need > free:
+                    plan.skipped.append((point, f"needs about {need / 2**20:.0f} MB, {free / 2**20:.0f} MB free"))
+                else:
+                    plan.points.append(point)
+    return plan
+
+
+def run_fields(engine) -> dict:
+    """What identifies a run in a results row: backend, model, device, device name, dtype, quantize."""
+    return {"backend": engine.backend,
+            "model": engine.spec.name if engine.spec.name in MODELS else engine.model_dir.name,
+            "device": str(engine.device), "device_name": devices.device_info(engine.device).name,
+            "dtype": str(engine.dtype).removeprefix("torch."),
+            "quantize": getattr(engine, "quantize", None) or "none"}
+
+
+def random_prompts(vocab_size: int, batch_size: int, input_len: int, seed: int) -> list[list[int]]:
+    """``batch_size`` prompts of ``input_len`` random token ids (the guides' dummy inputs), seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (batch_size, input_len), generator=generator).tolist()
+
+
+def measure_point(engine, point: SweepPoint, repeat: int = 1, warmup: int = 1, seed: int = 0) -> dict:
+    """Median TTFT / TPOT / E2E over ``repeat`` timed runs of one grid point (after ``warmup`` short runs)."""
+    prompts = random_prompts(engine.config.vocab_size, point.batch_size, point.input_len, seed)
+    params = GenerationParams(max_new_tokens=point.output_len, ignore_eos=True)
+    for _ in range(warmup):
+        engine.generate(prompts, params.replace(max_new_tokens=min(point.output_len, WARMUP_TOKENS)))
+    timings = [engine.generate(prompts, params)[0].timings for _ in range(repeat)]
+    if any(t.tokens != point.output_len for t in timings):
+        raise AscendNbError(f"the {engine.backend} backend stopped before {point.output_len} tokens with "
+                            "ignore_eos=True: its EOS handling is broken")
+    tpot_ms = statistics.median(t.tpot_ms for t in timings)
+    peaks = [t.peak_memory_mb for t in timings if t.peak_memory_mb is not None]
+    return {"batch_size": point.batch_size, "input_len": point.input_len, "output_len": point.output_len,
+            "repeat": repeat, "ttft_ms": statistics.median(t.ttft_ms for t in timings), "tpot_ms": tpot_ms,
+            "decode_tokens_per_s": 1000.0 * point.batch_size / tpot_ms,
+            "e2e_ms": statistics.median(t.e2e_ms for t in timings), "peak_memory_mb": max(peaks, default=None)}
+
+
+def _typed(raw: dict[str, str]) -> dict:
+    """A CSV row (strings) back to the values :func:`sweep` yields."""
+    row = {}
+    for column in CSV_COLUMNS:
+        text = raw.get(column, "")
+        if column in RUN_FIELDS:
+            row[column] = text
+        elif text == "":
+            row[column] = None
+        else:
+            row[column] = int(text) if column in _INT_FIELDS else float(text)
+    return row
+
+
+def _key(row: dict) -> tuple[str, ...]:
+    return tuple(str(row[k]) for k in KEY_FIELDS)
+
+
+def _load_existing(csv_path: Path) -> list[dict[str, str]]:
+    columns, rows = read_rows(csv_path)
+    if tuple(columns) != CSV_COLUMNS:
+        raise AscendNbError(f"{csv_path} has other columns than a sweep CSV: choose another csv path, "
+                            "or move that file away to start over")
+    return rows
+
+
+def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] = GUIDE_LENS,
+          output_lens: Sequence[int] = GUIDE_LENS, repeat: int = 1, warmup: int = 1,
+          csv_path: str | Path | None = None, resume: bool = True, seed: int = 0, progress: bool = True,
+          bandwidth_gbs: float | None = None) -> Iterator[dict]:
+    """Run the latency grid on ``engine`` and yield one row per point as it finishes.
+
+    Rows carry the bench field names (``backend, model, device, dtype, quantize, batch_size,
+    input_len, output_len, ttft_ms, tpot_ms, decode_tokens_per_s, e2e_ms, peak_memory_mb``), the
+    decode roofline at the point's mean context (``roofline_tokens_per_s``, ``pct_of_roofline``;
+    bandwidth measured here unless ``bandwidth_gbs`` is given) and the guides' columns.
+    With ``csv_path`` every row is appended to that CSV as it lands; with ``resume`` (default) the
+    points of this run already in the CSV are yielded from it instead of measured again, while
+    ``resume=False`` starts the file over. Points that do not fit ``max_seq_len`` or free memory
+    are skipped (see :func:`plan_sweep`).
+    """
+    from tqdm.auto import tqdm
+
+    if repeat < 1 or warmup < 0:
+        raise AscendNbError(f"repeat must be >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
+    plan = plan_sweep(engine, batch_sizes, input_lens, output_lens)
+    if not plan.points:
+        raise AscendNbError(f"no grid point fits (max_seq_len {engine.max_seq_len}, free memory): "
+                            "use shorter input/output lengths or smaller batch sizes")
+    csv_path = Path(csv_path) if csv_path is not None else None
+    stored = _load_existing(csv_path) if csv_path is not None and resume and csv_path.exists() else []
+    done = {_key(raw): raw for raw in stored}
+    identity = run_fields(engine)
+    bandwidth = bandwidth_gbs if bandwidth_gbs is not None else resolve_bandwidth(engine.device)[0]
+    todo = [p for p in plan.points if _key({**identity, **vars(p)}) not in done]
+    bar = tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), desc=f"sweep {engine.backend}",
+               unit="point", disable=not progress)
+    if plan.skipped:
+        bar.write(f"skipping {len(plan.skipped)} grid point(s), e.g. {vars(plan.skipped[0][0])}: {plan.skipped[0][1]}")
+    try:
+        for point in plan.points:
+            previous = done.get(_key({**identity, **vars(point)}))
+            if previous is not None:
+                yield _typed(previous)
+                continue
+            row = {**identity, **measure_point(engine, point, repeat, warmup, seed)}
+            limit = roofline(engine, seq_len=point.input_len + point.output_len / 2, batch_size=point.batch_size,
+                             bandwidth_gbs=bandwidth)
+            row["roofline_tokens_per_s"] = limit.tokens_per_s
+            row["pct_of_roofline"] = limit.percent(row["decode_tokens_per_s"])
+            row.update(guide_values(row))
+            if csv_path is not None:
+                stored.append(row)
+                write_rows(csv_path, CSV_COLUMNS, stored)
+            bar.update(1)
+            bar.set_postfix(ttft_ms=f"{row['ttft_ms']:.1f}", tpot_ms=f"{row['tpot_ms']:.1f}")
+            yield dict(row)
+    finally:
+        bar.close()

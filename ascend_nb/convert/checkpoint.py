@@ -1,0 +1,136 @@
+"""Read a model directory's weights lazily: ``pytorch_model*.bin`` (sharded or not) or ``*.safetensors``.
+
+``.bin`` files are opened with ``torch.load(weights_only=True, mmap=True)``: only tensors and plain
+containers are unpickled (never arbitrary objects), and tensor data stays on disk until a tensor
+is used, so converting a 7B checkpoint does not need 7B parameters of RAM. Every shard is opened
+(and so checked) before anything is written: a corrupt, truncated or missing shard is an
+:class:`AscendNbError` up front.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import torch
+
+from ascend_nb.errors import AscendNbError
+
+BIN_INDEX = "pytorch_model.bin.index.json"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                      "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The weight files of ``directory`` in load order: index-listed shards, or the single file.
+
+    Raises when the directory has no weights or when an index names a shard that is missing.
+    """
+    directory = Path(directory)
+    for index_name, single in ((SAFETENSORS_INDEX, "model.safetensors"), (BIN_INDEX, "pytorch_model.bin")):
+        index = directory / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise AscendNbError(f"{index} is corrupt ({exc}): restore it from the original download") from exc
+            names = list(dict.fromkeys(weight_map.values()))
+            missing = [name for name in names if not (directory / name).is_file()]
+            if missing:
+                raise AscendNbError(f"shard {missing[0]} listed in {index_name} is missing from {directory}: "
+                                    "download every shard again")
+            return [directory / name for name in names]
+        if (directory / single).is_file():
+            return [directory / single]
+    raise AscendNbError(f"no weights in {directory}: expected pytorch_model.bin, {BIN_INDEX}, "
+                        f"model.safetensors or {SAFETENSORS_INDEX}")
+
+
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap can only be used" not in str(exc):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
+    except pickle.UnpicklingError as exc:
+        raise AscendNbError(f"{path} holds objects other than tensors (or is not a PyTorch file); it was not "
+                            "unpickled, for safety: re-download it or convert it where you trust its origin") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AscendNbError(f"{path} is corrupt or truncated ({first}); re-download it") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AscendNbError(f"{path} is not a state dict of tensors: point at a model's pytorch_model*.bin")
+    return state
+
+
+class Checkpoint:
+    """Lazy, read-only access to every tensor of a model directory, by name."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.files = weight_files(self.directory)
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._handles: dict[str, object] = {}
+        self._file_of: dict[str, Path] = {}
+        for path in self.files:
+            if path.suffix == ".safetensors":
+                self._open_safetensors(path)
+            else:
+                for name, tensor in _load_bin(path).items():
+                    self._tensors[name] = tensor
+                    self._file_of[name] = path
+
+    def _open_safetensors(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        try:
+            handle = safe_open(path, framework="pt")
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError
+            raise AscendNbError(f"{path} is corrupt or truncated ({exc}); re-download it") from exc
+        for name in handle.keys():
+            self._handles[name] = handle
+            self._file_of[name] = path
+
+    def names(self) -> list[str]:
+        """Tensor names in file order."""
+        return list(self._file_of)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._file_of
+
+    def file_of(self, name: str) -> Path:
+        return self._file_of[name]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name in self._tensors:
+            return tuple(self._tensors[name].shape)
+        return tuple(self._handles[name].get_slice(name).get_shape())
+
+    def dtype(self, name: str) -> torch.dtype:
+        if name in self._tensors:
+            return self._tensors[name].dtype
+        return SAFETENSORS_DTYPES[self._handles[name].get_slice(name).get_dtype()]
+
+    def get(self, name: str) -> torch.Tensor:
+        """The tensor (memory-mapped where the format allows)."""
+        if name not in self._file_of:
+            raise AscendNbError(f"tensor {name!r} is not in {self.directory}: the checkpoint is incomplete or "
+                                "not the kind you named")
+        if name in self._tensors:
+            return self._tensors[name]
+        return self._handles[name].get_tensor(name)
+
+    def nbytes(self, dtype: torch.dtype | None = None) -> int:
+        """Total size of all tensors, stored as ``dtype`` (default: as they are)."""
+        total = 0
+        for name in self._file_of:
+            numel = 1
+            for n in self.shape(name):
+                numel *= n
+            total += numel * (dtype or self.dtype(name)).itemsize
+        return total

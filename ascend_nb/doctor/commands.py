@@ -1,0 +1,32 @@
+"""CLI: ``ascend-nb doctor [--ascend-root DIR] [--model M] [--dtype D] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("doctor", help="check drivers, CANN, torch/torch_npu, ATB, devices and packages; "
+                                                  "exit 1 when a check fails")
+    parser.add_argument("--ascend-root", default=None,
+                        help="Ascend install root (default: from $ASCEND_HOME_PATH, else /usr/local/Ascend)")
+    parser.add_argument("--model", default=None,
+                        help="registry name or model directory to budget RAM/disk for (default: a 7B model in fp16)")
+    parser.add_argument("--dtype", default="auto", help="dtype you will run in: auto, float16, bfloat16, float32")
+    parser.add_argument("--json", action="store_true", help='print {"checks": [...], "facts": {...}}')
+    parser.set_defaults(func=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from ascend_nb import doctor
+
+    model_bytes = doctor.weights_bytes(args.model) if args.model else None
+    report = doctor.run(args.ascend_root, model_bytes=model_bytes, dtype=args.dtype)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        facts = report.facts
+        print(f"ascend-nb doctor: Ascend root {facts['ascend_root']}, torch {facts['torch_version']}\n")
+        print(report.to_text())
+    return report.exit_code

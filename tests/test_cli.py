@@ -1,0 +1,50 @@
+"""The ascend-nb command line, run as a real subprocess."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def ascend_nb(*args, stdin=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "ascend_nb", *args], input=stdin, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "hi", "--model", "nope"], "unknown model 'nope'"),
+    (["generate", "hi", "--max-new-tokens", "0"], "max_new_tokens must be > 0"),
+    (["generate", "hi", "--device", "npu"], "device 'npu' is not available"),
+    (["generate", "hi", "--model", "/no/such/dir"], "does not exist"),
+])
+def test_bad_input_is_one_line_exit_2_no_traceback(args, message):
+    done = ascend_nb(*args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len([line for line in done.stderr.splitlines() if line.startswith("ascend-nb")]) == 1
+
+
+def test_fetch_print_path(embedded_model_dir):
+    done = ascend_nb("fetch", "--print-path")
+    assert done.returncode == 0 and done.stdout.strip() == str(embedded_model_dir)
+
+
+@pytest.mark.slow
+def test_generate_json_answers_paris(embedded_model_dir):
+    done = ascend_nb("generate", "What is the capital of France?", "--json", "--dtype", "float32")
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert "Paris" in reply["text"]
+    assert reply["ttft_ms"] > 0 and reply["tpot_ms"] > 0 and reply["tokens"] > 1
+
+
+@pytest.mark.slow
+def test_chat_loop_reads_stdin_and_toggles_streaming(embedded_model_dir):
+    script = "What is the capital of France?\nstream\nclear\nexit\nnever read\n"
+    done = ascend_nb("chat", "--max-new-tokens", "24", "--dtype", "float32", stdin=script)
+    assert done.returncode == 0, done.stderr
+    assert "Paris" in done.stdout
+    assert "[streaming off]" in done.stdout and "[history cleared]" in done.stdout
+    assert done.stdout.count("TTFT") == 1

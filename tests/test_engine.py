@@ -1,0 +1,109 @@
+"""The reference engine: generation loop, streaming, batches, stop event, sampling, timings, errors."""
+
+import threading
+
+import pytest
+import torch
+
+from ascend_nb import GenerationParams
+from ascend_nb.errors import AscendNbError
+
+PROMPT = [1, 504, 3458, 282, 4649, 314]
+
+
+def test_greedy_matches_a_plain_argmax_loop(tiny_engine):
+    result = tiny_engine.generate(PROMPT, max_new_tokens=8, ignore_eos=True)
+    ids = list(PROMPT)
+    with torch.inference_mode():
+        for _ in range(8):
+            ids.append(int(tiny_engine.model(torch.tensor([ids])).logits[0, -1].argmax()))
+    assert result.token_ids == ids[len(PROMPT):]
+    assert result.finish_reason == "length"
+    assert result.timings.tokens == 8 and len(result.timings.itl_ms) == 7
+
+
+def test_timings_are_consistent(tiny_engine):
+    t = tiny_engine.generate(PROMPT, max_new_tokens=6, ignore_eos=True).timings
+    assert 0 < t.ttft_ms <= t.e2e_ms
+    assert t.tpot_ms == pytest.approx((t.e2e_ms - t.ttft_ms) / 5)
+    assert sum(t.itl_ms) == pytest.approx(t.e2e_ms - t.ttft_ms)
+    assert t.prompt_tokens == len(PROMPT) and t.tokens_per_s == pytest.approx(1000 / t.tpot_ms)
+
+
+def test_batch_with_different_lengths_equals_each_prompt_alone(tiny_engine):
+    prompts = [PROMPT, [1, 42, 43], [7] * 11]
+    batch = tiny_engine.generate(prompts, max_new_tokens=6, ignore_eos=True)
+    alone = [tiny_engine.generate(p, max_new_tokens=6, ignore_eos=True) for p in prompts]
+    assert [r.token_ids for r in batch] == [r.token_ids for r in alone]
+
+
+def test_stream_pieces_join_to_the_generated_text(tiny_engine):
+    stream = tiny_engine.stream(PROMPT, max_new_tokens=10, ignore_eos=True)
+    pieces = list(stream)
+    assert "".join(pieces) == stream.result.text == tiny_engine.generate(PROMPT, max_new_tokens=10, ignore_eos=True).text
+
+
+def test_stop_event_ends_generation_within_one_token(tiny_engine):
+    stop = threading.Event()
+    stream = tiny_engine.stream(PROMPT, max_new_tokens=50, ignore_eos=True, stop_event=stop)
+    for i, _ in enumerate(stream):
+        if i == 2:
+            stop.set()
+    assert stream.result.finish_reason == "cancelled"
+    assert len(stream.result.token_ids) <= 4
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without(tiny_engine):
+    params = GenerationParams(max_new_tokens=12, do_sample=True, temperature=1.5, top_k=50, top_p=0.95,
+                              repetition_penalty=1.1, ignore_eos=True)
+    first = tiny_engine.generate(PROMPT, params.replace(seed=7)).token_ids
+    assert tiny_engine.generate(PROMPT, params.replace(seed=7)).token_ids == first
+    assert any(tiny_engine.generate(PROMPT, params.replace(seed=s)).token_ids != first for s in (8, 9, 10))
+
+
+def test_stop_strings_cut_the_text(tiny_engine):
+    full = tiny_engine.generate(PROMPT, max_new_tokens=12, ignore_eos=True).text
+    stop = full[len(full) // 2: len(full) // 2 + 2]
+    result = tiny_engine.generate(PROMPT, max_new_tokens=12, ignore_eos=True, stop=[stop])
+    assert result.finish_reason == "stop" and result.text == full[:full.find(stop)]
+
+
+def test_prompt_longer_than_max_seq_len_is_refused_before_work(tiny_engine):
+    with pytest.raises(AscendNbError, match="exceeds max_seq_len 256"):
+        tiny_engine.generate([5] * 250, max_new_tokens=10)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"max_new_tokens": 0}, "max_new_tokens must be > 0"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"do_sample": True, "temperature": 0.0}, "temperature"),
+])
+def test_bad_generation_parameters(tiny_engine, overrides, match):
+    with pytest.raises(AscendNbError, match=match):
+        tiny_engine.generate(PROMPT, **overrides)
+
+
+def test_empty_prompt_is_refused(tiny_engine):
+    with pytest.raises(AscendNbError, match="empty"):
+        tiny_engine.generate("")
+
+
+def test_forward_returns_logits_and_hidden_states(tiny_engine):
+    logits, hidden = tiny_engine.forward(torch.tensor([PROMPT]), output_hidden_states=True)
+    assert logits.shape == (1, len(PROMPT), 49152) and logits.dtype == torch.float32
+    assert len(hidden) == tiny_engine.config.num_hidden_layers + 1
+
+
+@pytest.mark.slow
+def test_embedded_model_answers_paris(embedded_engine):
+    result = embedded_engine.chat([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=32)
+    assert "Paris" in result.text
+    assert result.finish_reason == "stop"
+
+
+@pytest.mark.slow
+def test_embedded_chat_stream_and_context_full(embedded_engine):
+    stream = embedded_engine.chat([{"role": "user", "content": "Name a color."}], max_new_tokens=16, stream=True)
+    assert "".join(stream) == stream.result.text and stream.result.text
+    with pytest.raises(AscendNbError, match="prompt is .* tokens"):
+        embedded_engine.chat([{"role": "user", "content": "word " * 9000}], max_new_tokens=16)
