@@ -53,6 +53,10 @@ def tokenizer_from_sentencepiece(model_file: Path):
     if proto.trainer_spec.model_type != _BPE:
         raise AscendNbError(f"{model_file} is not a BPE SentencePiece model (type {proto.trainer_spec.model_type}); "
                             "only BPE models (Baichuan2, Llama) convert")
+    user_defined = [p.piece for p in proto.pieces if p.type == _USER_DEFINED]
+    if user_defined and proto.normalizer_spec.add_dummy_prefix:
+        raise AscendNbError(f"{model_file} combines a dummy-prefix space with user-defined pieces, which a fast "
+                            "tokenizer cannot reproduce exactly; keep using the original tokenizer for this model")
     vocab = {piece.piece: index for index, piece in enumerate(proto.pieces)}
     merges = []
     for piece in sorted((p for p in proto.pieces if p.type == _NORMAL), key=lambda p: -p.score):
@@ -65,7 +69,7 @@ def tokenizer_from_sentencepiece(model_file: Path):
     spec = proto.normalizer_spec
     steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
     if spec.remove_extra_whitespaces:
-        steps += [normalizers.Replace(Regex("^ +| +$"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
+        steps += [normalizers.Replace(Regex(r"\A +| +\z"), ""), normalizers.Replace(Regex(" {2,}"), " ")]
     if spec.add_dummy_prefix:
         steps.append(normalizers.Prepend("▁"))
     steps.append(normalizers.Replace(" ", "▁"))
@@ -75,10 +79,9 @@ def tokenizer_from_sentencepiece(model_file: Path):
         decode_steps.append(decoders.Strip(content=" ", left=1, right=0))
     tokenizer.decoder = decoders.Sequence(decode_steps)
 
-    # SentencePiece matches user-defined pieces anywhere in the text; control pieces (<s>, </s>) are
-    # the tokenizer's special tokens, as in BaichuanTokenizer.
-    tokenizer.add_tokens([AddedToken(p.piece, normalized=False, special=False)
-                          for p in proto.pieces if p.type == _USER_DEFINED])
+    # SentencePiece matches user-defined pieces anywhere in the normalized text (so "▁▁▁▁" matches four
+    # spaces); control pieces (<s>, </s>) are the tokenizer's special tokens, as in BaichuanTokenizer.
+    tokenizer.add_tokens([AddedToken(piece, normalized=True, special=False) for piece in user_defined])
     tokenizer.add_special_tokens([AddedToken(p.piece, normalized=False, special=True)
                                   for p in proto.pieces if p.type in (_UNKNOWN, _CONTROL)])
     return tokenizer

@@ -23,15 +23,9 @@ from ascend_nb.doctor.probe import Probe
 from ascend_nb.doctor.report import Check
 from ascend_nb.errors import AscendNbError
 
-STEPS = {
-    "system": "OS, glibc, gcc, Python, RAM and disk",
-    "driver": "firmware and driver (npu-smi)",
-    "cann": "CANN toolkit and its set_env.sh",
-    "torch": "torch and torch_npu",
-    "atb": "ATB acceleration library",
-    "devices": "devices",
-    "packages": "notebook packages",
-}
+# the guides' install order: system, firmware + driver, CANN toolkit, torch + torch_npu, ATB, then
+# what the notebooks use (devices, packages); Report.step_table(step) shows one of them
+STEPS = ("system", "driver", "cann", "torch", "atb", "devices", "packages")
 TOOLKIT_ENV = ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH", "ASCEND_OPP_PATH", "ASCEND_AICPU_PATH", "TOOLCHAIN_HOME")
 DEFAULT_MODEL_BYTES = 15 * 10**9  # a 7B model in fp16 (Baichuan2-7B-Chat: 7.5B parameters x 2 bytes)
 MIN_GLIBC, MIN_GCC = "2.27", "7.5.0"
