@@ -16,6 +16,7 @@ from ascend_nb.errors import AscendNbError
 COMMAND_MODULES = (
     "ascend_nb.models.commands",
     "ascend_nb.doctor.commands",
+    "ascend_nb.precision.commands",
 )
 
 

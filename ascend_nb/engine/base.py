@@ -41,9 +41,8 @@ class _Row:
 class TextStream:
     """Iterator over the text pieces of one streamed reply; ``result`` is set once it is exhausted."""
 
-    def __init__(self, engine: Engine, prompt_ids: list[int], params: GenerationParams,
-                 stop_event: threading.Event | None):
-        self._pieces = engine._stream_pieces(prompt_ids, params, stop_event, self)
+    def __init__(self, engine, prompt, params: GenerationParams, stop_event: threading.Event | None):
+        self._pieces = engine._stream_pieces(prompt, params, stop_event, self)
         self.result: GenerationResult | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -52,11 +51,11 @@ class TextStream:
     def __next__(self) -> str:
         return next(self._pieces)
 
-    def text(self) -> str:
-        """Consume the rest of the stream and return the whole reply."""
+    def finish(self) -> GenerationResult:
+        """Consume the rest of the stream and return its result."""
         for _ in self._pieces:
             pass
-        return self.result.text
+        return self.result
 
 
 class Engine(ABC):

@@ -17,6 +17,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate (default: the model's)")
     parser.add_argument("--max-seq-len", type=int, default=None, help="prompt + output budget (static cache size)")
+    served = parser.add_argument_group("served models (--backend openai)")
+    served.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
+    served.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
+    served.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server")
 
 
 def load_from_args(args: argparse.Namespace):
@@ -25,6 +29,8 @@ def load_from_args(args: argparse.Namespace):
 
     if args.max_new_tokens is not None:
         GenerationParams(max_new_tokens=args.max_new_tokens)
+    if args.backend == "openai":
+        return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
     return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len)
 
 

@@ -14,6 +14,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 # backend name -> "module:class"; each class has from_directory(**engine_kwargs)
 BACKENDS = {
     "transformers": "ascend_nb.engine.transformers_backend:TransformersEngine",
+    "accelerated": "ascend_nb.engine.accelerated:AcceleratedEngine",
+    "openai": "ascend_nb.engine.openai_backend:OpenAIEngine",
 }
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
@@ -67,12 +69,18 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     ``device`` is ``auto`` (npu > cuda > cpu), ``npu``, ``cuda`` or ``cpu``; ``dtype`` is ``auto``
     (fp16 on NPU, bf16 on CUDA/CPU where supported, else fp32) or a dtype name. ``max_seq_len``
     bounds prompt + new tokens (default: the model's ``max_position_embeddings``). Remote code is
-    off unless ``trust_remote_code=True``.
+    off unless ``trust_remote_code=True``. ``backend="openai"`` connects to an OpenAI-compatible
+    server instead (``model`` is the served model's name; ``base_url``, ``api_key`` and ``timeout``
+    options, defaulting to ``$OPENAI_BASE_URL`` / ``$OPENAI_API_KEY``).
     """
     from transformers import AutoConfig, AutoTokenizer
 
     if backend not in BACKENDS:
         raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "openai":  # a served model: nothing to load here
+        from ascend_nb.engine.openai_backend import OpenAIEngine
+
+        return OpenAIEngine(str(model), **backend_options)
     model_dir = resolve_model_dir(model)
     raw_config = read_config(model_dir)
     if raw_config.get("auto_map") and not trust_remote_code:

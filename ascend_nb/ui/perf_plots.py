@@ -122,7 +122,9 @@ class LiveSweepPlot:
         table["grid_row"] = [f"{s} · in {i}" for s, i in zip(table["series"], table["input_len"])]
         heat = table.pivot_table(index="grid_row", columns="output_len", values="decode_tokens_per_s", sort=False)
         heat = heat[sorted(heat.columns)]
-        bars = table.dropna(subset=["pct_of_roofline"]) if "pct_of_roofline" in table else table.iloc[:0]
+        if "pct_of_roofline" not in table:
+            table["pct_of_roofline"] = float("nan")
+        bars = table.dropna(subset=["pct_of_roofline"])
         with self.figure.batch_update():
             for (backend, batch_size), (ttft_index, tpot_index) in self._series.items():
                 group = table[(table["backend"] == backend) & (table["batch_size"] == batch_size)]

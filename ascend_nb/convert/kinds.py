@@ -1,0 +1,65 @@
+"""What a source path holds, so a wrong ``KIND`` gets an error naming the right one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ascend_nb.errors import AscendNbError
+
+GGUF_MAGIC = b"GGUF"
+CONVERT_KINDS = ("gguf", "safetensors", "baichuan2", "aquila")
+
+
+def is_gguf(path: Path) -> bool:
+    path = Path(path)
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(4) == GGUF_MAGIC
+
+
+def read_source_config(src: Path) -> dict:
+    """``config.json`` of a source directory, with one-line errors for the usual breakages."""
+    src = Path(src)
+    if is_gguf(src):
+        raise AscendNbError(f"{src} is a GGUF file: use `ascend-nb convert gguf {src} DST`")
+    if not src.is_dir():
+        raise AscendNbError(f"{src} is not a model directory (expected a folder with config.json and weights)")
+    path = src / "config.json"
+    if not path.is_file():
+        raise AscendNbError(f"{src} has no config.json: point at the downloaded model folder")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AscendNbError(f"{path} is corrupt ({exc}): restore it from the original download") from exc
+    if not isinstance(config, dict):
+        raise AscendNbError(f"{path} is not a JSON object: restore it from the original download")
+    return config
+
+
+def kind_of_config(config: dict) -> str:
+    """``baichuan2``, ``aquila`` or ``llama`` (any other Llama-family model) from a ``config.json`` dict."""
+    model_type = str(config.get("model_type", "")).lower()
+    architectures = " ".join(config.get("architectures") or []).lower()
+    if model_type == "baichuan" or "baichuan" in architectures:
+        return "baichuan2"
+    if model_type == "aquila" or "aquila" in architectures:
+        return "aquila"
+    return "llama"
+
+
+def detect_kind(src: Path) -> str:
+    """``gguf`` for a GGUF file, else :func:`kind_of_config` of the directory's config."""
+    return "gguf" if is_gguf(src) else kind_of_config(read_source_config(src))
+
+
+def require_kind(src: Path, kind: str) -> dict:
+    """Raise unless ``src`` is a ``kind`` checkpoint directory; return its config."""
+    config = read_source_config(src)  # raises for GGUF files and non-directories
+    found = kind_of_config(config)
+    if found != kind:
+        suggestion = found if found in CONVERT_KINDS else "safetensors"
+        raise AscendNbError(f"{src} is not a {kind} checkpoint (config.json says model_type "
+                            f"{config.get('model_type')!r}): use `ascend-nb convert {suggestion} SRC DST`")
+    return config

@@ -1,0 +1,218 @@
+"""A compact Llama-family forward: fused QKV and gate/up projections, RMSNorm, rotary embedding,
+SDPA attention and a static KV cache preallocated for ``max_seq_len``.
+
+Numerics follow transformers' ``LlamaForCausalLM`` (RMSNorm in float32, cos/sin cast to the model
+dtype, logits in the model dtype) so greedy outputs match the reference backend. Every op goes
+through a :class:`~ascend_nb.engine.accelerated.kernels.Kernels` object, chosen per device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ascend_nb.convert.checkpoint import Checkpoint
+from ascend_nb.engine.accelerated.kernels import Kernels
+from ascend_nb.errors import AscendNbError
+
+UNSUPPORTED_ROPE = ("dynamic", "longrope")  # their frequencies change with the sequence length
+
+
+@dataclass(frozen=True)
+class LlamaDims:
+    """The sizes of a Llama-family decoder, read from its transformers config."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+
+    @classmethod
+    def from_config(cls, config) -> LlamaDims:
+        if getattr(config, "model_type", "llama") != "llama":
+            raise AscendNbError(f"the accelerated backend runs Llama-family models, not {config.model_type!r}: "
+                                "convert it to Llama format or use backend='transformers'")
+        if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+            raise AscendNbError("the accelerated backend has no projection biases (config attention_bias/mlp_bias): "
+                                "use backend='transformers'")
+        if getattr(config, "hidden_act", "silu") != "silu":
+            raise AscendNbError(f"the accelerated backend supports hidden_act 'silu', not {config.hidden_act!r}: "
+                                "use backend='transformers'")
+        heads = config.num_attention_heads
+        return cls(hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+                   num_layers=config.num_hidden_layers, num_heads=heads,
+                   num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+                   head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+                   vocab_size=config.vocab_size, rms_norm_eps=config.rms_norm_eps,
+                   tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)))
+
+
+def rope_tables(config, length: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``[length, head_dim]`` as transformers computes them (float32, scaled, then cast)."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    rope_type = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
+    if rope_type in UNSUPPORTED_ROPE:
+        raise AscendNbError(f"rope_type {rope_type!r} is not supported by the accelerated backend: "
+                            "use backend='transformers'")
+    rotary = LlamaRotaryEmbedding(config)
+    positions = torch.arange(length, dtype=torch.float32)
+    freqs = positions[:, None] * rotary.inv_freq.float()[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    scale = rotary.attention_scaling
+    return (emb.cos() * scale).to(device=device, dtype=dtype), (emb.sin() * scale).to(device=device, dtype=dtype)
+
+
+@dataclass
+class DecoderLayer:
+    input_norm: torch.Tensor
+    qkv: object  # a kernels linear: x -> [q | k | v]
+    o: object
+    post_norm: torch.Tensor
+    gate_up: object  # x -> [gate | up]
+    down: object
+
+
+class CompactLlama:
+    """Weights, rope tables and the static KV cache of one model on one device."""
+
+    def __init__(self, dims: LlamaDims, layers: list[DecoderLayer], embed: torch.Tensor, norm: torch.Tensor,
+                 lm_head, cos: torch.Tensor, sin: torch.Tensor, kernels: Kernels, max_seq_len: int):
+        self.dims, self.layers, self.embed, self.norm, self.lm_head = dims, layers, embed, norm, lm_head
+        self.cos, self.sin, self.kernels, self.max_seq_len = cos, sin, kernels, max_seq_len
+        self.scale = dims.head_dim ** -0.5
+        self.dtype, self.device = embed.dtype, embed.device
+        self.k_cache: list[torch.Tensor] = []
+        self.v_cache: list[torch.Tensor] = []
+
+    @classmethod
+    def from_directory(cls, model_dir: Path, config, kernels: Kernels, dtype: torch.dtype, device: torch.device,
+                       max_seq_len: int, quantize: str | None = None) -> CompactLlama:
+        """Read the checkpoint, fuse q/k/v and gate/up, and build each linear with ``kernels``."""
+        dims = LlamaDims.from_config(config)
+        checkpoint = Checkpoint(model_dir)
+
+        def get(name: str) -> torch.Tensor:
+            return checkpoint.get(name).to(device=device, dtype=dtype)
+
+        def fused(*names: str):
+            return kernels.linear(torch.cat([get(n) for n in names]).contiguous(), quantize)
+
+        layers = []
+        for i in range(dims.num_layers):
+            p = f"model.layers.{i}."
+            layers.append(DecoderLayer(
+                input_norm=get(p + "input_layernorm.weight"),
+                qkv=fused(*(p + f"self_attn.{n}_proj.weight" for n in "qkv")),
+                o=kernels.linear(get(p + "self_attn.o_proj.weight"), quantize),
+                post_norm=get(p + "post_attention_layernorm.weight"),
+                gate_up=fused(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"),
+                down=kernels.linear(get(p + "mlp.down_proj.weight"), quantize)))
+        embed = get("model.embed_tokens.weight")
+        head_name = "model.embed_tokens.weight" if dims.tie_word_embeddings or "lm_head.weight" not in checkpoint \
+            else "lm_head.weight"
+        lm_head = kernels.linear(embed if head_name == "model.embed_tokens.weight" else get(head_name), quantize)
+        cos, sin = rope_tables(config, max_seq_len, dtype, device)
+        return cls(dims, layers, embed, get("model.norm.weight"), lm_head, cos, sin, kernels, max_seq_len)
+
+    # -- cache -----------------------------------------------------------------------------------
+    def ensure_cache(self, batch_size: int) -> None:
+        """Preallocate (once per larger batch) K and V ``[B, kv_heads, max_seq_len, head_dim]`` per layer."""
+        if self.k_cache and self.k_cache[0].shape[0] >= batch_size:
+            return
+        d = self.dims
+        shape = (batch_size, d.num_kv_heads, self.max_seq_len, d.head_dim)
+        self.k_cache = self.v_cache = []  # release the old cache before allocating the new one
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(d.num_layers)]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(d.num_layers)]
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _layers(self, h: torch.Tensor, positions: torch.Tensor, attend, collect: list | None = None) -> torch.Tensor:
+        """Run every decoder layer on ``h`` ``[B, T, H]``; ``attend(i, q, k, v)`` does attention (and caching)."""
+        kernels, d = self.kernels, self.dims
+        b, t, _ = h.shape
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [B, 1, T, D]
+        rotated = d.num_heads + d.num_kv_heads
+        for i, layer in enumerate(self.layers):
+            if collect is not None:
+                collect.append(h)
+            x = kernels.rms_norm(h, layer.input_norm, d.rms_norm_eps)
+            qkv = layer.qkv(x).view(b, t, rotated + d.num_kv_heads, d.head_dim).transpose(1, 2)
+            qk = kernels.rotary(qkv[:, :rotated], cos, sin)  # q and k heads rotate together
+            q, k, v = qk[:, :d.num_heads], qk[:, d.num_heads:], qkv[:, rotated:]
+            out = attend(i, q, k, v).transpose(1, 2).reshape(b, t, d.num_heads * d.head_dim)
+            h = h + layer.o(out)
+            x = kernels.rms_norm(h, layer.post_norm, d.rms_norm_eps)
+            gate, up = layer.gate_up(x).chunk(2, dim=-1)
+            h = h + layer.down(F.silu(gate) * up)
+        return kernels.rms_norm(h, self.norm, d.rms_norm_eps)
+
+    def prefill(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Fill cache slots ``0..T-1`` from a (left-padded) prompt; return the last position's logits ``[B, V]``.
+
+        ``mask`` ``[B, 1, T, T]`` (True: attend) holds the causal and padding rules; None: plain causal.
+        """
+        b, t = input_ids.shape
+        if t > self.max_seq_len:
+            raise AscendNbError(f"the prompt ({t} tokens) exceeds the static cache (max_seq_len {self.max_seq_len})")
+        self.ensure_cache(b)
+
+        def attend(i: int, q, k, v):
+            self.k_cache[i][:b, :, :t] = k
+            self.v_cache[i][:b, :, :t] = v
+            return self.kernels.prefill_attention(q, k, v, mask, self.scale)
+
+        h = self._layers(F.embedding(input_ids, self.embed), positions, attend)
+        return self.lm_head(h[:, -1])
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, index: int | torch.Tensor, length: int,
+               key_valid: torch.Tensor | None) -> torch.Tensor:
+        """Write one token per row into cache slot ``index`` and attend the first ``length`` slots.
+
+        Eager decoding passes ``index`` as an int and ``length = index + 1``. Graph capture passes a
+        one-element device tensor ``index``, ``length = max_seq_len`` and a ``key_valid`` mask that
+        already marks slot ``index``: then no shape or host value changes from step to step.
+        """
+        if isinstance(index, int) and index >= self.max_seq_len:
+            raise AscendNbError(f"the static KV cache is full (max_seq_len {self.max_seq_len}): "
+                                "load with a larger max_seq_len or generate fewer tokens")
+        b = tokens.shape[0]
+
+        def attend(i: int, q, k, v):
+            k_cache, v_cache = self.k_cache[i][:b], self.v_cache[i][:b]
+            if isinstance(index, int):
+                k_cache[:, :, index] = k[:, :, 0]
+                v_cache[:, :, index] = v[:, :, 0]
+            else:
+                k_cache.index_copy_(2, index, k)
+                v_cache.index_copy_(2, index, v)
+            return self.kernels.decode_attention(q, k_cache, v_cache, length, key_valid, self.scale)
+
+        h = self._layers(F.embedding(tokens[:, None], self.embed), positions[:, None], attend)
+        return self.lm_head(h[:, -1])
+
+    def forward(self, input_ids: torch.Tensor, output_hidden_states: bool = False
+                ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Logits ``[B, T, V]`` of whole sequences (no padding, no cache) and, if asked, the hidden
+        states as transformers returns them (embeddings, each layer's input, the final normed output)."""
+        b, t = input_ids.shape
+        if t > self.max_seq_len:
+            raise AscendNbError(f"the input ({t} tokens) exceeds max_seq_len {self.max_seq_len}")
+        positions = torch.arange(t, device=input_ids.device).expand(b, t)
+        collect: list[torch.Tensor] | None = [] if output_hidden_states else None
+
+        def attend(i: int, q, k, v):
+            return self.kernels.prefill_attention(q, k, v, None, self.scale)
+
+        h = self._layers(F.embedding(input_ids, self.embed), positions, attend, collect)
+        if collect is not None:
+            collect.append(h)
+        return self.lm_head(h), collect

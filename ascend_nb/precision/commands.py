@@ -1,0 +1,91 @@
+"""CLI: ``eval`` (C-Eval-style accuracy table) and ``compare`` (layer-by-layer agreement of two engines)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ascend_nb.models.commands import add_model_arguments, load_from_args
+from ascend_nb.models.loading import DEFAULT_MODEL
+from ascend_nb.precision.ceval import PROTOCOLS, SAMPLE_DATA_DIR, SPLITS
+
+
+def register(subparsers) -> None:
+    evaluate = subparsers.add_parser(
+        "eval", help="multiple-choice accuracy on a C-Eval/MMLU directory: STEM, Social Science, Humanities, Other, Avg acc")
+    evaluate.add_argument("--data", default=str(SAMPLE_DATA_DIR),
+                          help="C-Eval or MMLU folder with dev/ val/ test/ (default: the bundled sample)")
+    evaluate.add_argument("--split", default="val", choices=SPLITS, help="split to score (default: %(default)s)")
+    evaluate.add_argument("--shots", type=int, default=0, help="dev examples per prompt, 0-5 (default: %(default)s)")
+    evaluate.add_argument("--protocol", default="logits", choices=PROTOCOLS,
+                          help="logits: official C-Eval (argmax over A/B/C/D); generate: the Ascend harness "
+                               "(English prompt, first generated letter)")
+    evaluate.add_argument("--subjects", default=None, help="comma-separated subjects (default: all in the split)")
+    evaluate.add_argument("--limit", type=int, default=None, help="first N questions of each subject")
+    evaluate.add_argument("--output", default=None,
+                          help="directory for predictions.csv (written as answers come; rerun to resume) and summary.json")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_model_arguments(evaluate)
+    evaluate.set_defaults(func=run_eval)
+
+    compare = subparsers.add_parser(
+        "compare", help="logits and per-layer hidden states of two engines with msprobe metrics and a verdict "
+                        "(exit 1 when not reached)")
+    compare.add_argument("--model", default=DEFAULT_MODEL, help="registry name or local model directory (default: %(default)s)")
+    compare.add_argument("--a", default="transformers", help="reference backend (default: %(default)s)")
+    compare.add_argument("--b", default="accelerated", help="candidate backend (default: %(default)s)")
+    compare.add_argument("--device", default="auto", help="device of both engines (auto, npu, cuda, cpu)")
+    compare.add_argument("--device-a", default=None, help="device of the reference (default: --device)")
+    compare.add_argument("--device-b", default=None, help="device of the candidate (default: --device)")
+    compare.add_argument("--dtype", default="auto", help="dtype of both engines (auto, float32, float16, bfloat16)")
+    compare.add_argument("--dtype-a", default=None, help="dtype of the reference (default: --dtype)")
+    compare.add_argument("--dtype-b", default=None, help="dtype of the candidate (default: --dtype)")
+    compare.add_argument("--prompt", action="append", default=None,
+                         help="prompt to run (repeatable; default: a few English, Chinese and code prompts)")
+    compare.add_argument("--json", action="store_true", help="print the report as JSON")
+    compare.set_defaults(func=run_compare)
+
+
+def _progress(row: dict, done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\r[{done}/{total}] {row['subject']}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ascend_nb.precision.evaluate import GENERATE_MAX_NEW_TOKENS, evaluate
+    from ascend_nb.precision.tables import markdown_table
+
+    engine = load_from_args(args)
+    result = evaluate(engine, args.data, split=args.split, shots=args.shots, protocol=args.protocol,
+                      subjects=[s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None,
+                      limit=args.limit, output_dir=args.output, on_result=_progress,
+                      max_new_tokens=args.max_new_tokens or GENERATE_MAX_NEW_TOKENS)
+    if args.json:
+        print(json.dumps(result.summary(), ensure_ascii=False))
+        return 0
+    table = result.by_category()[["acc", "n"]].rename(columns={"acc": result.label})
+    table.index.name = "precision"
+    print(f"{args.data}: {result.describe()}")
+    print(markdown_table(table))
+    if args.output:
+        print(f"predictions: {args.output}/predictions.csv")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ascend_nb import load
+    from ascend_nb.precision.compare import DEFAULT_PROMPTS, compare_models
+    from ascend_nb.precision.tables import markdown_table
+
+    reference = load(args.model, device=args.device_a or args.device, dtype=args.dtype_a or args.dtype, backend=args.a)
+    candidate = load(args.model, device=args.device_b or args.device, dtype=args.dtype_b or args.dtype, backend=args.b)
+    report = compare_models(reference, candidate, args.prompt or DEFAULT_PROMPTS)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        columns = ["tensor", "Cosine", "MaxAbsErr", "MaxRelativeErr", "MeanAbsErr", "One Thousandth Err Ratio",
+                   "Five Thousandths Err Ratio", "KL divergence", "reached"]
+        print(markdown_table(report.table[columns].set_index("tensor"), number_format=".6g"))
+        print(report.summary())
+    return 0 if report.reached else 1

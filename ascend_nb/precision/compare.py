@@ -1,0 +1,113 @@
+"""Layer-by-layer agreement of two engines on the same prompts (backends, dtypes or devices).
+
+``compare_models(a, b, prompts)`` runs each prompt through both engines' ``forward`` (float32 logits
+and per-layer hidden states), accumulates the msprobe metrics per tensor over all prompts, and judges
+each tensor against the thresholds of the less precise of the two dtypes. ``a`` is the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+
+from ascend_nb.errors import AscendNbError
+from ascend_nb.precision.evaluate import engine_label
+from ascend_nb.precision.metrics import METRICS, TensorComparison, Thresholds, thresholds_for
+
+DEFAULT_PROMPTS = (
+    "The capital of France is",
+    "以下是中国关于计算机网络考试的单项选择题，请选出其中的正确答案。\nHTTP 协议默认使用的端口号是____。",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+)
+
+
+@dataclass
+class ComparisonReport:
+    """One row per tensor (``embeddings``, ``layer 1`` .. ``layer N``, ``logits``) with the metrics and
+    ``reached``; transformers' last hidden state is taken after the final norm."""
+
+    table: pd.DataFrame
+    thresholds: Thresholds
+    reference: str
+    candidate: str
+    prompts: int
+    tokens: int
+
+    @property
+    def reached(self) -> bool:
+        return bool(self.table["reached"].all())
+
+    @property
+    def failing(self) -> list[str]:
+        return self.table.loc[~self.table["reached"], "tensor"].tolist()
+
+    def summary(self) -> str:
+        """The verdict with the thresholds it used, in a few lines."""
+        verdict = "reached" if self.reached else f"NOT reached ({', '.join(self.failing)})"
+        logits = self.table.iloc[-1]
+        return "\n".join([
+            f"reference {self.reference} vs candidate {self.candidate}: {self.prompts} prompts, {self.tokens} tokens, "
+            f"{len(self.table) - 1} hidden states + logits",
+            f"thresholds ({self.thresholds.describe()})",
+            f"logits: Cosine {logits['Cosine']:.6f}, MaxAbsErr {logits['MaxAbsErr']:.4g}, "
+            f"KL divergence {logits['KL divergence']:.3g}, Top-1 Agreement {logits['Top-1 Agreement']:.3f}",
+            f"verdict: {verdict} ({int(self.table['reached'].sum())}/{len(self.table)} tensors)",
+        ])
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the verdict, thresholds and every row (NaN as null)."""
+        rows = self.table.astype(object).where(self.table.notna(), None).to_dict(orient="records")
+        return {"reference": self.reference, "candidate": self.candidate, "prompts": self.prompts,
+                "tokens": self.tokens, "reached": self.reached,
+                "thresholds": {"dtype": self.thresholds.dtype, "cosine": self.thresholds.cosine,
+                               "max_abs_err": self.thresholds.max_abs_err,
+                               "rule": self.thresholds.describe()},
+                "tensors": rows}
+
+
+def _tensor_names(count: int) -> list[str]:
+    return ["embeddings", *(f"layer {i}" for i in range(1, count))]
+
+
+def compare_models(a, b, prompts: Sequence[str | Sequence[int]] = DEFAULT_PROMPTS,
+                   thresholds: Thresholds | None = None) -> ComparisonReport:
+    """Compare engine ``b`` against the reference engine ``a`` on ``prompts`` (text or token ids).
+
+    Both engines must tokenize alike (same model). ``thresholds`` defaults to those of the less
+    precise of the two engines' dtypes (see :data:`ascend_nb.precision.metrics.THRESHOLDS`).
+    """
+    if not prompts:
+        raise AscendNbError("compare_models needs at least one prompt")
+    thresholds = thresholds or thresholds_for(a.dtype, b.dtype)
+    comparisons: list[TensorComparison] | None = None
+    tokens = 0
+    for prompt in prompts:
+        ids = a.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if isinstance(prompt, str) and b.encode(prompt) != ids:
+            raise AscendNbError(f"the two engines tokenize {prompt[:30]!r} differently: compare engines of the same model")
+        if not ids:
+            raise AscendNbError("a prompt is empty: give some text or token ids")
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        logits_a, hidden_a = a.forward(input_ids.to(a.device), output_hidden_states=True)
+        logits_b, hidden_b = b.forward(input_ids.to(b.device), output_hidden_states=True)
+        if hidden_a is None or hidden_b is None:
+            raise AscendNbError("an engine returned no hidden states from forward(..., output_hidden_states=True)")
+        if len(hidden_a) != len(hidden_b):
+            raise AscendNbError(f"the engines return {len(hidden_a)} and {len(hidden_b)} hidden states: "
+                                "compare engines of the same model")
+        if comparisons is None:
+            comparisons = [TensorComparison() for _ in hidden_a] + [TensorComparison(logits=True)]
+        for comparison, ref, cand in zip(comparisons, [*hidden_a, logits_a], [*hidden_b, logits_b]):
+            comparison.update(ref, cand)
+        tokens += len(ids)
+    names = [*_tensor_names(len(comparisons) - 1), "logits"]
+    rows = []
+    for layer, (name, comparison) in enumerate(zip(names, comparisons)):
+        metrics = comparison.result()
+        rows.append({"tensor": name, "layer": layer, **metrics, "reached": thresholds.reached(metrics)})
+    table = pd.DataFrame(rows, columns=["tensor", "layer", *METRICS, "reached"])
+    return ComparisonReport(table=table, thresholds=thresholds, reference=engine_label(a), candidate=engine_label(b),
+                            prompts=len(prompts), tokens=tokens)

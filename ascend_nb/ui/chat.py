@@ -1,0 +1,670 @@
+"""Chat with a loaded engine in JupyterLab: :class:`ChatWidget`, :func:`compare_chat` and :class:`ChatApp`.
+
+Replies are generated in a worker thread so the kernel stays responsive. ipykernel >= 7.1 may run
+widget callbacks on a subshell thread while a cell runs, so the conversation is guarded by one lock,
+a reply is stopped through a ``threading.Event`` (the engine checks it after every token), and the
+worker adopts the parent message of the cell that created the widget, so whatever it prints lands
+in that cell. Everything the buttons do is also a method (``ask``, ``stop``, ``regenerate``,
+``clear``, ``wait``), for demos and tests.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import anywidget
+import ipywidgets as widgets
+import traitlets
+from IPython import get_ipython
+from markdown_it import MarkdownIt
+
+from ascend_nb.device import available_device_types, set_thread_device
+from ascend_nb.engine.params import GenerationParams
+from ascend_nb.errors import AscendNbError
+
+REFRESH_S = 0.05  # at most 20 redraws a second while streaming
+_MARKDOWN = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
+_STOP_NOTES = {"cancelled": "stopped", "length": "max_new_tokens reached"}
+
+CSS = """
+.anb-chat .widget-html-content { line-height: normal; }
+.anb-chat-header { font-size: 12px; color: var(--jp-ui-font-color2, #616161); }
+.anb-chat-header b { color: var(--jp-ui-font-color1, #212121); }
+.anb-chat-history { border: 1px solid var(--jp-border-color2, #e0e0e0); border-radius: 8px;
+  background: var(--jp-layout-color1, #fff); padding: 4px 0; }
+.anb-chat-empty { padding: 24px; text-align: center; font-size: 13px; color: var(--jp-ui-font-color3, #9e9e9e); }
+.anb-chat-row { display: flex; margin: 6px 10px; }
+.anb-chat-row.user { justify-content: flex-end; }
+.anb-chat-bubble { max-width: 82%; padding: 8px 12px; border-radius: 14px; line-height: 1.5;
+  font-size: var(--jp-content-font-size1, 14px); color: var(--jp-content-font-color1, rgba(0, 0, 0, 0.87));
+  overflow-wrap: anywhere; }
+.anb-chat-row.user .anb-chat-bubble { border-bottom-right-radius: 4px;
+  background: color-mix(in srgb, var(--jp-brand-color1, #1976d2) 18%, var(--jp-layout-color1, #fff)); }
+.anb-chat-row.assistant .anb-chat-bubble { border-bottom-left-radius: 4px; background: var(--jp-layout-color2, #eee); }
+.anb-chat-row.error .anb-chat-bubble { border: 1px solid var(--jp-error-color1, #d32f2f);
+  background: color-mix(in srgb, var(--jp-error-color1, #d32f2f) 10%, var(--jp-layout-color1, #fff)); }
+.anb-chat-role { font-size: 11px; font-weight: 600; color: var(--jp-ui-font-color2, #616161); margin-bottom: 2px; }
+.anb-chat-row.user .anb-chat-role { text-align: right; }
+.anb-chat-row.error .anb-chat-role { color: var(--jp-error-color1, #d32f2f); }
+.anb-chat-md > :first-child { margin-top: 0; }
+.anb-chat-md > :last-child { margin-bottom: 0; }
+.anb-chat-md p, .anb-chat-md ul, .anb-chat-md ol, .anb-chat-md pre, .anb-chat-md table { margin: 0 0 0.6em; }
+.anb-chat-md ul, .anb-chat-md ol { padding-left: 1.4em; }
+.anb-chat-md code { font-family: var(--jp-code-font-family, monospace); font-size: 0.9em; padding: 1px 4px;
+  border-radius: 4px; background: var(--jp-layout-color3, #e0e0e0); }
+.anb-chat-md pre { padding: 8px 10px; border-radius: 6px; overflow-x: auto;
+  background: var(--jp-cell-editor-background, #f5f5f5); border: 1px solid var(--jp-border-color2, #e0e0e0); }
+.anb-chat-md pre code { padding: 0; background: none; font-size: var(--jp-code-font-size, 13px); }
+.anb-chat-md th, .anb-chat-md td { border: 1px solid var(--jp-border-color1, #bdbdbd); padding: 2px 8px; }
+.anb-chat-md table { border-collapse: collapse; }
+.anb-chat-typing .anb-chat-md > :last-child::after { content: "\\258D"; margin-left: 1px;
+  animation: anb-chat-blink 1s steps(2, start) infinite; }
+@keyframes anb-chat-blink { to { visibility: hidden; } }
+.anb-chat-stats { margin-top: 6px; padding-top: 4px; border-top: 1px solid var(--jp-border-color2, #d0d0d0);
+  font-family: var(--jp-code-font-family, monospace); font-size: 11.5px; color: var(--jp-ui-font-color2, #555); }
+.anb-chat-totals { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
+  color: var(--jp-ui-font-color2, #555); }
+.anb-chat-notice { font-size: 12.5px; color: var(--jp-warn-color0, #bf360c); }
+"""
+
+
+def render_markdown(text: str) -> str:
+    """HTML for a message: CommonMark with tables, single newlines kept, raw HTML escaped."""
+    return _MARKDOWN.render(text) if text.strip() else "<p></p>"
+
+
+def format_stats(stats: dict) -> str:
+    """One reply's numbers in the guides' vocabulary, e.g. ``TTFT 85.2 ms · TPOT 31.0 ms · 32.3 tokens/s · 24 tokens``."""
+    line = (f"TTFT {stats['ttft_ms']:.1f} ms · TPOT {stats['tpot_ms']:.1f} ms · "
+            f"{stats['tokens_per_s']:.1f} tokens/s · {stats['tokens']} tokens")
+    note = _STOP_NOTES.get(stats.get("finish_reason"))
+    return f"{line} · {note}" if note else line
+
+
+def _bubble(role: str, title: str, body_html: str, footer: str = "", typing: bool = False) -> str:
+    classes = f"anb-chat-row {role}" + (" anb-chat-typing" if typing else "")
+    stats = f'<div class="anb-chat-stats">{html.escape(footer)}</div>' if footer else ""
+    return (f'<div class="{classes}"><div class="anb-chat-bubble"><div class="anb-chat-role">{html.escape(title)}</div>'
+            f'<div class="anb-chat-md">{body_html}</div>{stats}</div></div>')
+
+
+def _line(css_class: str, text: str) -> str:
+    return f'<div class="{css_class}">{html.escape(text)}</div>' if text else ""
+
+
+def _current_parent() -> dict | None:
+    """The request of the running cell, for output written later from worker threads."""
+    shell = get_ipython()
+    return shell.get_parent() if shell is not None and hasattr(shell, "set_thread_parent") else None
+
+
+@contextmanager
+def _output_parent(parent: dict | None):
+    """Route this thread's output to ``parent``'s cell (ipykernel >= 7 keeps the parent per thread)."""
+    shell = get_ipython()
+    if parent is None or shell is None:
+        yield
+        return
+    tokens = shell.set_thread_parent(parent)
+    try:
+        yield
+    finally:
+        shell.reset_thread_parent(tokens)
+
+
+class PromptBox(anywidget.AnyWidget):
+    """A multi-line text box: Enter sends, Shift+Enter adds a line (IME composition is left alone)."""
+
+    _esm = """
+    export default {
+      render({ model, el }) {
+        const box = document.createElement("textarea");
+        box.className = "anb-chat-prompt";
+        box.rows = 2;
+        const pull = () => {
+          if (box.value !== model.get("value")) box.value = model.get("value");
+          box.placeholder = model.get("placeholder");
+          box.disabled = model.get("disabled");
+        };
+        const push = () => { model.set("value", box.value); model.save_changes(); };
+        box.addEventListener("input", push);
+        box.addEventListener("keydown", (event) => {
+          if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+          event.preventDefault();
+          event.stopPropagation();
+          push();
+          model.send({ event: "submit" });
+        });
+        model.on("change", pull);
+        pull();
+        el.appendChild(box);
+        return () => model.off("change", pull);
+      },
+    };
+    """
+    _css = """
+    .anb-chat-prompt { width: 100%; box-sizing: border-box; min-height: 52px; resize: vertical; padding: 8px 10px;
+      border: 1px solid var(--jp-border-color1, #bdbdbd); border-radius: 8px; outline: none;
+      font-family: var(--jp-ui-font-family, sans-serif); font-size: var(--jp-content-font-size1, 14px);
+      color: var(--jp-ui-font-color1, #212121); background: var(--jp-layout-color1, #fff); }
+    .anb-chat-prompt:focus { border-color: var(--jp-brand-color1, #1976d2);
+      box-shadow: 0 0 0 2px color-mix(in srgb, var(--jp-brand-color1, #1976d2) 25%, transparent); }
+    """
+    value = traitlets.Unicode("").tag(sync=True)
+    placeholder = traitlets.Unicode("").tag(sync=True)
+    disabled = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._submit_handlers = widgets.CallbackDispatcher()
+        self.on_msg(self._handle_message)
+
+    def on_submit(self, callback) -> None:
+        """Call ``callback(box)`` when the user presses Enter."""
+        self._submit_handlers.register_callback(callback)
+
+    def submit(self) -> None:
+        """Do what Enter does in the browser."""
+        self._submit_handlers(self)
+
+    def _handle_message(self, _widget, content, _buffers) -> None:
+        if content.get("event") == "submit":
+            self.submit()
+
+
+class Transcript(NamedTuple):
+    """A conversation exported as Markdown (to read) and JSON (to reload or diff)."""
+
+    markdown: str
+    json: str
+
+
+@dataclass
+class _Turn:
+    role: str  # "user", "assistant" or "error" (errors are shown, never sent to the model)
+    content: str
+    view: widgets.HTML
+    stats: dict | None = None
+
+
+def _button(description: str, icon: str, style: str = "", tooltip: str = "", disabled: bool = False) -> widgets.Button:
+    return widgets.Button(description=description, icon=icon, button_style=style, tooltip=tooltip, disabled=disabled,
+                          layout=widgets.Layout(width="auto", min_width="92px"))
+
+
+def _slider(kind, description: str, value, low, high, step, fmt: str | None = None):
+    extra = {"readout_format": fmt} if fmt else {}
+    return kind(value=value, min=low, max=high, step=step, description=description, continuous_update=False,
+                style={"description_width": "140px"}, layout=widgets.Layout(width="440px"), **extra)
+
+
+class ChatWidget(widgets.VBox):
+    """Chat with one engine: Markdown history, streaming, Stop, Regenerate, Clear, sampling sliders and
+    per-reply TTFT/TPOT.
+
+    ``system_prompt`` pre-fills the system box; ``params`` (default: the model's own defaults) seeds
+    the sliders, and its other fields (stop strings, seed) are kept. The history follows the model's
+    chat template and truncation rules (``engine.encode_chat``). ``show_input=False`` hides the prompt
+    and buttons (used by :func:`compare_chat`, which drives two chats from one box).
+    """
+
+    def __init__(self, engine, system_prompt: str | None = None, params: GenerationParams | None = None, *,
+                 show_input: bool = True):
+        self.engine = engine
+        self._base_params = engine.params(params)
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._pending: _Turn | None = None
+        self._turns: list[_Turn] = []
+        self._replies: list[dict] = []
+        self._parent = _current_parent()
+
+        self.header = widgets.HTML(self._header_html())
+        self.history = widgets.VBox(layout=widgets.Layout(width="100%"))
+        scroller = widgets.Box([self.history], layout=widgets.Layout(
+            flex_flow="column-reverse", overflow="auto", height="auto", min_height="90px", max_height="460px"))
+        scroller.add_class("anb-chat-history")  # column-reverse keeps the newest message in view
+        self.totals = widgets.HTML()
+        self.notice = widgets.HTML()
+        self.prompt = PromptBox(placeholder="Ask something. Enter sends, Shift+Enter adds a line.",
+                                layout=widgets.Layout(width="100%"))
+        self.send_button = _button("Send", "paper-plane", "primary", "Send the message (Enter)")
+        self.stop_button = _button("Stop", "stop", "warning", "Stop the reply within one token", disabled=True)
+        self.regenerate_button = _button("Regenerate", "refresh", tooltip="Answer the last message again")
+        self.clear_button = _button("Clear", "trash", tooltip="Forget the conversation")
+        self.stream_toggle = widgets.Checkbox(value=True, description="Stream", indent=False,
+                                              layout=widgets.Layout(width="auto", margin="0 0 0 12px"))
+        self.system_prompt = widgets.Textarea(value=system_prompt or "", description="System prompt",
+                                              placeholder="optional instructions sent before the conversation",
+                                              style={"description_width": "140px"},
+                                              layout=widgets.Layout(width="100%", height="64px"))
+        p = self._base_params
+        longest = min(4096, engine.max_seq_len - 1)  # the prompt needs at least one token
+        self.do_sample = widgets.Checkbox(value=p.do_sample, description="Sample (off: greedy)", indent=False)
+        self.max_new_tokens = _slider(widgets.IntSlider, "max_new_tokens", min(p.max_new_tokens, longest), 1, longest, 1)
+        self.temperature = _slider(widgets.FloatSlider, "temperature", p.temperature, 0.05, 2.0, 0.05)
+        self.top_p = _slider(widgets.FloatSlider, "top_p", p.top_p, 0.05, 1.0, 0.01)
+        self.top_k = _slider(widgets.IntSlider, "top_k (0: off)", p.top_k, 0, 200, 1)
+        self.repetition_penalty = _slider(widgets.FloatSlider, "repetition_penalty", p.repetition_penalty,
+                                          0.8, 2.0, 0.01, ".2f")
+        self.do_sample.observe(lambda _: self._show_sampling(), "value")
+        self._show_sampling()
+        settings = widgets.Accordion([widgets.VBox([
+            self.system_prompt, self.do_sample, self.max_new_tokens, self.temperature, self.top_p, self.top_k,
+            self.repetition_penalty])], titles=("Settings: system prompt, sampling",))
+
+        self.send_button.on_click(lambda _: self._send_prompt())
+        self.prompt.on_submit(lambda _: self._send_prompt())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.regenerate_button.on_click(lambda _: self.regenerate())
+        self.clear_button.on_click(lambda _: self.clear())
+        buttons = widgets.HBox([self.send_button, self.stop_button, self.regenerate_button, self.clear_button,
+                                self.stream_toggle], layout=widgets.Layout(align_items="center"))
+        inputs = [self.prompt, buttons] if show_input else []
+        super().__init__([widgets.HTML(f"<style>{CSS}</style>", layout=widgets.Layout(display="none")),
+                          self.header, scroller, self.totals, self.notice, *inputs, settings],
+                         layout=widgets.Layout(width="100%", max_width="980px"))
+        self.add_class("anb-chat")
+        self._render()
+
+    # -- scripting API -------------------------------------------------------------------------
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation so far (user and assistant turns, without the system prompt or a reply in progress)."""
+        with self._lock:
+            return [{"role": t.role, "content": t.content} for t in self._turns
+                    if t.role != "error" and t is not self._pending]
+
+    @property
+    def last_stats(self) -> dict | None:
+        """Numbers of the latest finished reply: ttft_ms, tpot_ms, tokens, tokens_per_s, e2e_ms, finish_reason, ..."""
+        with self._lock:
+            return dict(self._replies[-1]) if self._replies else None
+
+    @property
+    def busy(self) -> bool:
+        """True while a reply is being generated."""
+        with self._lock:
+            return self._pending is not None
+
+    def generation_params(self) -> GenerationParams:
+        """The parameters the next reply uses: ``params`` with the sliders applied."""
+        return self._base_params.replace(
+            max_new_tokens=self.max_new_tokens.value, do_sample=self.do_sample.value,
+            temperature=self.temperature.value, top_p=self.top_p.value, top_k=self.top_k.value,
+            repetition_penalty=self.repetition_penalty.value)
+
+    def ask(self, text: str) -> bool:
+        """Send ``text`` as the next user turn and start the reply in a worker thread.
+
+        Returns False, with a visible notice, when the text is empty or a reply is still running
+        (a second message is refused, never queued)."""
+        with self._lock:
+            if self._refuse_if_busy():
+                return False
+            if not text.strip():
+                self._notify("Type a message first.")
+                return False
+            self._turns.append(self._new_turn("user", text.strip()))
+            self._start_reply()
+            return True
+
+    def stop(self) -> None:
+        """Stop the running reply; the engine checks after every token, and the partial answer is kept."""
+        self._stop.set()
+
+    def regenerate(self) -> bool:
+        """Drop the last answer and answer the last user turn again."""
+        with self._lock:
+            if self._refuse_if_busy():
+                return False
+            last_user = max((i for i, t in enumerate(self._turns) if t.role == "user"), default=None)
+            if last_user is None:
+                self._notify("Nothing to regenerate yet: send a message first.")
+                return False
+            del self._turns[last_user + 1:]
+            self._start_reply()
+            return True
+
+    def clear(self) -> bool:
+        """Forget the conversation and the running totals."""
+        with self._lock:
+            if self._refuse_if_busy():
+                return False
+            self._turns.clear()
+            self._replies.clear()
+            self._notify("")
+            self._render()
+            return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the running reply is finished; TimeoutError after ``timeout`` seconds."""
+        worker = self._worker
+        if worker is None:
+            return
+        worker.join(timeout)
+        if worker.is_alive():
+            raise TimeoutError(f"the reply is still running after {timeout} s: call stop() or wait longer")
+
+    def export(self) -> Transcript:
+        """The conversation as Markdown and as JSON (model, device, system prompt, messages with their stats)."""
+        with self._lock:
+            turns = [t for t in self._turns if t.role != "error" and t is not self._pending]
+            system = self.system_prompt.value.strip()
+        engine = self.engine
+        dtype = str(engine.dtype).removeprefix("torch.")
+        record = {"model": engine.spec.name, "backend": engine.backend, "device": str(engine.device), "dtype": dtype,
+                  "system": system or None,
+                  "messages": [{"role": t.role, "content": t.content, **({"stats": t.stats} if t.stats else {})}
+                               for t in turns]}
+        lines = [f"# Chat with {engine.spec.name}", "", f"_{engine.backend} · {engine.device} · {dtype}_", ""]
+        if system:
+            lines += [f"**System:** {system}", ""]
+        for turn in turns:
+            lines += [f"**{self._title(turn.role)}:**", "", turn.content, ""]
+            if turn.stats:
+                lines += [f"_{format_stats(turn.stats)}_", ""]
+        return Transcript("\n".join(lines), json.dumps(record, ensure_ascii=False, indent=2))
+
+    # -- worker --------------------------------------------------------------------------------
+    def _send_prompt(self) -> None:
+        with self._lock:  # the worker may put a failed message back into the box: clear it first
+            if self.ask(self.prompt.value):
+                self.prompt.value = ""
+
+    def _start_reply(self) -> None:
+        """Start answering the current conversation (lock held)."""
+        conversation = self._conversation()
+        self._stop.clear()
+        self._notify("")
+        self._pending = self._new_turn("assistant", "")
+        self._turns.append(self._pending)
+        self._render()
+        self._set_running(True)
+        self._worker = threading.Thread(target=self._reply, args=(self._pending, conversation,
+                                                                   self.stream_toggle.value),
+                                        name="ascend-nb-chat", daemon=True)
+        self._worker.start()
+
+    def _reply(self, turn: _Turn, conversation: list[dict[str, str]], stream: bool) -> None:
+        with _output_parent(self._parent):
+            try:
+                set_thread_device(self.engine.device)  # torch_npu needs it in every thread
+                params = self.generation_params()
+                if stream:
+                    result = self._stream_into(turn, conversation, params)
+                else:
+                    result = self.engine.chat(conversation, params, stop_event=self._stop)
+            except Exception as exc:  # noqa: BLE001 - every failure is shown in the chat, which keeps working
+                if not isinstance(exc, AscendNbError):
+                    traceback.print_exc()
+                self._fail(turn, exc)
+            else:
+                self._finish(turn, result)
+
+    def _stream_into(self, turn: _Turn, conversation: list[dict[str, str]], params: GenerationParams):
+        started = time.perf_counter()
+        stream = self.engine.chat(conversation, params, stream=True, stop_event=self._stop)
+        text, first, drawn = "", None, 0.0
+        for piece in stream:
+            text += piece
+            now = time.perf_counter()
+            first = first or now
+            if now - drawn >= REFRESH_S:
+                live = f"TTFT ≈ {(first - started) * 1000:.0f} ms · generating… {now - started:.1f} s"
+                turn.view.value = _bubble("assistant", self._title("assistant"), render_markdown(text), live, True)
+                drawn = now
+        return stream.result
+
+    def _finish(self, turn: _Turn, result) -> None:
+        stats = {**result.timings.as_dict(), "finish_reason": result.finish_reason}
+        with self._lock:
+            turn.content, turn.stats = result.text, stats
+            turn.view.value = self._turn_html(turn)
+            self._replies.append(stats)
+            self._pending = None
+            self._set_running(False)
+            self._show_totals()
+
+    def _fail(self, turn: _Turn, exc: Exception) -> None:
+        """Show the error, take the unanswered user turn out of the history and put it back in the box."""
+        message = str(exc) if isinstance(exc, AscendNbError) else f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._turns.remove(turn)
+            if self._turns and self._turns[-1].role == "user":
+                asked = self._turns.pop()
+                if not self.prompt.value.strip():
+                    self.prompt.value = asked.content
+                message += " (your message is back in the input box)"
+            self._turns.append(self._new_turn("error", message))
+            self._pending = None
+            self._set_running(False)
+            self._render()
+
+    # -- view ----------------------------------------------------------------------------------
+    def _conversation(self) -> list[dict[str, str]]:
+        system = self.system_prompt.value.strip()
+        return ([{"role": "system", "content": system}] if system else []) + self.messages
+
+    def _title(self, role: str) -> str:
+        return {"user": "You", "assistant": self.engine.spec.name, "error": "Error"}[role]
+
+    def _turn_html(self, turn: _Turn) -> str:
+        if turn.role == "error":
+            return _bubble("error", self._title("error"), f"<p>{html.escape(turn.content)}</p>")
+        if turn.role == "assistant" and turn.stats is None:
+            return _bubble("assistant", self._title("assistant"), render_markdown(""), "generating…",
+                           typing=True)
+        return _bubble(turn.role, self._title(turn.role), render_markdown(turn.content),
+                       format_stats(turn.stats) if turn.stats else "")
+
+    def _new_turn(self, role: str, content: str) -> _Turn:
+        turn = _Turn(role, content, widgets.HTML(layout=widgets.Layout(width="100%")))
+        turn.view.value = self._turn_html(turn)
+        return turn
+
+    def _render(self) -> None:
+        views = [t.view for t in self._turns]
+        if not views:
+            views = [widgets.HTML('<div class="anb-chat-empty">No messages yet. Ask something below.</div>',
+                                  layout=widgets.Layout(width="100%"))]
+        self.history.children = views
+        self._show_totals()
+
+    def _show_totals(self) -> None:
+        n = len(self._replies)
+        if not n:
+            self.totals.value = ""
+            return
+        decoded = [s["tpot_ms"] for s in self._replies if s["tokens"] > 1]
+        tpot = f" · mean TPOT {sum(decoded) / len(decoded):.1f} ms" if decoded else ""
+        text = (f"Session: {n} repl{'y' if n == 1 else 'ies'} · {sum(s['tokens'] for s in self._replies)} tokens · "
+                f"{sum(s['e2e_ms'] for s in self._replies) / 1000:.1f} s · "
+                f"mean TTFT {sum(s['ttft_ms'] for s in self._replies) / n:.1f} ms{tpot}")
+        self.totals.value = _line("anb-chat-totals", text)
+
+    def _header_html(self) -> str:
+        e = self.engine
+        return (f'<div class="anb-chat-header"><b>{html.escape(e.spec.name)}</b> · {html.escape(e.backend)} · '
+                f'{e.device} · {str(e.dtype).removeprefix("torch.")} · max_seq_len {e.max_seq_len}</div>')
+
+    def _notify(self, text: str) -> None:
+        self.notice.value = _line("anb-chat-notice", text)
+
+    def _refuse_if_busy(self) -> bool:
+        if self._pending is None:
+            return False
+        self._notify("Still answering the last message: wait for it or press Stop, then send again.")
+        return True
+
+    def _set_running(self, running: bool) -> None:
+        self.stop_button.disabled = not running
+        self.regenerate_button.disabled = self.clear_button.disabled = running
+
+    def _show_sampling(self) -> None:
+        for slider in (self.temperature, self.top_p, self.top_k):
+            slider.disabled = not self.do_sample.value
+
+
+class CompareChat(widgets.VBox):
+    """One prompt box, two engines answering side by side with their stats.
+
+    The two replies run one after the other, never at once, so neither disturbs the other's timings.
+    """
+
+    def __init__(self, engine_a, engine_b, system_prompt: str | None = None, params: GenerationParams | None = None):
+        self.left = ChatWidget(engine_a, system_prompt, params, show_input=False)
+        self.right = ChatWidget(engine_b, system_prompt, params, show_input=False)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._parent = _current_parent()
+        self.prompt = PromptBox(placeholder="Ask both models. Enter sends, Shift+Enter adds a line.",
+                                layout=widgets.Layout(width="100%"))
+        self.send_button = _button("Send", "paper-plane", "primary", "Send to both models (Enter)")
+        self.stop_button = _button("Stop", "stop", "warning", "Stop both replies")
+        self.clear_button = _button("Clear", "trash", tooltip="Forget both conversations")
+        self.stream_toggle = widgets.Checkbox(value=True, description="Stream", indent=False,
+                                              layout=widgets.Layout(width="auto", margin="0 0 0 12px"))
+        for chat in (self.left, self.right):
+            widgets.link((self.stream_toggle, "value"), (chat.stream_toggle, "value"))
+            chat.layout.width = "50%"
+        self.notice = widgets.HTML()
+        self.send_button.on_click(lambda _: self._send_prompt())
+        self.prompt.on_submit(lambda _: self._send_prompt())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.clear_button.on_click(lambda _: self.clear())
+        super().__init__([
+            widgets.HBox([self.left, self.right], layout=widgets.Layout(width="100%", grid_gap="12px")),
+            self.notice, self.prompt,
+            widgets.HBox([self.send_button, self.stop_button, self.clear_button, self.stream_toggle],
+                         layout=widgets.Layout(align_items="center"))],
+            layout=widgets.Layout(width="100%"))
+
+    def ask(self, text: str) -> bool:
+        """Ask both engines ``text``, left first; False (with a notice) while the previous pair is running."""
+        with self._lock:
+            if self._worker is not None and self._worker.is_alive():
+                self.notice.value = _line("anb-chat-notice", "Still answering: wait or press Stop, then send again.")
+                return False
+            if not text.strip():
+                self.notice.value = _line("anb-chat-notice", "Type a message first.")
+                return False
+            self.notice.value = ""
+            self._stop.clear()
+            self._worker = threading.Thread(target=self._ask_both, args=(text,), name="ascend-nb-compare",
+                                            daemon=True)
+            self._worker.start()
+            return True
+
+    def stop(self) -> None:
+        """Stop the running reply and skip the other one."""
+        self._stop.set()
+        self.left.stop()
+        self.right.stop()
+
+    def clear(self) -> None:
+        """Forget both conversations."""
+        self.left.clear()
+        self.right.clear()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until both replies are finished; TimeoutError after ``timeout`` seconds."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+            if worker.is_alive():
+                raise TimeoutError(f"the replies are still running after {timeout} s: call stop() or wait longer")
+
+    def _send_prompt(self) -> None:
+        if self.ask(self.prompt.value):
+            self.prompt.value = ""
+
+    def _ask_both(self, text: str) -> None:
+        with _output_parent(self._parent):
+            for chat in (self.left, self.right):
+                if self._stop.is_set() or not chat.ask(text):
+                    break
+                chat.wait()
+
+
+def compare_chat(engine_a, engine_b, system_prompt: str | None = None,
+                 params: GenerationParams | None = None) -> CompareChat:
+    """Two engines side by side behind one prompt box (e.g. transformers vs accelerated, fp16 vs int8)."""
+    return CompareChat(engine_a, engine_b, system_prompt, params)
+
+
+class ChatApp(widgets.VBox):
+    """A model picker (registry name or local directory, backend, device, dtype) above a :class:`ChatWidget`.
+
+    The first model is loaded right away (errors raise, as in any cell); Load swaps in another
+    model in a worker thread, keeping the system prompt. ``load_options`` go to :func:`ascend_nb.load`.
+    """
+
+    def __init__(self, model: str | Path = "smollm2-135m-instruct", backend: str = "transformers",
+                 device: str = "auto", dtype: str = "auto", system_prompt: str | None = None, **load_options):
+        from ascend_nb.models.loading import BACKENDS
+        from ascend_nb.models.registry import MODELS
+
+        self._load_options = load_options
+        self._lock = threading.Lock()
+        self._loading = False
+        self._parent = _current_parent()
+        narrow = widgets.Layout(width="220px")
+        self.model = widgets.Combobox(value=str(model), options=list(MODELS), ensure_option=False, description="Model",
+                                      placeholder="registry name or local directory",
+                                      layout=widgets.Layout(width="420px"))
+        self.backend = widgets.Dropdown(options=sorted(BACKENDS), value=backend, description="Backend", layout=narrow)
+        self.device = widgets.Dropdown(options=list(dict.fromkeys(["auto", *available_device_types(), device])),
+                                       value=device, description="Device", layout=narrow)
+        self.dtype = widgets.Dropdown(options=list(dict.fromkeys(["auto", "float32", "float16", "bfloat16", dtype])),
+                                      value=dtype, description="dtype", layout=narrow)
+        self.load_button = _button("Load", "download", tooltip="Load this model and start a new chat")
+        self.status = widgets.HTML()
+        self.load_button.on_click(lambda _: self.reload())
+        self.chat = ChatWidget(self._load(), system_prompt)
+        picker = widgets.VBox([widgets.HBox([self.model, self.load_button]),
+                               widgets.HBox([self.backend, self.device, self.dtype]), self.status])
+        super().__init__([picker, self.chat], layout=widgets.Layout(width="100%"))
+
+    def reload(self) -> bool:
+        """Load the picked model in a worker thread and replace the chat; False while busy."""
+        with self._lock:
+            if self.chat.busy or self._loading:
+                self.status.value = _line("anb-chat-notice", "Busy: wait for the reply or the load to finish.")
+                return False
+            self._loading = self.load_button.disabled = True
+            self.status.value = _line("anb-chat-header", f"Loading {self.model.value}…")
+        threading.Thread(target=self._reload, name="ascend-nb-load", daemon=True).start()
+        return True
+
+    def _load(self):
+        from ascend_nb.models.loading import load
+
+        return load(self.model.value.strip(), device=self.device.value, dtype=self.dtype.value,
+                    backend=self.backend.value, **self._load_options)
+
+    def _reload(self) -> None:
+        with _output_parent(self._parent):
+            try:
+                chat = ChatWidget(self._load(), self.chat.system_prompt.value)
+            except Exception as exc:  # noqa: BLE001 - shown under the picker; the current chat keeps working
+                if not isinstance(exc, AscendNbError):
+                    traceback.print_exc()
+                self.status.value = _line("anb-chat-notice", f"Could not load: {exc}")
+            else:
+                self.chat = chat
+                self.children = (self.children[0], chat)
+                self.status.value = ""
+            finally:
+                with self._lock:
+                    self._loading = self.load_button.disabled = False

@@ -1,0 +1,152 @@
+"""Precision figures: live accuracy per category, runs side by side, and the layer-by-layer agreement curve.
+
+:class:`AccuracyPlot` fills in as :func:`ascend_nb.precision.evaluate` answers (pass its ``update`` as
+``on_result``): one bar per category and Avg acc with the 95% Wilson interval as error bars, next to
+optional reference columns (e.g. the guides' Aquila-7B table). In a Jupyter kernel it is a plotly
+``FigureWidget`` updated with ``batch_update``; otherwise (``widget=False``) a plain figure re-rendered
+through ``display(..., display_id=True)``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ascend_nb.precision.evaluate import AVG_ACC, binomial_interval
+from ascend_nb.precision.tables import ROWS
+from ascend_nb.ui.perf_plots import widget_frontend_likely
+
+CHANCE = 0.25  # four options
+REFERENCE_COLORS = ("#9aa5b1", "#c3cbd3", "#6b7785", "#dde3e8")
+RUN_COLOR = "#d6336c"
+
+
+def _accuracy_layout(figure: go.Figure, title: str) -> None:
+    figure.add_hline(y=CHANCE, line_dash="dot", line_color="gray", annotation_text="chance",
+                     annotation_position="top right")
+    figure.update_layout(title=title, barmode="group", height=420, yaxis={"title": "accuracy", "range": [0, 1]},
+                         legend={"orientation": "h", "y": -0.15})
+
+
+class AccuracyPlot:
+    """Accuracy per category filling in as answers arrive.
+
+    ``reference`` is a table indexed by category (e.g. ``load_aquila_reference()[["A100"]]``): each
+    column becomes a static bar beside the live one. Redraws at most every ``min_interval_s`` seconds
+    and always on the last answer.
+    """
+
+    def __init__(self, label: str = "this run", reference: pd.DataFrame | None = None, title: str = "C-Eval accuracy",
+                 widget: bool | None = None, min_interval_s: float = 0.5):
+        self.widget = widget_frontend_likely() if widget is None else widget
+        self.title = title
+        self.min_interval_s = min_interval_s
+        self.tallies = {row: [0, 0] for row in ROWS}  # correct, answered (with a known truth)
+        figure = go.Figure()
+        for i, (name, column) in enumerate((reference if reference is not None else pd.DataFrame()).items()):
+            if name == "n":
+                continue
+            figure.add_bar(x=list(ROWS), y=column.reindex(list(ROWS)).tolist(), name=str(name),
+                           marker_color=REFERENCE_COLORS[i % len(REFERENCE_COLORS)],
+                           hovertemplate="%{x}: %{y:.4f}<extra>" + str(name) + "</extra>")
+        figure.add_bar(x=list(ROWS), y=[None] * len(ROWS), name=label, marker_color=RUN_COLOR, text=[""] * len(ROWS),
+                       textposition="outside", error_y={"type": "data", "symmetric": False, "array": [],
+                                                        "arrayminus": []},
+                       hovertemplate="%{x}: %{y:.4f} (%{text})<extra>" + label + "</extra>")
+        _accuracy_layout(figure, title)
+        self._run_trace = len(figure.data) - 1
+        self.figure = go.FigureWidget(figure) if self.widget else figure
+        self._handle = None
+        self._last_draw = 0.0
+
+    def show(self) -> AccuracyPlot:
+        """Display the figure (once, before the evaluation starts)."""
+        from IPython.display import display
+
+        if self.widget:
+            display(self.figure)
+        else:
+            self._handle = display(self.figure, display_id=True)
+        return self
+
+    def update(self, row: dict, done: int, total: int) -> None:
+        """Count one answer (the ``on_result`` callback of :func:`~ascend_nb.precision.evaluate`)."""
+        if row["truth"]:
+            for name in (row["category"], AVG_ACC):
+                tally = self.tallies.setdefault(name, [0, 0])
+                tally[0] += row["pred"] == row["truth"]
+                tally[1] += 1
+        if done == total or time.monotonic() - self._last_draw >= self.min_interval_s:
+            self.redraw(done, total)
+
+    def accuracy(self) -> pd.DataFrame:
+        """``acc, correct, n, ci_low, ci_high`` per category and Avg acc, as counted so far."""
+        rows = {}
+        for name in ROWS:
+            correct, n = self.tallies[name]
+            low, high = binomial_interval(correct, n)
+            rows[name] = {"acc": correct / n if n else None, "correct": correct, "n": n, "ci_low": low, "ci_high": high}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def redraw(self, done: int | None = None, total: int | None = None) -> None:
+        table = self.accuracy()
+        acc = table["acc"].tolist()
+        upper = [None if a is None else high - a for a, high in zip(acc, table["ci_high"])]
+        lower = [None if a is None else a - low for a, low in zip(acc, table["ci_low"])]
+        text = [f"{c}/{n}" if n else "" for c, n in zip(table["correct"], table["n"])]
+        title = self.title if done is None else f"{self.title}: {done}/{total} answered"
+        trace = self.figure.data[self._run_trace]
+        if self.widget:
+            with self.figure.batch_update():
+                trace.y, trace.text = acc, text
+                trace.error_y.array, trace.error_y.arrayminus = upper, lower
+                self.figure.layout.title.text = title
+        else:
+            trace.update(y=acc, text=text, error_y={"array": upper, "arrayminus": lower})
+            self.figure.update_layout(title_text=title)
+            if self._handle is not None:
+                self._handle.update(self.figure)
+        self._last_draw = time.monotonic()
+
+
+def accuracy_comparison_figure(table: pd.DataFrame, title: str = "C-Eval accuracy side by side") -> go.Figure:
+    """Grouped bars of every column of a :func:`~ascend_nb.precision.precision_table` (``compare`` is skipped)."""
+    figure = go.Figure()
+    for name in table.columns:
+        if name == "compare":
+            continue
+        figure.add_bar(x=[str(i) for i in table.index], y=table[name].tolist(), name=str(name),
+                       hovertemplate="%{x}: %{y:.4f}<extra>" + str(name) + "</extra>")
+    _accuracy_layout(figure, title)
+    return figure
+
+
+def layer_comparison_figure(report, title: str | None = None) -> go.Figure:
+    """Cosine (left axis) and MaxAbsErr (right axis, log) per hidden state of a
+    :class:`~ascend_nb.precision.ComparisonReport`, the logits as diamonds after the last layer, and the
+    Cosine threshold as a dotted line."""
+    table = report.table
+    hidden = table[table["tensor"] != "logits"]
+    logits = table[table["tensor"] == "logits"]
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    for frame, suffix, mode, symbol in ((hidden, "", "lines+markers", "circle"), (logits, " (logits)", "markers", "diamond")):
+        figure.add_trace(go.Scatter(x=frame["layer"], y=frame["Cosine"], name="Cosine" + suffix, mode=mode,
+                                    marker={"symbol": symbol, "size": 9 if suffix else 6, "color": "#1c7ed6"},
+                                    text=frame["tensor"], hovertemplate="%{text}: Cosine %{y:.6f}<extra></extra>"),
+                         secondary_y=False)
+        figure.add_trace(go.Scatter(x=frame["layer"], y=frame["MaxAbsErr"], name="MaxAbsErr" + suffix, mode=mode,
+                                    marker={"symbol": symbol, "size": 9 if suffix else 6, "color": "#f76707"},
+                                    text=frame["tensor"], hovertemplate="%{text}: MaxAbsErr %{y:.4g}<extra></extra>"),
+                         secondary_y=True)
+    figure.add_hline(y=report.thresholds.cosine, line_dash="dot", line_color="#1c7ed6",
+                     annotation_text=f"Cosine threshold {report.thresholds.cosine}", secondary_y=False)
+    verdict = "reached" if report.reached else "NOT reached"
+    figure.update_layout(title=title or f"{report.candidate} vs {report.reference}: {verdict}", height=420,
+                         legend={"orientation": "h", "y": -0.2})
+    figure.update_xaxes(title_text="hidden state (0 = embeddings)")
+    figure.update_yaxes(title_text="Cosine", secondary_y=False)
+    figure.update_yaxes(title_text="MaxAbsErr", type="log", secondary_y=True)
+    return figure

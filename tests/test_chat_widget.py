@@ -1,0 +1,127 @@
+"""The chat widget driven from Python the way a demo script does it: set the prompt, click, wait.
+
+Mechanics run on the tiny random Llama (fast); answers and a real mid-reply stop use the embedded model.
+"""
+
+import json
+import time
+
+import pytest
+
+from ascend_nb import GenerationParams
+from ascend_nb.ui import ChatWidget, compare_chat
+from ascend_nb.ui.chat import PromptBox, format_stats, render_markdown
+
+EXACT = GenerationParams(max_new_tokens=5, ignore_eos=True)  # random weights: fix the reply length
+
+
+def ask(chat, text, timeout=60):
+    chat.prompt.value = text
+    chat.send_button.click()
+    chat.wait(timeout)
+
+
+def test_markdown_escapes_html_and_renders_code_and_chinese():
+    out = render_markdown("Hi <script>alert(1)</script>\n\n```python\nprint('你好')\n```")
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert '<pre><code class="language-python">' in out and "你好" in out
+
+
+def test_stats_line_names_the_numbers_and_why_a_reply_ended():
+    stats = {"ttft_ms": 85.21, "tpot_ms": 31.04, "tokens_per_s": 32.2, "tokens": 24, "finish_reason": "cancelled"}
+    assert format_stats(stats) == "TTFT 85.2 ms · TPOT 31.0 ms · 32.2 tokens/s · 24 tokens · stopped"
+
+
+def test_enter_in_the_prompt_box_sends():
+    box, seen = PromptBox(), []
+    box.on_submit(lambda b: seen.append(b.value))
+    box.value = "hello"
+    box._handle_message(box, {"event": "submit"}, [])  # the message the browser sends on Enter
+    assert seen == ["hello"]
+
+
+def test_reply_stats_totals_export_and_non_streaming(tiny_engine):
+    chat = ChatWidget(tiny_engine, system_prompt="Be brief.", params=EXACT)
+    assert chat.max_new_tokens.value == 5 and chat.temperature.disabled  # seeded from params; greedy
+    ask(chat, "first question")
+    assert chat.prompt.value == ""
+    chat.stream_toggle.value = False
+    ask(chat, "second question")
+    assert [m["role"] for m in chat.messages] == ["user", "assistant"] * 2
+    assert chat.last_stats["tokens"] == 5 and chat.last_stats["ttft_ms"] > 0 and chat.last_stats["tpot_ms"] > 0
+    assert "TTFT" in chat.history.children[-1].value and "tokens/s" in chat.history.children[-1].value
+    assert "2 replies · 10 tokens" in chat.totals.value
+    transcript = chat.export()
+    record = json.loads(transcript.json)
+    assert record["system"] == "Be brief." and record["messages"][1]["content"] == chat.messages[1]["content"]
+    assert record["messages"][1]["stats"]["tokens"] == 5
+    assert "**System:** Be brief." in transcript.markdown and "**You:**" in transcript.markdown
+
+
+def test_second_send_is_refused_while_answering_and_stop_keeps_the_partial_reply(tiny_engine):
+    chat = ChatWidget(tiny_engine, params=EXACT.replace(max_new_tokens=200))
+    chat.prompt.value = "tell me a long story"
+    chat.send_button.click()
+    chat.prompt.value = "another question"
+    chat.send_button.click()
+    assert "Still answering" in chat.notice.value and chat.prompt.value == "another question"
+    chat.stop_button.click()
+    chat.wait(30)
+    assert chat.last_stats["finish_reason"] == "cancelled" and chat.last_stats["tokens"] < 200
+    assert [m["role"] for m in chat.messages] == ["user", "assistant"] and "stopped" in chat.history.children[-1].value
+
+
+def test_regenerate_replaces_the_last_answer_and_clear_forgets(tiny_engine):
+    chat = ChatWidget(tiny_engine, params=EXACT)
+    ask(chat, "a question")
+    first = chat.messages[1]["content"]
+    chat.do_sample.value, chat.temperature.value, chat.max_new_tokens.value = True, 2.0, 12
+    chat.regenerate_button.click()
+    chat.wait(60)
+    assert [m["content"] for m in chat.messages[:1]] == ["a question"] and len(chat.messages) == 2
+    assert chat.last_stats["tokens"] == 12 and chat.messages[1]["content"] != first
+    chat.clear_button.click()
+    assert chat.messages == [] and chat.last_stats is None and chat.totals.value == ""
+    chat.regenerate_button.click()
+    assert "Nothing to regenerate" in chat.notice.value
+
+
+def test_overlong_prompt_shows_an_error_and_the_chat_keeps_working(tiny_engine):
+    chat = ChatWidget(tiny_engine, params=EXACT)
+    ask(chat, "word " * 400)
+    assert chat.messages == [] and chat.prompt.value == ("word " * 400).strip()
+    error = chat.history.children[-1].value
+    assert "anb-chat-row error" in error and "shorten the message" in error
+    ask(chat, "short one")
+    assert [m["role"] for m in chat.messages] == ["user", "assistant"] and chat.last_stats["tokens"] == 5
+
+
+def test_compare_chat_answers_on_both_sides_one_after_the_other(tiny_engine):
+    pair = compare_chat(tiny_engine, tiny_engine, params=EXACT)
+    pair.prompt.value = "same question"
+    pair.send_button.click()
+    pair.wait(60)
+    for side in (pair.left, pair.right):
+        assert [m["content"] for m in side.messages][:1] == ["same question"] and side.last_stats["tokens"] == 5
+    assert pair.left.messages == pair.right.messages  # same greedy model on both sides
+
+
+@pytest.mark.slow
+def test_embedded_model_answers_and_stops_mid_reply(embedded_engine):
+    chat = ChatWidget(embedded_engine)
+    chat.max_new_tokens.value = 24
+    ask(chat, "What is the capital of France?", timeout=240)
+    assert "Paris" in chat.messages[-1]["content"]
+    assert chat.last_stats["finish_reason"] == "stop" and 0 < chat.last_stats["tokens"] < 24
+
+    chat.max_new_tokens.value = 400
+    chat.prompt.value = "Write a long story about a dragon."
+    chat.send_button.click()
+    deadline = time.monotonic() + 120
+    while "TTFT ≈" not in chat.history.children[-1].value:  # the first pieces are on screen
+        assert time.monotonic() < deadline, "no streamed text within 120 s"
+        time.sleep(0.05)
+    chat.stop_button.click()
+    chat.wait(30)
+    assert chat.last_stats["finish_reason"] == "cancelled" and chat.last_stats["tokens"] < 400
+    assert chat.messages[-1]["content"] and len(chat.messages) == 4

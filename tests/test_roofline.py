@@ -1,0 +1,93 @@
+"""Roofline arithmetic against numbers worked out by hand, and the bandwidth measurement."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ascend_nb.bench import reference
+from ascend_nb.bench.roofline import (ModelShape, kv_cache_bytes, measure_bandwidth, model_shape, roofline,
+                                      roofline_table, weight_bytes, with_roofline)
+from ascend_nb.errors import AscendNbError
+
+# hidden 64, ffn 128, 2 layers, 4 query heads and 2 KV heads of 16, vocab 100 (a config.json dict).
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": 100}
+# Per layer: q 64x64 = 4096, k and v 32x64 = 2048 each, o 4096, gate/up/down 3 x 64x128 = 24576 -> 36864.
+# Two layers 73728 + LM head 100x64 = 6400 -> 80128 linear weights; RMSNorm (2 x 2 + 1) x 64 = 320.
+TINY_LINEAR, TINY_NORM = 80128, 320
+
+
+def test_weight_bytes_by_hand():
+    assert weight_bytes(TINY, "bfloat16") == (TINY_LINEAR + TINY_NORM) * 2
+    assert weight_bytes(TINY, "float32") == (TINY_LINEAR + TINY_NORM) * 4
+    # int8: 1 byte per weight + one bf16 scale per output row; rows: per layer 64+32+32+64+128+128+64 = 512,
+    # two layers 1024, LM head 100 -> 1124 rows.
+    assert weight_bytes(TINY, "bfloat16", "int8") == TINY_LINEAR + 1124 * 2 + TINY_NORM * 2
+    # int4 (group 32): half a byte per weight + bf16 scale and zero per 32 inputs of a row.
+    # Groups: rows with 64 inputs have 2, with 128 inputs 4: per layer (64+32+32+64+128+128) x 2 + 64 x 4 = 1152,
+    # two layers 2304, LM head 100 x 2 = 200 -> 2504 groups.
+    assert weight_bytes(TINY, "bfloat16", "int4") == TINY_LINEAR // 2 + 2504 * 2 * 2 + TINY_NORM * 2
+
+
+def test_kv_cache_bytes_by_hand():
+    # K and V x 2 layers x 2 KV heads x 16 dims x 2 bytes = 256 bytes per token.
+    assert kv_cache_bytes(TINY, "float16", seq_len=10) == 2560
+    assert kv_cache_bytes(TINY, "float16", seq_len=10, batch_size=3) == 7680
+
+
+def test_roofline_by_hand():
+    limit = roofline(TINY, device="cpu", dtype="float16", seq_len=10, batch_size=2, bandwidth_gbs=1.0)
+    step_bytes = (TINY_LINEAR + TINY_NORM) * 2 + 2 * 2560  # weights once, each sequence's cache
+    assert limit.tokens_per_s == pytest.approx(2 * 1e9 / step_bytes)
+    assert limit.tpot_ms == pytest.approx(1000 * step_bytes / 1e9)
+    assert limit.percent(limit.tokens_per_s / 4) == pytest.approx(25.0)
+    assert limit.bandwidth_source == "given"
+
+
+def test_aquila_on_the_spec_sheets():
+    # Aquila-7B: 32 x (4 x 4096^2 + 3 x 4096 x 11008) + 100008 x 4096 linear weights, 65 x 4096 norm weights.
+    params = 32 * (4 * 4096**2 + 3 * 4096 * 11008) + 100008 * 4096 + 65 * 4096
+    limit = roofline("aquila-7b", device="A100", dtype="float16")
+    assert limit.weight_bytes == 2 * params == 13_771_808_768
+    assert (limit.bandwidth_gbs, limit.bandwidth_source) == (2039, "spec sheet (A100)")
+    assert limit.tokens_per_s == pytest.approx(2039e9 / (2 * params))
+    published = with_roofline(reference.performance("aquila-7b", "A100")).iloc[0]
+    assert published["pct_of_roofline"] == pytest.approx(100 * 88.88888889 / (2039e9 / (2 * params)))
+
+
+def test_model_shape_sources():
+    shape = model_shape(TINY)
+    assert (shape.head_dim, shape.num_key_value_heads) == (16, 2)
+    assert model_shape({**TINY, "num_key_value_heads": None}).num_key_value_heads == 4
+    assert isinstance(model_shape("baichuan2-7b-chat"), ModelShape)
+    with pytest.raises(AscendNbError, match="no known shape"):
+        model_shape("gpt-5")
+
+
+def test_bad_arguments():
+    with pytest.raises(AscendNbError, match="unknown quantize"):
+        weight_bytes(TINY, "float16", "int3")
+    with pytest.raises(AscendNbError, match="unknown dtype"):
+        weight_bytes(TINY, "float8")
+    with pytest.raises(AscendNbError, match="needs a device and a dtype"):
+        roofline(TINY)
+
+
+def test_cpu_bandwidth_is_measured_once_per_process():
+    first = measure_bandwidth("cpu")
+    start = time.perf_counter()
+    assert measure_bandwidth("cpu") == first
+    assert time.perf_counter() - start < 0.01
+    assert 0.1 < first < 10_000  # GB/s: any real machine
+    limit = roofline(TINY, device="cpu", dtype="float32")
+    assert (limit.bandwidth_gbs, limit.bandwidth_source) == (first, "measured (cpu)")
+
+
+def test_roofline_table_lists_every_device_and_this_one():
+    table = roofline_table("aquila-7b", "float16", this_device="cpu")
+    assert list(table["device"]) == list(reference.devices()["device"]) + ["cpu"]
+    duo = table.set_index("device").loc["Atlas 300I DUO"]
+    assert duo["roofline_tokens_per_s"] == pytest.approx(204e9 / 13_771_808_768)
+    assert duo["min_tpot_ms"] == pytest.approx(1000 / duo["roofline_tokens_per_s"])

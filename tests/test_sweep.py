@@ -1,0 +1,161 @@
+"""Latency sweeps on a tiny random Llama: grid trimming, rows, CSV writing and resuming after a kill."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import ascend_nb
+from ascend_nb.bench import sweep as sweep_module
+from ascend_nb.bench.guides_csv import read_csv, read_rows, write_guides_csv
+from ascend_nb.bench.sweep import CSV_COLUMNS, KEY_FIELDS, SweepPoint, plan_sweep, point_memory_bytes, sweep
+from ascend_nb.errors import AscendNbError
+
+BANDWIDTH_GBS = 10.0  # fixed, so these tests do not depend on (or spend time measuring) this machine
+
+
+def build_tiny_llama(directory: Path, max_position_embeddings: int = 128) -> Path:
+    """A 2-layer random Llama (GQA 4/2 heads) with the embedded model's tokenizer, saved to ``directory``."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ascend_nb.models.embedded import ensure_embedded_model
+
+    config = LlamaConfig(vocab_size=1024, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=max_position_embeddings, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(ensure_embedded_model()).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir):
+    return ascend_nb.load(tiny_dir, device="cpu", dtype="float32")
+
+
+def run(engine, csv_path=None, **grid):
+    grid = {"batch_sizes": [1], "input_lens": [4, 8], "output_lens": [2, 3], **grid}
+    return list(sweep(engine, **grid, csv_path=csv_path, progress=False, bandwidth_gbs=BANDWIDTH_GBS))
+
+
+def test_plan_keeps_the_guides_order_and_trims_to_max_seq_len(engine):
+    plan = plan_sweep(engine, [1], [32, 64, 128], [2, 64])
+    assert plan.points == [SweepPoint(1, 32, 2), SweepPoint(1, 32, 64), SweepPoint(1, 64, 2), SweepPoint(1, 64, 64)]
+    assert [p for p, _ in plan.skipped] == [SweepPoint(1, 128, 2), SweepPoint(1, 128, 64)]
+    assert all("max_seq_len 128" in reason for _, reason in plan.skipped)
+
+
+def test_plan_trims_points_that_need_more_memory_than_is_free(engine, monkeypatch):
+    small, large = SweepPoint(1, 8, 2), SweepPoint(4, 64, 64)
+    free = (point_memory_bytes(engine, small) + point_memory_bytes(engine, large)) / 2
+    monkeypatch.setattr(sweep_module, "_available_memory_bytes", lambda device: free)
+    plan = plan_sweep(engine, [1, 4], [8, 64], [2, 64])
+    assert small in plan.points and large not in plan.points
+    assert dict(plan.skipped)[large].endswith("MB free")
+
+
+@pytest.mark.parametrize("grid", [{"output_lens": [1, 4]}, {"batch_sizes": []}, {"input_lens": [0]}])
+def test_bad_grids_are_rejected(engine, grid):
+    with pytest.raises(AscendNbError):
+        run(engine, **grid)
+
+
+def test_nothing_fits_is_an_error(engine):
+    with pytest.raises(AscendNbError, match="no grid point fits"):
+        run(engine, input_lens=[120], output_lens=[64])
+
+
+def test_rows_have_exact_lengths_consistent_fields_and_the_guides_columns(engine, tmp_path):
+    rows = run(engine, tmp_path / "sweep.csv", batch_sizes=[1, 2])
+    assert [(r["batch_size"], r["input_len"], r["output_len"]) for r in rows] == [
+        (b, i, o) for b in (1, 2) for i in (4, 8) for o in (2, 3)]
+    for row in rows:
+        assert set(row) == set(CSV_COLUMNS)
+        assert (row["backend"], row["device"], row["dtype"], row["quantize"]) == ("transformers", "cpu", "float32", "none")
+        assert 0 < row["ttft_ms"] <= row["e2e_ms"]
+        assert row["e2e_ms"] == pytest.approx(row["ttft_ms"] + row["tpot_ms"] * (row["output_len"] - 1))
+        assert row["decode_tokens_per_s"] == pytest.approx(1000 * row["batch_size"] / row["tpot_ms"])
+        assert row["pct_of_roofline"] == pytest.approx(100 * row["decode_tokens_per_s"] / row["roofline_tokens_per_s"])
+        assert (row["input_seq_len(Encoding)"], row["output_seq_len(Decoding)"]) == (row["input_len"], row["output_len"])
+        assert row["ResponseTime(s)"] == pytest.approx(row["e2e_ms"] / 1000)
+        assert row["forward_first_token_time(ms)"] == row["ttft_ms"]
+        assert row["forward_next_token_time(ms)"] == row["tpot_ms"]
+    # A larger batch shares the weight reads: its roofline is higher.
+    assert rows[4]["roofline_tokens_per_s"] > rows[0]["roofline_tokens_per_s"]
+
+
+def test_csv_holds_exactly_the_yielded_rows(engine, tmp_path):
+    rows = run(engine, tmp_path / "sweep.csv")
+    table = read_csv(tmp_path / "sweep.csv")
+    assert list(table.columns[: len(CSV_COLUMNS)]) == list(CSV_COLUMNS)
+    assert table[list(CSV_COLUMNS)].to_dict("records") == rows
+
+
+def test_resume_measures_only_missing_points_and_keeps_the_others(engine, tmp_path):
+    path = tmp_path / "sweep.csv"
+    first = run(engine, path, input_lens=[4])
+    before = path.read_text()
+    rows = run(engine, path, input_lens=[4, 8])
+    assert rows[:2] == first  # read back from the CSV, not measured again
+    assert path.read_text().startswith(before)
+    assert len(read_rows(path)[1]) == 4
+    again = run(engine, path, input_lens=[4, 8])
+    assert again == rows and len(read_rows(path)[1]) == 4
+
+
+def test_resume_false_starts_the_file_over(engine, tmp_path):
+    path = tmp_path / "sweep.csv"
+    run(engine, path)
+    rows = list(sweep(engine, [1], [4], [2], csv_path=path, resume=False, progress=False, bandwidth_gbs=BANDWIDTH_GBS))
+    assert len(read_rows(path)[1]) == len(rows) == 1
+
+
+def test_a_csv_of_another_format_is_not_overwritten(engine, tmp_path):
+    path = tmp_path / "theirs.csv"
+    write_guides_csv(run(engine), path)
+    content = path.read_text()
+    with pytest.raises(AscendNbError, match="other columns"):
+        run(engine, path)
+    assert path.read_text() == content
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    import ascend_nb
+    from ascend_nb.bench.sweep import sweep
+
+    engine = ascend_nb.load(sys.argv[1], device="cpu", dtype="float32")
+    for row in sweep(engine, [1], [4, 8, 16], [2, 4, 8, 16], csv_path=sys.argv[2], progress=False, bandwidth_gbs=10.0):
+        print("row", flush=True)
+""")
+
+
+def test_a_killed_sweep_resumes_without_duplicated_or_lost_rows(engine, tiny_dir, tmp_path):
+    path = tmp_path / "sweep.csv"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny_dir), str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(2):
+            assert child.stdout.readline() == "row\n"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    _, survived = read_rows(path)
+    assert 2 <= len(survived) < 12  # killed mid-way, with complete rows only
+    rows = list(sweep(engine, [1], [4, 8, 16], [2, 4, 8, 16], csv_path=path, progress=False, bandwidth_gbs=10.0))
+    _, stored = read_rows(path)
+    keys = [tuple(r[k] for k in KEY_FIELDS) for r in stored]
+    assert len(rows) == len(stored) == len(set(keys)) == 12
+    assert stored[: len(survived)] == survived
+    assert [(r["input_len"], r["output_len"]) for r in rows] == [(i, o) for i in (4, 8, 16) for o in (2, 4, 8, 16)]
