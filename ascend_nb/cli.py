@@ -15,8 +15,10 @@ from ascend_nb.errors import AscendNbError
 
 COMMAND_MODULES = (
     "ascend_nb.models.commands",
+    "ascend_nb.convert.commands",
     "ascend_nb.doctor.commands",
     "ascend_nb.precision.commands",
+    "ascend_nb.bench.commands",
 )
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ascend_nb.convert import atomic, gguf as gguf_convert
+from ascend_nb.convert import atomic, gguf as gguf_convert, shards
 from ascend_nb.models import embedded
 
 
@@ -47,7 +47,7 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gguf_convert, "save_file", crash)
+    monkeypatch.setattr(shards, "save_file", crash)  # the safetensors writer every converter uses
     with pytest.raises(KeyboardInterrupt):
         gguf_convert.convert_gguf(gguf_path, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()

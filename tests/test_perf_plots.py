@@ -7,11 +7,9 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-import ascend_nb
 from ascend_nb.bench.sweep import sweep
 from ascend_nb.errors import AscendNbError
 from ascend_nb.ui.perf_plots import LiveSweepPlot
-from tests.test_sweep import build_tiny_llama
 
 
 def row(batch_size: int, input_len: int, output_len: int, backend: str = "transformers") -> dict:
@@ -57,10 +55,9 @@ def test_rows_without_a_roofline_still_plot():
     assert points(plot) == {"heatmap": 1, "bar": 0, "ttft": 1, "tpot": 1}
 
 
-def test_follow_a_real_sweep(tmp_path):
-    engine = ascend_nb.load(build_tiny_llama(tmp_path / "tiny"), device="cpu", dtype="float32")
+def test_follow_a_real_sweep(tiny_engine):
     plot = LiveSweepPlot(widget=False)
-    table = plot.follow(sweep(engine, [1], [4, 8], [2, 3], progress=False, bandwidth_gbs=10.0))
+    table = plot.follow(sweep(tiny_engine, [1], [4, 8], [2, 3], progress=False, bandwidth_gbs=10.0))
     assert len(table) == 4 and points(plot)["bar"] == 4
 
 

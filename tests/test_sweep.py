@@ -5,12 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-import torch
 
-import ascend_nb
 from ascend_nb.bench import sweep as sweep_module
 from ascend_nb.bench.guides_csv import read_csv, read_rows, write_guides_csv
 from ascend_nb.bench.sweep import CSV_COLUMNS, KEY_FIELDS, SweepPoint, plan_sweep, point_memory_bytes, sweep
@@ -19,29 +16,10 @@ from ascend_nb.errors import AscendNbError
 BANDWIDTH_GBS = 10.0  # fixed, so these tests do not depend on (or spend time measuring) this machine
 
 
-def build_tiny_llama(directory: Path, max_position_embeddings: int = 128) -> Path:
-    """A 2-layer random Llama (GQA 4/2 heads) with the embedded model's tokenizer, saved to ``directory``."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from ascend_nb.models.embedded import ensure_embedded_model
-
-    config = LlamaConfig(vocab_size=1024, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=max_position_embeddings, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
-    AutoTokenizer.from_pretrained(ensure_embedded_model()).save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_dir):
-    return ascend_nb.load(tiny_dir, device="cpu", dtype="float32")
+def engine(tiny_engine):
+    """The shared tiny random Llama (conftest), float32 on CPU, max_seq_len 256."""
+    return tiny_engine
 
 
 def run(engine, csv_path=None, **grid):
@@ -50,10 +28,11 @@ def run(engine, csv_path=None, **grid):
 
 
 def test_plan_keeps_the_guides_order_and_trims_to_max_seq_len(engine):
-    plan = plan_sweep(engine, [1], [32, 64, 128], [2, 64])
-    assert plan.points == [SweepPoint(1, 32, 2), SweepPoint(1, 32, 64), SweepPoint(1, 64, 2), SweepPoint(1, 64, 64)]
-    assert [p for p, _ in plan.skipped] == [SweepPoint(1, 128, 2), SweepPoint(1, 128, 64)]
-    assert all("max_seq_len 128" in reason for _, reason in plan.skipped)
+    assert engine.max_seq_len == 256
+    plan = plan_sweep(engine, [1], [64, 128, 256], [2, 128])
+    assert plan.points == [SweepPoint(1, 64, 2), SweepPoint(1, 64, 128), SweepPoint(1, 128, 2), SweepPoint(1, 128, 128)]
+    assert [p for p, _ in plan.skipped] == [SweepPoint(1, 256, 2), SweepPoint(1, 256, 128)]
+    assert all("max_seq_len 256" in reason for _, reason in plan.skipped)
 
 
 def test_plan_trims_points_that_need_more_memory_than_is_free(engine, monkeypatch):
@@ -73,7 +52,7 @@ def test_bad_grids_are_rejected(engine, grid):
 
 def test_nothing_fits_is_an_error(engine):
     with pytest.raises(AscendNbError, match="no grid point fits"):
-        run(engine, input_lens=[120], output_lens=[64])
+        run(engine, input_lens=[240], output_lens=[64])
 
 
 def test_rows_have_exact_lengths_consistent_fields_and_the_guides_columns(engine, tmp_path):
@@ -141,9 +120,10 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_a_killed_sweep_resumes_without_duplicated_or_lost_rows(engine, tiny_dir, tmp_path):
+def test_a_killed_sweep_resumes_without_duplicated_or_lost_rows(engine, tiny_llama_dir, tmp_path):
     path = tmp_path / "sweep.csv"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny_dir), str(path)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tiny_llama_dir), str(path)], stdout=subprocess.PIPE,
+                             text=True)
     try:
         for _ in range(2):
             assert child.stdout.readline() == "row\n"
@@ -159,3 +139,10 @@ def test_a_killed_sweep_resumes_without_duplicated_or_lost_rows(engine, tiny_dir
     assert len(rows) == len(stored) == len(set(keys)) == 12
     assert stored[: len(survived)] == survived
     assert [(r["input_len"], r["output_len"]) for r in rows] == [(i, o) for i in (4, 8, 16) for o in (2, 4, 8, 16)]
+
+
+def test_a_served_model_is_refused_with_a_clear_error():
+    from ascend_nb.engine.openai_backend import OpenAIEngine
+
+    with pytest.raises(AscendNbError, match="openai backend has no local model"):
+        run(OpenAIEngine("served-model"))

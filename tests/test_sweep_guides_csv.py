@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ascend_nb.bench import reference
-from ascend_nb.bench.compare import compare
+from ascend_nb.bench.compare import compare, summarize
 from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, read_csv, write_guides_csv
 from ascend_nb.errors import AscendNbError
 
@@ -113,3 +113,17 @@ def test_compare_refuses_mixed_results_and_disjoint_grids():
         compare(mixed, result_rows())
     with pytest.raises(AscendNbError, match="share no batch size"):
         compare(result_rows(), [{**row, "batch_size": 8} for row in result_rows()])
+
+
+def test_summarize_puts_a_run_in_the_guides_table_form():
+    rows = [{**row, "backend": "transformers", "model": "tiny", "pct_of_roofline": 10.0 * i}
+            for i, row in enumerate(result_rows())]
+    summary = summarize(rows)
+    assert len(summary) == 1
+    row = summary.iloc[0]
+    assert (row["source"], row["points"], row["input_len_min"], row["input_len_max"]) == ("this run", 4, 32, 64)
+    assert row["tpot_ms"] == pytest.approx(sum(r["tpot_ms"] for r in rows) / 4)
+    assert row["decode_tokens_per_s"] == pytest.approx(1000 / row["tpot_ms"])
+    assert row["pct_of_roofline"] == pytest.approx(15.0)
+    both = pd.concat([reference.performance("aquila-7b"), summary], ignore_index=True)
+    assert both["tpot_ms"].notna().all()

@@ -52,6 +52,22 @@ def _describe(frame: pd.DataFrame) -> list[str]:
     return [c for c in IDENTITY if c in frame and frame[c].nunique(dropna=False) > 1]
 
 
+def summarize(results: Results) -> pd.DataFrame:
+    """A sweep in the guides' table form: one row per run and batch size with the length ranges
+    covered, mean TTFT and TPOT (and % of roofline when present) and the decode tokens/s of that
+    mean TPOT, in the columns of :func:`ascend_nb.bench.reference.performance` so the two concatenate."""
+    frame = _frame(results)
+    keys = [c for c in _RUN_IDENTITY if c in frame] + ["batch_size"]
+    metrics = [c for c in ("ttft_ms", "tpot_ms", "pct_of_roofline") if c in frame]
+    table = frame.groupby(keys, as_index=False, dropna=False).agg(
+        points=("ttft_ms", "size"), input_len_min=("input_len_min", "min"), input_len_max=("input_len_max", "max"),
+        output_len_min=("output_len_min", "min"), output_len_max=("output_len_max", "max"),
+        **{metric: (metric, "mean") for metric in metrics})
+    table["decode_tokens_per_s"] = 1000.0 * table["batch_size"] / table["tpot_ms"]
+    table.insert(0, "source", "this run")
+    return table
+
+
 def compare(results: Results, reference: Results, labels: tuple[str, str] = ("results", "reference")) -> pd.DataFrame:
     """Set one run's latencies against a reference (another run, or ``reference.performance(...)``).
 

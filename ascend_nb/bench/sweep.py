@@ -84,10 +84,18 @@ def point_memory_bytes(engine, point: SweepPoint) -> int:
     return kv + scores + activations + b * shape.vocab_size * 4
 
 
+def require_local_model(engine) -> None:
+    """Sweeps and traces need the model here (its config, dtype and device), not behind a server."""
+    if getattr(engine, "config", None) is None or getattr(engine, "dtype", None) is None:
+        raise AscendNbError(f"the {engine.backend} backend has no local model to measure: "
+                            "use the transformers or accelerated backend")
+
+
 def plan_sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] = GUIDE_LENS,
                output_lens: Sequence[int] = GUIDE_LENS) -> SweepPlan:
     """The grid in the guides' order (batch, then input, then output), without the points that do not
     fit ``engine.max_seq_len`` or the memory free now."""
+    require_local_model(engine)
     batch_sizes = _positive_ints("batch sizes", batch_sizes)
     input_lens = _positive_ints("input lengths", input_lens)
     output_lens = _positive_ints("output lengths (TPOT needs two tokens)", output_lens, minimum=2)

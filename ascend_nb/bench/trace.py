@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ascend_nb.bench.sweep import random_prompts, run_fields
+from ascend_nb.bench.sweep import random_prompts, require_local_model, run_fields
 from ascend_nb.engine.params import GenerationParams
 
 HOST_CATEGORIES = {"cpu_op"}
@@ -104,6 +104,7 @@ def trace(engine, input_len: int = 128, decode_steps: int = 8, batch_size: int =
     Writes the Chrome trace to ``trace_path`` (default ``traces/<model>_<backend>_<device>.json``
     under the current directory) and returns it with the top operators by self time.
     """
+    require_local_model(engine)
     fields = run_fields(engine)
     path = Path(trace_path or Path("traces") / f"{fields['model']}_{fields['backend']}_{engine.device.type}.json")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def source_tokenizer(src: Path):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(src, local_files_only=True).backend_tokenizer
+        return AutoTokenizer.from_pretrained(src, local_files_only=True, trust_remote_code=False).backend_tokenizer
     except (OSError, ValueError, AttributeError) as exc:
         raise AscendNbError(f"cannot read the tokenizer in {src} ({exc}): copy tokenizer.json (or vocab.json and "
                             "merges.txt) from the Aquila download") from exc

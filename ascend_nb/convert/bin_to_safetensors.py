@@ -20,7 +20,7 @@ from safetensors import safe_open
 from ascend_nb.convert.checkpoint import BIN_INDEX, SAFETENSORS_INDEX, Checkpoint
 from ascend_nb.convert.kinds import read_source_config
 from ascend_nb.convert.output import Conversion, dtype_name, parse_dtype, write_converted
-from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor
+from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor, read_weight_map
 from ascend_nb.errors import AscendNbError
 
 
@@ -44,8 +44,9 @@ class TensorCheck:
         return {"passed": self.passed, "tensors": self.tensors, "mismatched": self.mismatched}
 
 
-def check_written_tensors(directory: Path, tensors: list[PlannedTensor], weight_map: dict[str, str]) -> TensorCheck:
+def check_written_tensors(directory: Path, tensors: list[PlannedTensor]) -> TensorCheck:
     """Compare each tensor in ``directory``'s safetensors files with ``PlannedTensor.materialize()``."""
+    weight_map = read_weight_map(directory)
     check = TensorCheck(tensors=len(tensors))
     for file_name in dict.fromkeys(weight_map.values()):
         with safe_open(Path(directory) / file_name, framework="pt") as handle:
@@ -87,9 +88,7 @@ def convert_bin_to_safetensors(src: Path, dst: Path, dtype: str | torch.dtype | 
         (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
     def check(out: Path) -> TensorCheck:
-        weight_map = json.loads((out / SAFETENSORS_INDEX).read_text())["weight_map"] if (out / SAFETENSORS_INDEX).exists() \
-            else dict.fromkeys((t.name for t in tensors), "model.safetensors")
-        result = check_written_tensors(out, tensors, weight_map)
+        result = check_written_tensors(out, tensors)
         if not result.passed:
             raise AscendNbError(f"written tensors differ from the source ({result.summary()}): check the disk and retry")
         return result

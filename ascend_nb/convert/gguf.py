@@ -2,22 +2,27 @@
 
 Weights are read and dequantized with the ``gguf`` package (every type it implements: F32, F16,
 BF16, Q4_0/1, Q5_x, Q8_0, K-quants, ...), renamed to transformers' Llama names, and q/k rows are
-un-permuted (llama.cpp reorders them for its rotary layout). The config is built from the GGUF
+un-permuted (llama.cpp reorders them for its rotary layout). Tensors are dequantized one shard at
+a time while writing, so big models convert in bounded memory. The config is built from the GGUF
 metadata; the tokenizer and its chat template come from transformers' GGUF tokenizer reader.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
-from ascend_nb.convert.atomic import atomic_directory, check_free_space
+from ascend_nb.convert.kinds import is_gguf
+from ascend_nb.convert.llama_target import parameter_count
+from ascend_nb.convert.output import Conversion, parse_dtype, write_converted
+from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor
 from ascend_nb.errors import AscendNbError
+from ascend_nb.models.registry import METADATA_FILE
 
 TOP_LEVEL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 BLOCK_NAMES = {
@@ -81,10 +86,37 @@ def llama_config_from_gguf(meta: dict, tied: bool, vocab_size: int):
     return config
 
 
-def read_gguf_state_dict(path: Path, dtype: torch.dtype = torch.float32, progress: bool = True) -> tuple[dict, dict]:
-    """Dequantized transformers-named tensors and the metadata of a GGUF file."""
+@dataclass
+class GgufModel:
+    """A GGUF file opened lazily: planned (dequantize-on-demand) tensors, metadata and Llama config."""
+
+    tensors: list[PlannedTensor]
+    meta: dict
+    config: object  # transformers.LlamaConfig
+
+
+def _dequantize(tensor, heads: int, kv_heads: int) -> torch.Tensor:
     import gguf
 
+    weight = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+    weight = weight.reshape([int(n) for n in reversed(tensor.shape)])
+    if tensor.name.startswith("blk.") and ".attn_q." in tensor.name:
+        weight = unpermute_rotary(weight, heads)
+    elif tensor.name.startswith("blk.") and ".attn_k." in tensor.name:
+        weight = unpermute_rotary(weight, kv_heads)
+    return torch.from_numpy(np.array(weight, copy=True))
+
+
+def open_gguf(path: Path, dtype: torch.dtype = torch.float32) -> GgufModel:
+    """Read a GGUF file's metadata and plan its tensors (transformers names, ``dtype``) without dequantizing."""
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AscendNbError(f"GGUF file {path} does not exist")
+    if not is_gguf(path):
+        raise AscendNbError(f"{path} is not a GGUF file: for a model directory use "
+                            "`ascend-nb convert safetensors|baichuan2|aquila SRC DST`")
     try:
         reader = gguf.GGUFReader(path)
     except Exception as exc:  # noqa: BLE001 - gguf raises ValueError/struct errors on bad files
@@ -93,41 +125,54 @@ def read_gguf_state_dict(path: Path, dtype: torch.dtype = torch.float32, progres
     arch = meta.get("general.architecture", "llama")
     heads = meta.get(f"{arch}.attention.head_count")
     kv_heads = meta.get(f"{arch}.attention.head_count_kv", heads)
-    tensors = {}
-    for tensor in tqdm(reader.tensors, desc=f"dequantize {path.name}", unit="tensor", disable=not progress):
-        weight = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        weight = weight.reshape([int(n) for n in reversed(tensor.shape)])
-        if tensor.name.startswith("blk.") and ".attn_q." in tensor.name:
-            weight = unpermute_rotary(weight, heads)
-        elif tensor.name.startswith("blk.") and ".attn_k." in tensor.name:
-            weight = unpermute_rotary(weight, kv_heads)
-        tensors[hf_tensor_name(tensor.name)] = torch.from_numpy(np.array(weight, copy=True)).to(dtype)
-    return tensors, meta
+    tensors = []
+    for tensor in reader.tensors:
+        rotary = tensor.name.startswith("blk.") and (".attn_q." in tensor.name or ".attn_k." in tensor.name)
+        tensors.append(PlannedTensor(
+            hf_tensor_name(tensor.name), tuple(int(n) for n in reversed(tensor.shape)), dtype,
+            functools.partial(_dequantize, tensor, heads, kv_heads), source=tensor.name,
+            transform=f"dequantize {tensor.tensor_type.name}" + (", un-permute rotary rows" if rotary else "")))
+    names = {t.name: t for t in tensors}
+    config = llama_config_from_gguf(meta, "lm_head.weight" not in names, names["model.embed_tokens.weight"].shape[0])
+    config.dtype = dtype
+    return GgufModel(tensors=tensors, meta=meta, config=config)
 
 
-def convert_gguf(src: Path, dst: Path, dtype: torch.dtype = torch.float32, force: bool = False,
-                 progress: bool = True, metadata: dict | None = None) -> Path:
+def read_gguf_state_dict(path: Path, dtype: torch.dtype = torch.float32) -> tuple[dict, dict]:
+    """Dequantized transformers-named tensors and the metadata of a GGUF file (all in memory)."""
+    model = open_gguf(path, dtype)
+    return {t.name: t.materialize() for t in model.tensors}, model.meta
+
+
+def convert_gguf(src: Path, dst: Path, dtype: str | torch.dtype = torch.float32, force: bool = False,
+                 progress: bool = True, metadata: dict | None = None,
+                 max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE, verify: bool = True,
+                 verify_dtype: str | torch.dtype = torch.float32, verify_device: str = "cpu") -> Conversion:
     """Convert a Llama-family GGUF file into a transformers directory at ``dst`` (atomically).
 
-    ``metadata`` (e.g. ``{"model": "smollm2-135m-instruct"}``) is written to ``ascend_nb.json``.
+    Every tensor type the ``gguf`` package dequantizes is supported; the result is stored in
+    ``dtype`` as safetensors shards of at most ``max_shard_size``. ``metadata`` (e.g.
+    ``{"model": "smollm2-135m-instruct"}``) is written to ``ascend_nb.json``. With ``verify`` a
+    float64 Llama forward over the GGUF's own weights is compared with the converted model.
     """
     from transformers import AutoTokenizer, GenerationConfig
 
+    from ascend_nb.convert.verify import gguf_source, verification_step
+
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise AscendNbError(f"GGUF file {src} does not exist")
-    tensors, meta = read_gguf_state_dict(src, dtype, progress)
-    check_free_space(dst.parent, sum(t.numel() * t.element_size() for t in tensors.values()) + (64 << 20))
-    tied = "lm_head.weight" not in tensors
-    config = llama_config_from_gguf(meta, tied, tensors["model.embed_tokens.weight"].shape[0])
-    config.dtype = dtype
+    model = open_gguf(src, parse_dtype(dtype) or torch.float32)
+    config = model.config
+    check = verification_step(src, "gguf", verify, verify_dtype, verify_device, parameter_count(model.tensors),
+                              source=gguf_source(model))
     tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    with atomic_directory(dst, force=force) as out:
-        save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+
+    def write_files(out: Path) -> None:
         config.save_pretrained(out)
         GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
                          pad_token_id=config.pad_token_id).save_pretrained(out)
         tokenizer.save_pretrained(out)
         if metadata:
-            (out / "ascend_nb.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    return dst
+            (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+
+    return write_converted(dst, "gguf", src, model.tensors, write_files, force=force, progress=progress,
+                           max_shard_size=max_shard_size, verify=check)

@@ -111,3 +111,15 @@ def write_safetensors(directory: Path, tensors: Sequence[PlannedTensor], max_sha
                  "weight_map": dict(sorted(weight_map.items()))}
         (Path(directory) / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return weight_map
+
+
+def read_weight_map(directory: Path) -> dict[str, str]:
+    """Tensor name -> file name of a safetensors model directory (from its index, or its single file)."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    index = directory / SAFETENSORS_INDEX
+    if index.is_file():
+        return json.loads(index.read_text())["weight_map"]
+    with safe_open(directory / "model.safetensors", framework="pt") as handle:
+        return dict.fromkeys(handle.keys(), "model.safetensors")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ascend_nb.convert.kinds import detect_kind, read_source_config
-from ascend_nb.convert.reference import Architecture, reference_logits
+from ascend_nb.convert.reference import Architecture, WeightGetter, reference_logits
 from ascend_nb.errors import AscendNbError
 
 DEFAULT_PROMPTS = ("The capital of France is Paris. 北京是中国的首都，上海是最大的城市。",)
@@ -106,7 +106,13 @@ class VerifyReport:
                 "tolerance": {"min_cosine": self.tolerance.min_cosine, "max_abs_err": self.tolerance.max_abs_err}}
 
 
-def source_model(src: Path, kind: str | None = None):
+def gguf_source(model) -> tuple[Architecture, WeightGetter]:
+    """The reference's view of an opened :class:`ascend_nb.convert.gguf.GgufModel` (dequantized on use)."""
+    by_name = {t.name: t for t in model.tensors}
+    return Architecture.from_config(model.config.to_dict(), "llama"), lambda name: by_name[name].load()
+
+
+def source_model(src: Path, kind: str | None = None) -> tuple[Architecture, WeightGetter]:
     """``(Architecture, weight getter)`` of an original checkpoint directory or GGUF file."""
     from ascend_nb.convert.checkpoint import Checkpoint
 
@@ -114,9 +120,7 @@ def source_model(src: Path, kind: str | None = None):
     if kind == "gguf":
         from ascend_nb.convert.gguf import open_gguf
 
-        planned, config = open_gguf(Path(src))
-        by_name = {p.name: p for p in planned}
-        return Architecture.from_config(config.to_dict(), "llama"), lambda name: by_name[name].load()
+        return gguf_source(open_gguf(Path(src)))
     family = {"baichuan2": "baichuan2", "aquila": "aquila"}.get(kind, "llama")
     return Architecture.from_config(read_source_config(src), family), Checkpoint(src).get
 
@@ -154,20 +158,21 @@ def check_memory_for_verification(parameters: int, dtype: torch.dtype, device: t
 def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEFAULT_PROMPTS,
                       dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                       reference_dtype: torch.dtype = torch.float64, max_tokens: int = MAX_VERIFY_TOKENS,
-                      raise_on_failure: bool = True) -> VerifyReport:
+                      raise_on_failure: bool = True,
+                      source: tuple[Architecture, WeightGetter] | None = None) -> VerifyReport:
     """Compare the original model at ``src`` with the converted directory ``dst`` on ``prompts``.
 
     Prompts are tokenized with the converted tokenizer (each cut to ``max_tokens``); the converted
     model runs through transformers in ``dtype`` on ``device``, the reference in ``reference_dtype``
     on CPU. Raises :class:`AscendNbError` when the tolerance is exceeded (unless ``raise_on_failure``
-    is False).
+    is False). ``source`` passes an already opened source (see :func:`source_model`).
     """
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ascend_nb.device import resolve_device
 
-    arch, weight = source_model(Path(src), kind)
+    arch, weight = source or source_model(Path(src), kind)
     device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(dst, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(dst, dtype=dtype, local_files_only=True).to(device).eval()
@@ -193,7 +198,7 @@ def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEF
 
 
 def verification_step(src: Path, kind: str, enabled: bool, dtype: str | torch.dtype, device: str | torch.device,
-                      parameters: int):
+                      parameters: int, source: tuple[Architecture, WeightGetter] | None = None):
     """The check a converter runs on its output before renaming it into place (None when disabled).
 
     Runs the memory check now, so a conversion that could not be verified fails before it starts.
@@ -207,4 +212,4 @@ def verification_step(src: Path, kind: str, enabled: bool, dtype: str | torch.dt
         return None
     dtype, device = parse_dtype(dtype) or torch.float32, resolve_device(device)
     check_memory_for_verification(parameters, dtype, device)
-    return functools.partial(verify_conversion, src, kind=kind, dtype=dtype, device=device)
+    return functools.partial(verify_conversion, src, kind=kind, dtype=dtype, device=device, source=source)

@@ -53,13 +53,14 @@ def _progress(row: dict, done: int, total: int) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ascend_nb.precision.evaluate import GENERATE_MAX_NEW_TOKENS, evaluate
+    from ascend_nb.precision.evaluate import GENERATE_MAX_NEW_TOKENS, evaluate, load_questions
     from ascend_nb.precision.tables import markdown_table
 
+    subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
+    load_questions(args.data, args.split, subjects, args.limit, args.shots)  # bad data fails before the model loads
     engine = load_from_args(args)
     result = evaluate(engine, args.data, split=args.split, shots=args.shots, protocol=args.protocol,
-                      subjects=[s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None,
-                      limit=args.limit, output_dir=args.output, on_result=_progress,
+                      subjects=subjects, limit=args.limit, output_dir=args.output, on_result=_progress,
                       max_new_tokens=args.max_new_tokens or GENERATE_MAX_NEW_TOKENS)
     if args.json:
         print(json.dumps(result.summary(), ensure_ascii=False))

@@ -154,6 +154,10 @@ def predict_generate(engine, prompt_ids: list[int], max_new_tokens: int = GENERA
 def load_questions(data_dir: str | Path, split: str, subjects: Sequence[str] | None, limit: int | None,
                    shots: int) -> list[tuple[Question, list[Question]]]:
     """The questions to ask (the first ``limit`` of each subject) with each subject's dev examples."""
+    if not 0 <= shots <= MAX_SHOTS:
+        raise AscendNbError(f"shots must be between 0 and {MAX_SHOTS} (the dev examples per subject), got {shots}")
+    if limit is not None and limit <= 0:
+        raise AscendNbError(f"limit must be a positive number of questions per subject, got {limit}")
     files = split_files(data_dir, split)
     if subjects:
         missing = sorted(set(subjects) - set(files))
@@ -229,10 +233,6 @@ def evaluate(engine, data_dir: str | Path, split: str = "val", shots: int = 0, p
     including those read back from ``output_dir``. ``max_new_tokens`` bounds the ``generate`` protocol.
     """
     check_protocol(protocol)
-    if not 0 <= shots <= MAX_SHOTS:
-        raise AscendNbError(f"shots must be between 0 and {MAX_SHOTS} (the dev examples per subject), got {shots}")
-    if limit is not None and limit <= 0:
-        raise AscendNbError(f"limit must be a positive number of questions per subject, got {limit}")
     tasks = load_questions(data_dir, split, subjects, limit, shots)
     label = engine_label(engine)
     log = None

@@ -58,6 +58,6 @@ def markdown_table(table: pd.DataFrame, number_format: str = ".5f") -> str:
 
     header = [table.index.name or "", *map(str, table.columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("-" * (len(h) + 2) for h in header) + "|"]
-    for name, row in table.iterrows():
+    for name, row in table.astype(object).iterrows():
         lines.append("| " + " | ".join([str(name), *(cell(v) for v in row.tolist())]) + " |")
     return "\n".join(lines)

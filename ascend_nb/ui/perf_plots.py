@@ -69,15 +69,15 @@ class LiveSweepPlot:
 
         if self.widget:
             display(self.figure)
-        else:
-            self._handle = display(self.figure, display_id=True)
+        else:  # the raw bundle: a figure's own _ipython_display_ would ignore the display_id
+            self._handle = display(self.figure._repr_mimebundle_(), raw=True, display_id=True)
 
     def add(self, row: Mapping) -> None:
         """Add one sweep row and update every panel in one batch."""
         self.rows.append(dict(row))
         self._render()
         if self._handle is not None:
-            self._handle.update(self.figure)
+            self._handle.update(self.figure._repr_mimebundle_(), raw=True)
 
     def follow(self, rows: Iterable[Mapping]) -> pd.DataFrame:
         """Add rows as they come (e.g. from :func:`ascend_nb.bench.sweep.sweep`); return them all."""

@@ -1,0 +1,69 @@
+"""CLI: ``ascend-nb bench`` (backends head to head on one batch / input / output point)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ascend_nb.bench.run import BenchConfig, run_bench, speedups
+from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
+from ascend_nb.models.loading import DEFAULT_MODEL
+
+
+def _backends(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of one benchmark point (shared by every bench mode)."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="registry name or local model directory (default: %(default)s)")
+    parser.add_argument("--backend", default="transformers,accelerated", type=_backends,
+                        help="comma-separated backends, run in interleaved rounds (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (npu > cuda > cpu), npu, cuda, cpu, or with :INDEX")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
+                        help="weight-only quantization for the accelerated backend")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--input-len", type=int, default=128, help="random prompt tokens per row (fixed seed)")
+    parser.add_argument("--output-len", type=int, default=64, help="generated tokens per row (EOS disabled)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed rounds; rows hold the medians")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed short runs per backend before the first round")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random input ids")
+    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    return BenchConfig(model=args.model, backends=args.backend, device=args.device, dtype=args.dtype,
+                       quantize=args.quantize, batch_size=args.batch_size, input_len=args.input_len,
+                       output_len=args.output_len, repeat=args.repeat, warmup=args.warmup, seed=args.seed)
+
+
+def register(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="latency benchmark: TTFT, TPOT, decode tokens/s per backend")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=run_bench_command)
+
+
+def format_rows(rows: list[dict]) -> str:
+    """A fixed-width table of the rows, then each backend's speed-up over transformers."""
+    header = ("backend", "dtype", "quantize", "batch", "in", "out", "TTFT ms", "TPOT ms", "decode tok/s", "E2E ms", "peak MB")
+    lines = [f"{rows[0]['model']} on {rows[0]['device']}",
+             "  ".join(f"{h:>12}" for h in header)]
+    for r in rows:
+        peak = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        cells = (r["backend"], r["dtype"], r["quantize"], r["batch_size"], r["input_len"], r["output_len"],
+                 f"{r['ttft_ms']:.1f}", f"{r['tpot_ms']:.2f}", f"{r['decode_tokens_per_s']:.1f}",
+                 f"{r['e2e_ms']:.0f}", peak)
+        lines.append("  ".join(f"{c:>12}" for c in cells))
+    for backend, ratio in speedups(rows).items():
+        lines.append(f"{backend} vs transformers: decode {ratio['decode']:.2f}x, TTFT {ratio['ttft']:.2f}x")
+    return "\n".join(lines)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    rows = run_bench(config_from_args(args))
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(format_rows(rows))
+    return 0

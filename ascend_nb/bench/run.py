@@ -1,0 +1,103 @@
+"""The head-to-head latency benchmark behind ``ascend-nb bench``: several backends, one process.
+
+Every backend is loaded once; then ``repeat`` rounds run each backend in turn on the same seeded
+random prompts with EOS disabled (so every run produces exactly ``output_len`` tokens). Running
+the backends interleaved, rather than one after the other, spreads slow phases of a shared
+machine over all of them, so their ratio stays fair. A row per backend holds the medians.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ascend_nb.bench.sweep import SweepPoint, measure_point, run_fields
+from ascend_nb.errors import AscendNbError
+from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL, load
+
+QUANTIZABLE_BACKENDS = ("accelerated",)  # the transformers reference always runs unquantized
+ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "batch_size", "input_len", "output_len",
+              "ttft_ms", "tpot_ms", "decode_tokens_per_s", "e2e_ms", "peak_memory_mb")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run: the model, the backends to compare and one (batch, input, output) point."""
+
+    model: str = DEFAULT_MODEL
+    backends: tuple[str, ...] = ("transformers", "accelerated")
+    device: str = "auto"
+    dtype: str = "auto"
+    quantize: str | None = None
+    batch_size: int = 1
+    input_len: int = 128
+    output_len: int = 64
+    repeat: int = 3
+    warmup: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.backends:
+            raise AscendNbError("give at least one backend, e.g. --backend transformers,accelerated")
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown:
+            raise AscendNbError(f"unknown backend {unknown[0]!r}: use one or more of {', '.join(BACKENDS)}")
+        if len(set(self.backends)) != len(self.backends):
+            raise AscendNbError(f"a backend is named twice in {','.join(self.backends)}")
+        if self.batch_size < 1 or self.input_len < 1 or self.output_len < 2:
+            raise AscendNbError("batch size and input length must be >= 1 and output length >= 2 (TPOT needs two tokens)")
+        if self.repeat < 1 or self.warmup < 0:
+            raise AscendNbError(f"repeat must be >= 1 and warmup >= 0, got {self.repeat} and {self.warmup}")
+        if self.quantize and not any(b in QUANTIZABLE_BACKENDS for b in self.backends):
+            raise AscendNbError(f"quantize applies to {', '.join(QUANTIZABLE_BACKENDS)} only: add it to --backend")
+
+    @property
+    def point(self) -> SweepPoint:
+        return SweepPoint(self.batch_size, self.input_len, self.output_len)
+
+
+def load_engines(config: BenchConfig) -> dict:
+    """One engine per backend, each with a static budget of exactly input + output tokens."""
+    engines = {}
+    for backend in config.backends:
+        options = {"quantize": config.quantize} if config.quantize and backend in QUANTIZABLE_BACKENDS else {}
+        engines[backend] = load(config.model, device=config.device, dtype=config.dtype, backend=backend,
+                                max_seq_len=config.input_len + config.output_len, **options)
+    return engines
+
+
+def run_rounds(engines: dict, config: BenchConfig) -> list[dict]:
+    """``config.repeat`` interleaved rounds over ``engines``; one row of medians per backend."""
+    runs: dict[str, list[dict]] = {name: [] for name in engines}
+    for round_index in range(config.repeat):
+        for name, engine in engines.items():
+            warmup = config.warmup if round_index == 0 else 0
+            runs[name].append(measure_point(engine, config.point, repeat=1, warmup=warmup, seed=config.seed))
+    rows = []
+    for name, engine in engines.items():
+        measured = runs[name]
+        tpot_ms = statistics.median(m["tpot_ms"] for m in measured)
+        peaks = [m["peak_memory_mb"] for m in measured if m["peak_memory_mb"] is not None]
+        row = {**run_fields(engine), **vars(config.point),
+               "ttft_ms": statistics.median(m["ttft_ms"] for m in measured), "tpot_ms": tpot_ms,
+               "decode_tokens_per_s": 1000.0 * config.batch_size / tpot_ms,
+               "e2e_ms": statistics.median(m["e2e_ms"] for m in measured),
+               "peak_memory_mb": max(peaks, default=None), "repeat": config.repeat}
+        rows.append(row)
+    return rows
+
+
+def run_bench(config: BenchConfig) -> list[dict]:
+    """Load every backend of ``config`` and return its rows (fields: :data:`ROW_FIELDS` and more)."""
+    return run_rounds(load_engines(config), config)
+
+
+def speedups(rows: Sequence[dict], baseline: str = "transformers") -> dict[str, dict[str, float]]:
+    """Each other backend against ``baseline``: decode throughput ratio and TTFT ratio (baseline / it)."""
+    base = next((r for r in rows if r["backend"] == baseline), None)
+    if base is None:
+        return {}
+    return {r["backend"]: {"decode": r["decode_tokens_per_s"] / base["decode_tokens_per_s"],
+                           "ttft": base["ttft_ms"] / r["ttft_ms"]}
+            for r in rows if r["backend"] != baseline}

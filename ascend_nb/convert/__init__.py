@@ -1,0 +1,36 @@
+"""Weight conversion: from what users download to plain, safe transformers Llama directories.
+
+- :func:`convert_gguf`: GGUF (any type the ``gguf`` package dequantizes) -> safetensors + config + tokenizer.
+- :func:`convert_bin_to_safetensors`: ``pytorch_model*.bin`` -> sharded safetensors (optional dtype cast).
+- :func:`convert_baichuan2`: Baichuan2-7B (``W_pack``, ``NormHead``, SentencePiece) -> Llama.
+- :func:`convert_aquila`: Aquila-7B (``AquilaForCausalLM``) -> Llama.
+- :func:`patch_auto_map`: point ``config.json`` at the vendor's Ascend modeling file (the guides' edit).
+- :func:`verify_conversion`: logits of the original architecture vs the converted model, per position.
+
+Every converter writes into a temporary directory beside ``dst`` (disk space checked first), verifies
+there, writes a ``checksums.sha256`` manifest, and renames it into place; it returns a
+:class:`~ascend_nb.convert.output.Conversion`. The same operations are ``ascend-nb convert KIND SRC DST``.
+Names are resolved lazily, so importing this package does not import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "convert_gguf": "ascend_nb.convert.gguf",
+    "convert_bin_to_safetensors": "ascend_nb.convert.bin_to_safetensors",
+    "convert_baichuan2": "ascend_nb.convert.baichuan2",
+    "convert_aquila": "ascend_nb.convert.aquila",
+    "patch_auto_map": "ascend_nb.convert.auto_map",
+    "verify_conversion": "ascend_nb.convert.verify",
+    "Conversion": "ascend_nb.convert.output",
+    "VerifyReport": "ascend_nb.convert.verify",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ascend_nb.convert' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
