@@ -102,9 +102,7 @@ def device_info(device: str | torch.device = "auto") -> DeviceInfo:
     dev = resolve_device(device)
     index = dev.index or 0
     if dev.type == "cpu":
-        import platform
-
-        return DeviceInfo("cpu", 0, platform.processor() or platform.machine(), None, cpu_supports_bf16(), None)
+        return DeviceInfo("cpu", 0, cpu_name(), None, cpu_supports_bf16(), None)
     backend = _backend(dev.type)
     name = backend.get_device_name(index)
     free, total = backend.mem_get_info(index)
@@ -115,6 +113,20 @@ def device_info(device: str | torch.device = "auto") -> DeviceInfo:
         bf16 = soc not in SOC_310P and "310P" not in name
         return DeviceInfo("npu", index, name, soc, bf16, total / 2**20)
     return DeviceInfo("cuda", index, name, None, torch.cuda.is_bf16_supported(), total / 2**20)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else the machine architecture."""
+    import platform
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def cpu_supports_bf16() -> bool:

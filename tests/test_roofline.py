@@ -7,8 +7,16 @@ import time
 import pytest
 
 from ascend_nb.bench import reference
-from ascend_nb.bench.roofline import (ModelShape, kv_cache_bytes, measure_bandwidth, model_shape, roofline,
-                                      roofline_table, weight_bytes, with_roofline)
+from ascend_nb.bench.roofline import (
+    ModelShape,
+    kv_cache_bytes,
+    measure_bandwidth,
+    model_shape,
+    roofline,
+    roofline_table,
+    weight_bytes,
+    with_roofline,
+)
 from ascend_nb.errors import AscendNbError
 
 # hidden 64, ffn 128, 2 layers, 4 query heads and 2 KV heads of 16, vocab 100 (a config.json dict).

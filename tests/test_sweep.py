@@ -61,12 +61,15 @@ def test_rows_have_exact_lengths_consistent_fields_and_the_guides_columns(engine
         (b, i, o) for b in (1, 2) for i in (4, 8) for o in (2, 3)]
     for row in rows:
         assert set(row) == set(CSV_COLUMNS)
-        assert (row["backend"], row["device"], row["dtype"], row["quantize"]) == ("transformers", "cpu", "float32", "none")
+        assert (row["backend"], row["device"], row["dtype"]) == ("transformers", "cpu", "float32")
+        assert row["quantize"] == "none"
         assert 0 < row["ttft_ms"] <= row["e2e_ms"]
         assert row["e2e_ms"] == pytest.approx(row["ttft_ms"] + row["tpot_ms"] * (row["output_len"] - 1))
         assert row["decode_tokens_per_s"] == pytest.approx(1000 * row["batch_size"] / row["tpot_ms"])
-        assert row["pct_of_roofline"] == pytest.approx(100 * row["decode_tokens_per_s"] / row["roofline_tokens_per_s"])
-        assert (row["input_seq_len(Encoding)"], row["output_seq_len(Decoding)"]) == (row["input_len"], row["output_len"])
+        ceiling = row["roofline_tokens_per_s"]
+        assert row["pct_of_roofline"] == pytest.approx(100 * row["decode_tokens_per_s"] / ceiling)
+        assert row["input_seq_len(Encoding)"] == row["input_len"]
+        assert row["output_seq_len(Decoding)"] == row["output_len"]
         assert row["ResponseTime(s)"] == pytest.approx(row["e2e_ms"] / 1000)
         assert row["forward_first_token_time(ms)"] == row["ttft_ms"]
         assert row["forward_next_token_time(ms)"] == row["tpot_ms"]

@@ -11,7 +11,7 @@ from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, read_csv, write_guides_csv
 from ascend_nb.errors import AscendNbError
 
 # What the guides' performance test writes (it adds two columns after the six DESIGN.md lists).
-THEIR_CSV = """batch_size,input_seq_len(Encoding),output_seq_len(Decoding),ResponseTime(s),forward_first_token_time(ms),forward_next_token_time(ms),pre_next_token_time(ms),post_next_token_time_post(ms)
+THEIR_CSV = ",".join(GUIDE_COLUMNS + ("pre_next_token_time(ms)", "post_next_token_time_post(ms)")) + """
 1,32,32,2.98,235.0490424,88.5,0,0
 1,32,64,6.12,231.5,93.25,0,0
 """

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ascend_nb.bench.run import BenchConfig, run_bench, speedups
+from ascend_nb.bench.sweep_commands import add_sweep_arguments, run_sweep_or_compare
 from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
 from ascend_nb.models.loading import DEFAULT_MODEL
 
@@ -41,6 +42,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def register(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency benchmark: TTFT, TPOT, decode tokens/s per backend")
     add_bench_arguments(bench)
+    add_sweep_arguments(bench)
     bench.set_defaults(func=run_bench_command)
 
 
@@ -61,6 +63,9 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
+    handled = run_sweep_or_compare(args)
+    if handled is not None:
+        return handled
     rows = run_bench(config_from_args(args))
     if args.json:
         print(json.dumps(rows))

@@ -24,7 +24,8 @@ def data_dir() -> Path:
     """The ``data/`` folder: ``$ASCEND_NB_DATA`` if set, else the one beside the package."""
     path = Path(os.environ.get("ASCEND_NB_DATA") or Path(__file__).resolve().parents[2] / "data")
     if not path.is_dir():
-        raise AscendNbError(f"reference data folder {path} is missing: set ASCEND_NB_DATA to the repository's data/ folder")
+        raise AscendNbError(f"reference data folder {path} is missing: "
+                            "set ASCEND_NB_DATA to the repository's data/ folder")
     return path
 
 

@@ -133,7 +133,7 @@ def kv_cache_bytes(model, dtype: str | torch.dtype, seq_len: float, batch_size: 
     return int(per_token * seq_len * batch_size)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _measured_bandwidth_gbs(device: str) -> float:
     size = (256 if device == "cpu" else 1024) * 2**20 // 4
     data = torch.ones(size, dtype=torch.float32, device=device)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -50,16 +51,14 @@ def weight_files(directory: Path) -> list[Path]:
 
 
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    zipped = zipfile.is_zipfile(path)  # torch.save's format since 1.6; a truncated one has lost its directory
     try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap can only be used" not in str(exc):
-                raise
-            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as exc:
-        raise AscendNbError(f"{path} holds objects other than tensors (or is not a PyTorch file); it was not "
-                            "unpickled, for safety: re-download it or convert it where you trust its origin") from exc
+        if zipped:
+            raise AscendNbError(f"{path} holds objects other than tensors; it was not unpickled, for safety: "
+                                "re-download it, or convert it where you trust its origin") from exc
+        raise AscendNbError(f"{path} is corrupt or truncated (not a PyTorch file); re-download it") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AscendNbError(f"{path} is corrupt or truncated ({first}); re-download it") from exc

@@ -112,7 +112,7 @@ def open_gguf(path: Path, dtype: torch.dtype = torch.float32) -> GgufModel:
     import gguf
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise AscendNbError(f"GGUF file {path} does not exist")
     if not is_gguf(path):
         raise AscendNbError(f"{path} is not a GGUF file: for a model directory use "

@@ -177,7 +177,9 @@ def make_tiny_aquila(directory: Path, *, seed: int = 0, dtype: torch.dtype = tor
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = train_byte_level_bpe(600)
     tokenizer.save(str(directory / "tokenizer.json"))
-    tokenizer.model.save(str(directory))  # vocab.json + merges.txt, as the download has them too
+    tokenizer.model.save(str(directory))  # vocab.json + merges.txt, as the download has them too,
+    vocab_with_specials = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
+    _write_json(directory / "vocab.json", dict(vocab_with_specials))  # with the special tokens at the end
     vocab = tokenizer.get_vocab_size()
     bos, eos = vocab - 2, vocab - 1
     generator = torch.Generator().manual_seed(seed)

@@ -3,6 +3,10 @@
 ``compare_models(a, b, prompts)`` runs each prompt through both engines' ``forward`` (float32 logits
 and per-layer hidden states), accumulates the msprobe metrics per tensor over all prompts, and judges
 each tensor against the thresholds of the less precise of the two dtypes. ``a`` is the reference.
+
+Compare backends in the same dtype, float32 where possible: its verdict is the tightest (a rope base
+off by 5% fails there, while bfloat16's rounding-sized bounds let it pass). Compare dtypes to see
+what rounding costs.
 """
 
 from __future__ import annotations

@@ -136,10 +136,12 @@ class PromptBox(anywidget.AnyWidget):
         };
         const push = () => { model.set("value", box.value); model.save_changes(); };
         box.addEventListener("input", push);
+        // keys typed here are text, not JupyterLab shortcuts (as in ipywidgets' own text boxes)
+        for (const kind of ["keypress", "keyup"]) box.addEventListener(kind, (event) => event.stopPropagation());
         box.addEventListener("keydown", (event) => {
+          event.stopPropagation();
           if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
           event.preventDefault();
-          event.stopPropagation();
           push();
           model.send({ event: "submit" });
         });

@@ -26,9 +26,8 @@ PANELS = ("TTFT vs input length", "TPOT vs output length", "Decode tokens/s", "%
 def widget_frontend_likely() -> bool:
     """True inside a Jupyter kernel with anywidget installed (what plotly's FigureWidget needs)."""
     try:
-        from IPython import get_ipython
-
         import anywidget  # noqa: F401
+        from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()

@@ -9,6 +9,7 @@ through ``display(..., display_id=True)``.
 
 from __future__ import annotations
 
+import math
 import time
 
 import pandas as pd
@@ -60,7 +61,7 @@ class AccuracyPlot:
         self._run_trace = len(figure.data) - 1
         self.figure = go.FigureWidget(figure) if self.widget else figure
         self._handle = None
-        self._last_draw = 0.0
+        self._last_draw = -math.inf
 
     def show(self) -> AccuracyPlot:
         """Display the figure (once, before the evaluation starts)."""
@@ -88,14 +89,15 @@ class AccuracyPlot:
         for name in ROWS:
             correct, n = self.tallies[name]
             low, high = binomial_interval(correct, n)
-            rows[name] = {"acc": correct / n if n else None, "correct": correct, "n": n, "ci_low": low, "ci_high": high}
+            rows[name] = {"acc": correct / n if n else math.nan, "correct": correct, "n": n, "ci_low": low,
+                          "ci_high": high}
         return pd.DataFrame.from_dict(rows, orient="index")
 
     def redraw(self, done: int | None = None, total: int | None = None) -> None:
         table = self.accuracy()
         acc = table["acc"].tolist()
-        upper = [None if a is None else high - a for a, high in zip(acc, table["ci_high"])]
-        lower = [None if a is None else a - low for a, low in zip(acc, table["ci_low"])]
+        upper = (table["ci_high"] - table["acc"]).tolist()
+        lower = (table["acc"] - table["ci_low"]).tolist()
         text = [f"{c}/{n}" if n else "" for c, n in zip(table["correct"], table["n"])]
         title = self.title if done is None else f"{self.title}: {done}/{total} answered"
         trace = self.figure.data[self._run_trace]

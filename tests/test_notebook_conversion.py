@@ -1,0 +1,19 @@
+"""Notebook 02 runs headless: converts the embedded GGUF and a tiny Baichuan2 checkpoint, verified."""
+
+import pytest
+
+from tests.notebook_runner import outputs_text, run_notebook
+
+
+@pytest.mark.slow
+def test_weight_conversion_notebook(tmp_path):
+    notebook = run_notebook("02_weight_conversion.ipynb", {"WORKDIR": str(tmp_path), "DEVICE": "cpu", "DTYPE": "float32"},
+                            timeout=900, tmp_dir=tmp_path)
+    text = outputs_text(notebook)
+    assert text.count("PASS:") >= 2  # the embedded GGUF and the Baichuan2 checkpoint
+    assert "W_pack rows" in text and "NormHead" in text
+    assert "trust_remote_code" in text or "baichuan" in text.lower()
+    assert "all files match" in text
+    assert (tmp_path / "smollm2-135m-instruct" / "checksums.sha256").is_file()
+    assert (tmp_path / "Baichuan2-7B-Chat-tiny-llama" / "model.safetensors").is_file()
+    assert (tmp_path / "vendor-layout" / "config.json.bak").is_file()

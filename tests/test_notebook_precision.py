@@ -1,0 +1,28 @@
+"""05_precision.ipynb runs headless on a small slice of the sample: both protocols, the guides' table,
+and the layer-by-layer comparison (accelerated vs transformers, or float32 vs bfloat16 until the
+accelerated backend is registered)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ascend_nb.models.loading import BACKENDS
+from tests.notebook_runner import outputs_text, run_notebook
+
+pytestmark = pytest.mark.slow
+
+
+def test_precision_notebook_runs_both_protocols_and_the_layer_comparison(tmp_path):
+    parameters = {"DEVICE": "cpu", "DTYPE": "float32", "LIMIT": 1, "OUTPUT_DIR": str(tmp_path / "runs"),
+                  "COMPARE_PROMPTS": ["The capital of France is"]}
+    text = outputs_text(run_notebook("05_precision.ipynb", parameters, timeout=900, tmp_dir=tmp_path))
+    assert "protocol logits (official C-Eval" in text and "protocol generate (Ascend harness" in text
+    assert "5 questions" in text and "Avg acc" in text
+    assert "Aquila-7B · A100 (guide)" in text and "0.41159" in text
+    assert "thresholds (" in text and "verdict: " in text and "hidden states + logits" in text
+    if "accelerated" in BACKENDS:
+        assert "(accelerated, cpu, float32)" in text
+    else:
+        assert "is not registered yet" in text and "(transformers, cpu, bfloat16)" in text
+    for protocol in ("logits", "generate"):
+        assert (tmp_path / "runs" / protocol / "predictions.csv").read_text().count("\n") == 6

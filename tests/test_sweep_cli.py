@@ -1,0 +1,62 @@
+"""``ascend-nb bench --sweep [--csv PATH] [--resume]`` and ``ascend-nb bench --compare A.csv B.csv``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ascend_nb.bench.guides_csv import read_csv, read_rows, write_guides_csv
+from ascend_nb.cli import main
+
+
+def sweep_args(model_dir, csv_path, backend="transformers", *extra):
+    return ["bench", "--sweep", "--model", str(model_dir), "--backend", backend, "--device", "cpu",
+            "--dtype", "float32", "--batch-sizes", "1", "--input-lens", "4,8", "--output-lens", "2,3",
+            "--repeat", "1", "--warmup", "0", "--csv", str(csv_path), *extra]
+
+
+def test_sweep_two_backends_into_one_csv_then_resume(tiny_llama_dir, tmp_path, capsys):
+    path = tmp_path / "sweep.csv"
+    assert main(sweep_args(tiny_llama_dir, path, "transformers,accelerated")) == 0
+    out = capsys.readouterr().out
+    assert "accelerated vs transformers" in out and "next_token_speedup" in out
+    table = read_csv(path)
+    assert sorted(table["backend"].value_counts().items()) == [("accelerated", 4), ("transformers", 4)]
+    content = path.read_text()
+    assert main(sweep_args(tiny_llama_dir, path)) == 2
+    assert "add --resume" in capsys.readouterr().err
+    assert main(sweep_args(tiny_llama_dir, path, "transformers", "--resume", "--json")) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4 and path.read_text() == content  # all read back, nothing measured again
+    assert len(read_rows(path)[1]) == 8
+
+
+def test_compare_two_csv_files(tmp_path, capsys):
+    base = [{"batch_size": 1, "input_len": 32, "output_len": out, "ttft_ms": 40.0, "tpot_ms": 10.0, "e2e_ms": 400.0}
+            for out in (32, 64)]
+    write_guides_csv(base, tmp_path / "a100.csv")
+    write_guides_csv([{**row, "ttft_ms": 20.0, "tpot_ms": 40.0} for row in base], tmp_path / "atlas.csv")
+    assert main(["bench", "--compare", str(tmp_path / "atlas.csv"), str(tmp_path / "a100.csv"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["output_len"], r["first_token_speedup"], r["next_token_speedup"]) for r in rows] == [(32, 2.0, 0.25),
+                                                                                                   (64, 2.0, 0.25)]
+    assert "tpot_ms (a100)" in rows[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--csv", "x.csv"], "go with --sweep"),
+    (["bench", "--sweep", "--resume"], "add --csv PATH"),
+    (["bench", "--sweep", "--compare", "a.csv", "b.csv"], "separate modes"),
+    (["bench", "--compare", "missing-a.csv", "missing-b.csv"], "does not exist"),
+])
+def test_user_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_grid_values_are_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--sweep", "--input-lens", "32,abc"])
+    assert "comma-separated integers" in capsys.readouterr().err
