@@ -3,13 +3,15 @@
 Mechanics run on the tiny random Llama (fast); answers and a real mid-reply stop use the embedded model.
 """
 
+import gc
 import json
 import time
+import weakref
 
 import pytest
 
 from ascend_nb import GenerationParams
-from ascend_nb.ui import ChatWidget, compare_chat
+from ascend_nb.ui import ChatApp, ChatWidget, compare_chat
 from ascend_nb.ui.chat import PromptBox, format_stats, render_markdown
 
 EXACT = GenerationParams(max_new_tokens=5, ignore_eos=True)  # random weights: fix the reply length
@@ -125,3 +127,20 @@ def test_embedded_model_answers_and_stops_mid_reply(embedded_engine):
     chat.wait(30)
     assert chat.last_stats["finish_reason"] == "cancelled" and chat.last_stats["tokens"] < 400
     assert chat.messages[-1]["content"] and len(chat.messages) == 4
+
+
+def test_chat_app_swaps_models_and_frees_the_old_chat(tiny_llama_dir):
+    app = ChatApp(tiny_llama_dir, device="cpu", dtype="float32", system_prompt="Be brief.")
+    app.chat.system_prompt.value = "Be very brief."
+    first_engine = weakref.ref(app.chat.engine)
+    app.model.value = "/no/such/model"
+    app.load_button.click()
+    app.wait(60)
+    assert "Could not load" in app.status.value and app.chat is None
+    gc.collect()
+    assert first_engine() is None  # the old model was freed before loading the next one
+    app.model.value = str(tiny_llama_dir)
+    app.load_button.click()
+    app.wait(120)
+    assert app.children[-1] is app.chat and app.chat.engine.model_dir == tiny_llama_dir
+    assert app.chat.system_prompt.value == "Be very brief." and app.status.value == ""

@@ -161,6 +161,7 @@ def test_forgotten_norm_head_is_caught(source, tmp_path, monkeypatch):
 @pytest.mark.parametrize("edit, message", [
     ({"architectures": ["BaiChuanForCausalLM"]}, "Baichuan \\(1\\), not Baichuan2"),
     ({"max_position_embeddings": None}, "ALiBi"),
+    ({"hidden_size": 5120}, "ALiBi"),
 ])
 def test_non_llama_baichuan_variants_are_refused(source, tmp_path, edit, message):
     import shutil

@@ -74,8 +74,8 @@ def test_missing_tensor(damaged, tmp_path):
 
 
 @pytest.mark.parametrize("convert, kind, message", [
-    (convert_baichuan2, "aquila", "not a baichuan2 checkpoint.*use `ascend-nb convert aquila"),
-    (convert_aquila, "baichuan2", "not a aquila checkpoint.*use `ascend-nb convert baichuan2"),
+    (convert_baichuan2, "aquila", "not what `convert baichuan2` expects.*use `ascend-nb convert aquila"),
+    (convert_aquila, "baichuan2", "not what `convert aquila` expects.*use `ascend-nb convert baichuan2"),
     (convert_gguf, "aquila", "is not a GGUF file"),
 ])
 def test_wrong_kind(checkpoints, tmp_path, convert, kind, message):

@@ -12,7 +12,7 @@ def test_weight_conversion_notebook(tmp_path):
     text = outputs_text(notebook)
     assert text.count("PASS:") >= 2  # the embedded GGUF and the Baichuan2 checkpoint
     assert "W_pack rows" in text and "NormHead" in text
-    assert "trust_remote_code" in text or "baichuan" in text.lower()
+    assert "contains custom code" in text  # transformers refuses the original without remote code
     assert "all files match" in text
     assert (tmp_path / "smollm2-135m-instruct" / "checksums.sha256").is_file()
     assert (tmp_path / "Baichuan2-7B-Chat-tiny-llama" / "model.safetensors").is_file()

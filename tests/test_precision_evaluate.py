@@ -241,3 +241,46 @@ def test_binomial_interval_is_the_wilson_score_interval():
     assert binomial_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
     assert binomial_interval(0, 4)[0] == 0.0 and binomial_interval(4, 4)[1] == pytest.approx(1.0)
     assert all(math.isnan(v) for v in binomial_interval(0, 0))
+
+
+def test_the_test_split_gives_predictions_without_accuracy(dataset):
+    data_dir, answers, _ = dataset
+    val = (data_dir / "val" / "logic_val.csv").read_text(encoding="utf-8").splitlines()
+    hidden = [line.rsplit(",", 1)[0] for line in val]  # drop the answer column
+    (data_dir / "test").mkdir()
+    (data_dir / "test" / "logic_test.csv").write_text("\n".join(hidden) + "\n", encoding="utf-8")
+    result = evaluate(ScriptedEngine(answers), data_dir, split="test")
+    assert result.predictions["pred"].tolist() == list("CDAB") and set(result.predictions["truth"]) == {""}
+    assert result.n == 0 and math.isnan(result.avg_acc) and result.summary()["avg_acc"] is None
+
+
+class ServedEngine:
+    """Duck-types the openai backend (a test double for a model server): text prompts, streamed replies,
+    no tokenizer, no logits, no local length limit."""
+
+    backend = "openai"
+    tokenizer = max_seq_len = dtype = None
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies = replies
+        self.spec, self.device = SimpleNamespace(name="served"), torch.device("cpu")
+        self.prompts: list[str] = []
+
+    def stream(self, prompt, params, stop_event=None):
+        self.prompts.append(prompt)
+        for char in self.replies[max(self.replies, key=prompt.rfind)][: params.max_new_tokens]:
+            yield char
+            if stop_event.is_set():
+                return
+
+
+def test_a_served_model_answers_the_generate_protocol_from_text_prompts(dataset, tmp_path):
+    data_dir, _, replies = dataset
+    engine = ServedEngine(replies)
+    result = evaluate(engine, data_dir, protocol="generate", shots=2, output_dir=tmp_path / "served")
+    assert accuracies(result) == pytest.approx(EXPECTED)
+    assert result.label == "served (openai, cpu)" and set(result.predictions["shots"]) == {2}
+    assert all(isinstance(p, str) and p.count("\nAnswer: ") == 2 for p in engine.prompts)
+    assert json.loads((tmp_path / "served" / RUN_FILE).read_text())["backend"] == "openai"
+    with pytest.raises(AscendNbError, match="no tokenizer or logits: use protocol 'generate'"):
+        evaluate(engine, data_dir)

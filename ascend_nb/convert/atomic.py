@@ -25,21 +25,6 @@ def check_free_space(directory: Path, needed_bytes: int) -> None:
                             f"{free / 2**30:.2f} GiB free; free some space or choose another destination")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path``'s content with ``text`` via a temporary file in the same directory."""
-    path = Path(path)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        if path.exists():
-            shutil.copymode(path, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ascend_nb.convert.atomic import atomic_write_text
+from ascend_nb.files import atomic_write_text
 from ascend_nb.convert.kinds import kind_of_config, read_source_config
 from ascend_nb.errors import AscendNbError
 

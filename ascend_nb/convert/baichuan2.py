@@ -29,6 +29,7 @@ from ascend_nb.errors import AscendNbError
 
 MODEL_NAME = "baichuan2-7b-chat"
 USER_TOKEN_ID, ASSISTANT_TOKEN_ID = 195, 196
+BAICHUAN_13B_HIDDEN = 5120  # the 13B models (Baichuan-13B, Baichuan2-13B) use ALiBi instead of rotary positions
 
 
 def check_baichuan2_config(config: dict, src: Path) -> None:
@@ -36,7 +37,7 @@ def check_baichuan2_config(config: dict, src: Path) -> None:
     if "BaiChuanForCausalLM" in (config.get("architectures") or []):
         raise AscendNbError(f"{src} is Baichuan (1), not Baichuan2: its LM head is not a NormHead; "
                             "this converter handles Baichuan2-7B only")
-    if "max_position_embeddings" not in config:
+    if "max_position_embeddings" not in config or config.get("hidden_size") == BAICHUAN_13B_HIDDEN:
         raise AscendNbError(f"{src} uses ALiBi position bias (Baichuan 13B), which a Llama model cannot express: "
                             "only Baichuan2-7B converts")
 

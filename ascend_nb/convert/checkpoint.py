@@ -99,12 +99,6 @@ class Checkpoint:
         """Tensor names in file order."""
         return list(self._file_of)
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._file_of
-
-    def file_of(self, name: str) -> Path:
-        return self._file_of[name]
-
     def shape(self, name: str) -> tuple[int, ...]:
         if name in self._tensors:
             return tuple(self._tensors[name].shape)

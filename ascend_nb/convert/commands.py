@@ -19,15 +19,24 @@ CONVERTERS = {
     "aquila": "ascend_nb.convert.aquila:convert_aquila",
 }
 KINDS = (*CONVERTERS, "patch-auto-map", "verify")
+DESCRIPTION = """\
+  gguf            GGUF file -> safetensors Llama directory (dequantized)
+  safetensors     pytorch_model*.bin -> sharded safetensors (no pickle), optional --dtype
+  baichuan2       Baichuan2-7B (remote code) -> plain Llama: W_pack split, NormHead folded, tokenizer
+  aquila          Aquila-7B (remote code) -> plain Llama config and tokenizer
+  patch-auto-map  point SRC/config.json's auto_map at the vendor's Ascend modeling file (backup kept)
+  verify          compare SRC (original) and DST (converted) by logits, per position
+
+Conversions write into a temporary directory, check the result, and rename it to DST."""
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert weights (gguf, .bin -> safetensors, Baichuan2/Aquila -> Llama), patch auto_map, verify",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=KINDS, metavar="KIND", help=" | ".join(KINDS))
-    parser.add_argument("src", help="source model directory (or .gguf file)")
-    parser.add_argument("dst", nargs="?", help="output directory (verify: the converted directory)")
+    parser.add_argument("src", metavar="SRC", help="source model directory (or .gguf file)")
+    parser.add_argument("dst", metavar="DST", nargs="?", help="output directory (verify: the converted directory)")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                         help="dtype of the written weights (default: keep the source's; float32 for gguf)")
     parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 5GB, 500MB (default: %(default)s)")
@@ -92,11 +101,10 @@ def _run_patch(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from ascend_nb.convert.output import parse_dtype
     from ascend_nb.convert.verify import DEFAULT_PROMPTS, verify_conversion
 
     report = verify_conversion(args.src, args.dst, kind=args.source_kind, prompts=tuple(args.prompt or DEFAULT_PROMPTS),
-                               dtype=parse_dtype(args.verify_dtype), device=args.verify_device, raise_on_failure=False)
+                               dtype=args.verify_dtype, device=args.verify_device, raise_on_failure=False)
     if args.json:
         print(json.dumps({**report.as_dict(), "table": report.table.to_dict(orient="records")}))
     else:

@@ -60,6 +60,6 @@ def require_kind(src: Path, kind: str) -> dict:
     found = kind_of_config(config)
     if found != kind:
         suggestion = found if found in CONVERT_KINDS else "safetensors"
-        raise AscendNbError(f"{src} is not a {kind} checkpoint (config.json says model_type "
-                            f"{config.get('model_type')!r}): use `ascend-nb convert {suggestion} SRC DST`")
+        raise AscendNbError(f"{src} is not what `convert {kind}` expects: its config.json says model_type "
+                            f"{config.get('model_type')!r}; use `ascend-nb convert {suggestion} SRC DST`")
     return config

@@ -25,7 +25,7 @@ LAYER_TENSORS = ("input_layernorm", "post_attention_layernorm", "self_attn.q_pro
 Rule = Callable[[str], "list[PlannedTensor] | None"]
 
 
-def llama_config(config: dict, dtype: torch.dtype, **overrides):
+def llama_config(config: dict, dtype: torch.dtype):
     """A transformers ``LlamaConfig`` with the hyper-parameters of a Llama-shaped original ``config``."""
     from transformers import LlamaConfig
 
@@ -39,7 +39,7 @@ def llama_config(config: dict, dtype: torch.dtype, **overrides):
         max_position_embeddings=config["max_position_embeddings"], rms_norm_eps=config.get("rms_norm_eps", 1e-6),
         rope_parameters={"rope_type": "default", "rope_theta": float(config.get("rope_theta", 10000.0))},
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)), bos_token_id=config.get("bos_token_id"),
-        eos_token_id=config.get("eos_token_id"), pad_token_id=config.get("pad_token_id"), **overrides)
+        eos_token_id=config.get("eos_token_id"), pad_token_id=config.get("pad_token_id"))
     llama.architectures = ["LlamaForCausalLM"]
     llama.dtype = dtype
     return llama

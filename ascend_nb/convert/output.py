@@ -19,13 +19,13 @@ import torch
 
 from ascend_nb.convert.atomic import atomic_directory, check_free_space
 from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor, write_safetensors
+from ascend_nb.device import DTYPES
 from ascend_nb.errors import AscendNbError
 
 CONVERSION_FILE = "conversion.json"
 SMALL_FILES_MARGIN = 64 << 20  # tokenizer, config and manifest
 LICENSE_PATTERNS = ("LICENSE*", "NOTICE*", "*License*.pdf", "*license*.pdf", "*LICENSE*.pdf")
-DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-               "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
+DTYPE_NAMES = {**DTYPES, "float64": torch.float64}
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:

@@ -226,14 +226,15 @@ def make_tiny_llama(directory: Path, *, seed: int = 0, weights: str = "safetenso
     tokenizer.add_special_tokens(["<|im_start|>", "<|im_end|>"])
     save_tokenizer(tokenizer, directory, bos_token="<s>", eos_token="<|im_end|>", unk_token="<unk>",
                    chat_template=CHATML_TEMPLATE, model_max_length=256)
-    torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=hidden_size,
                          intermediate_size=intermediate_size, num_hidden_layers=num_layers,
                          num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=256,
                          rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1,
                          eos_token_id=tokenizer.token_to_id("<|im_end|>"), pad_token_id=0)
     config.architectures = ["LlamaForCausalLM"]
-    model = LlamaForCausalLM(config).to(dtype)
+    with torch.random.fork_rng():  # seeded init without touching the caller's random state
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config).to(dtype)
     if weights == "safetensors":
         model.save_pretrained(directory, max_shard_size=_shard_size(model, shards))
     elif weights == "bin":

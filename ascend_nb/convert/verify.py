@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ascend_nb.convert.kinds import detect_kind, read_source_config
+from ascend_nb.convert.output import dtype_name, parse_dtype
 from ascend_nb.convert.reference import Architecture, WeightGetter, reference_logits
 from ascend_nb.errors import AscendNbError
 
@@ -95,14 +96,12 @@ class VerifyReport:
         return (f"{verdict}: {len(self.table)} positions, min Cosine {self.min_cosine:.8f} "
                 f"(>= {self.tolerance.min_cosine}), MaxAbsErr {self.max_abs_err:.3g} (<= {self.tolerance.max_abs_err}), "
                 f"greedy agreement {self.greedy_agreement:.1%} [{self.family} reference vs converted "
-                f"{str(self.weights_dtype).removeprefix('torch.')} weights computed in "
-                f"{str(self.compute_dtype).removeprefix('torch.')}]")
+                f"{dtype_name(self.weights_dtype)} weights computed in {dtype_name(self.compute_dtype)}]")
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, "min_cosine": self.min_cosine, "max_abs_err": self.max_abs_err,
                 "greedy_agreement": self.greedy_agreement, "positions": len(self.table), "family": self.family,
-                "compute_dtype": str(self.compute_dtype).removeprefix("torch."),
-                "weights_dtype": str(self.weights_dtype).removeprefix("torch."),
+                "compute_dtype": dtype_name(self.compute_dtype), "weights_dtype": dtype_name(self.weights_dtype),
                 "tolerance": {"min_cosine": self.tolerance.min_cosine, "max_abs_err": self.tolerance.max_abs_err}}
 
 
@@ -122,7 +121,11 @@ def source_model(src: Path, kind: str | None = None) -> tuple[Architecture, Weig
 
         return gguf_source(open_gguf(Path(src)))
     family = {"baichuan2": "baichuan2", "aquila": "aquila"}.get(kind, "llama")
-    return Architecture.from_config(read_source_config(src), family), Checkpoint(src).get
+    config = read_source_config(src)
+    if family == "llama" and config.get("model_type") != "llama":
+        raise AscendNbError(f"{src} has model_type {config.get('model_type')!r}: verify compares Llama, Aquila, "
+                            "Baichuan2 and GGUF Llama sources only")
+    return Architecture.from_config(config, family), Checkpoint(src).get
 
 
 def stored_dtype(model_dir: Path) -> torch.dtype:
@@ -149,14 +152,14 @@ def check_memory_for_verification(parameters: int, dtype: torch.dtype, device: t
         return
     needed, available = int(parameters * dtype.itemsize * 1.2), available_memory_bytes()
     if available is not None and needed > available:
-        raise AscendNbError(f"verifying needs about {needed / 2**30:.1f} GiB of RAM in {str(dtype).removeprefix('torch.')} "
+        raise AscendNbError(f"verifying needs about {needed / 2**30:.1f} GiB of RAM in {dtype_name(dtype)} "
                             f"but {available / 2**30:.1f} GiB are available: pass --verify-dtype bfloat16, "
                             "--verify-device npu|cuda, or --no-verify")
 
 
 @torch.inference_mode()
 def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEFAULT_PROMPTS,
-                      dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                      dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu",
                       reference_dtype: torch.dtype = torch.float64, max_tokens: int = MAX_VERIFY_TOKENS,
                       raise_on_failure: bool = True,
                       source: tuple[Architecture, WeightGetter] | None = None) -> VerifyReport:
@@ -173,7 +176,7 @@ def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEF
     from ascend_nb.device import resolve_device
 
     arch, weight = source or source_model(Path(src), kind)
-    device = resolve_device(device)
+    dtype, device = parse_dtype(dtype) or torch.float32, resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(dst, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(dst, dtype=dtype, local_files_only=True).to(device).eval()
     frames = []
@@ -205,7 +208,6 @@ def verification_step(src: Path, kind: str, enabled: bool, dtype: str | torch.dt
     """
     import functools
 
-    from ascend_nb.convert.output import parse_dtype
     from ascend_nb.device import resolve_device
 
     if not enabled:

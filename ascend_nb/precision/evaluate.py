@@ -2,8 +2,8 @@
 
 Each question is scored under one protocol (see :mod:`ascend_nb.precision.ceval`). With an
 ``output_dir`` every answer is appended to ``predictions.csv`` as it is produced, so an interrupted
-run resumes where it stopped; ``run.json`` pins the settings (protocol, shots, split, model, backend,
-dtype, device type) so one directory never mixes runs, and ``summary.json`` is written at the end.
+run resumes where it stopped; ``run.json`` pins the settings (protocol, shots, split, model and its
+source, backend, dtype, device type) so one directory never mixes runs, and ``summary.json`` is written at the end.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ascend_nb.bench.guides_csv import atomic_write_text
+from ascend_nb.files import atomic_write_text
 from ascend_nb.engine.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.precision.ceval import (
-    CATEGORIES, CHOICES, PROTOCOL_DESCRIPTIONS, Question, check_protocol, fit_prompt, read_questions, split_files,
-    subject_info,
+    CATEGORIES, CHOICES, PROTOCOL_DESCRIPTIONS, Question, check_protocol, fit_prompt, read_questions, render_prompt,
+    split_files, subject_info,
 )
 
 GENERATE_MAX_NEW_TOKENS = 32  # the Ascend harness generates up to 32 tokens
@@ -114,8 +114,13 @@ def _json_float(value: float) -> float | None:
 
 
 def engine_label(engine) -> str:
-    """``model (backend, device, dtype)``: how a run is named in tables."""
-    return f"{engine.spec.name} ({engine.backend}, {engine.device.type}, {str(engine.dtype).removeprefix('torch.')})"
+    """``model (backend, device, dtype)``: how a run is named in tables (a served model has no dtype here)."""
+    details = [engine.backend, engine.device.type] + ([_dtype_name(engine.dtype)] if engine.dtype else [])
+    return f"{engine.spec.name} ({', '.join(details)})"
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def choice_token_ids(tokenizer, context: str = "\n答案：") -> list[int]:
@@ -136,7 +141,7 @@ def predict_logits(engine, prompt_ids: list[int], letter_ids: Sequence[int]) -> 
     return CHOICES[int(logits[0, -1, list(letter_ids)].argmax())]
 
 
-def predict_generate(engine, prompt_ids: list[int], max_new_tokens: int = GENERATE_MAX_NEW_TOKENS) -> str:
+def predict_generate(engine, prompt: str | list[int], max_new_tokens: int = GENERATE_MAX_NEW_TOKENS) -> str:
     """The first non-space character of the greedy reply ("" if there is none).
 
     Generation stops as soon as that character exists: with greedy decoding the rest of the
@@ -144,11 +149,20 @@ def predict_generate(engine, prompt_ids: list[int], max_new_tokens: int = GENERA
     """
     stop = threading.Event()
     text = ""
-    for piece in engine.stream(prompt_ids, GenerationParams(max_new_tokens=max_new_tokens), stop_event=stop):
+    for piece in engine.stream(prompt, GenerationParams(max_new_tokens=max_new_tokens), stop_event=stop):
         text += piece
         if text.strip():
             stop.set()
     return text.lstrip()[:1]
+
+
+def build_prompt(engine, question: Question, examples: list[Question], protocol: str,
+                 reserve: int) -> tuple[str | list[int], int]:
+    """The prompt (token ids fitted to ``max_seq_len - reserve``) and the shots kept; an engine without a
+    local length limit (a served model) gets the text with every shot, the server enforcing its own."""
+    if engine.max_seq_len is None:
+        return render_prompt(question, examples, protocol), len(examples)
+    return fit_prompt(question, examples, protocol, engine.encode, engine.max_seq_len - reserve)
 
 
 def load_questions(data_dir: str | Path, split: str, subjects: Sequence[str] | None, limit: int | None,
@@ -204,7 +218,7 @@ class PredictionLog:
         text = self.path.read_text(encoding="utf-8")
         if text and not text.endswith("\n"):  # interrupted mid-line: drop the torn line
             text = text[: text.rfind("\n") + 1]
-            self.path.write_text(text, encoding="utf-8")
+            atomic_write_text(self.path, text)
         rows = list(csv.DictReader(io.StringIO(text)))
         return {(row["subject"], row["id"]): {**row, "shots": int(row["shots"])} for row in rows}
 
@@ -240,21 +254,25 @@ def evaluate(engine, data_dir: str | Path, split: str = "val", shots: int = 0, p
     if output_dir is not None:
         settings = {"protocol": protocol, "shots": shots, "split": split,
                     "data_dir": str(Path(data_dir).expanduser().resolve()), "model": engine.spec.name,
-                    "model_dir": str(engine.model_dir), "backend": engine.backend,
-                    "dtype": str(engine.dtype).removeprefix("torch."), "device": engine.device.type}
+                    "source": str(getattr(engine, "model_dir", None) or repr(engine)), "backend": engine.backend,
+                    "dtype": _dtype_name(engine.dtype), "device": engine.device.type}
         log = PredictionLog(output_dir, settings)
         done = log.read()
     reserve = max_new_tokens if protocol == "generate" else 0
-    letter_ids = choice_token_ids(engine.tokenizer) if protocol == "logits" else None
+    letter_ids = None
+    if protocol == "logits":
+        if engine.tokenizer is None:
+            raise AscendNbError(f"the {engine.backend} backend exposes no tokenizer or logits: use protocol 'generate'")
+        letter_ids = choice_token_ids(engine.tokenizer)
     rows = []
     for index, (question, examples) in enumerate(tasks, start=1):
         row = done.get((question.subject, question.id))
         if row is None:
-            ids, kept = fit_prompt(question, examples, protocol, engine.encode, engine.max_seq_len - reserve)
+            prompt, kept = build_prompt(engine, question, examples, protocol, reserve)
             if protocol == "logits":
-                pred = predict_logits(engine, ids, letter_ids)
+                pred = predict_logits(engine, prompt, letter_ids)
             else:
-                pred = predict_generate(engine, ids, max_new_tokens)
+                pred = predict_generate(engine, prompt, max_new_tokens)
             row = {"id": question.id, "subject": question.subject, "category": subject_info(question.subject).category,
                    "truth": question.answer or "", "pred": pred, "shots": kept}
             if log is not None:

@@ -13,6 +13,9 @@ _EXPORTS = {
     "ChatWidget": "ascend_nb.ui.chat",
     "CompareChat": "ascend_nb.ui.chat",
     "compare_chat": "ascend_nb.ui.chat",
+    "AccuracyPlot": "ascend_nb.ui.precision_plots",
+    "accuracy_comparison_figure": "ascend_nb.ui.precision_plots",
+    "layer_comparison_figure": "ascend_nb.ui.precision_plots",
 }
 
 __all__ = sorted(_EXPORTS)

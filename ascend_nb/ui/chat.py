@@ -10,6 +10,7 @@ in that cell. Everything the buttons do is also a method (``ask``, ``stop``, ``r
 
 from __future__ import annotations
 
+import gc
 import html
 import json
 import threading
@@ -82,7 +83,8 @@ def render_markdown(text: str) -> str:
 
 
 def format_stats(stats: dict) -> str:
-    """One reply's numbers in the guides' vocabulary, e.g. ``TTFT 85.2 ms · TPOT 31.0 ms · 32.3 tokens/s · 24 tokens``."""
+    """One reply's numbers in the guides' vocabulary:
+    ``TTFT 85.2 ms · TPOT 31.0 ms · 32.3 tokens/s · 24 tokens`` (plus why it ended early, if it did)."""
     line = (f"TTFT {stats['ttft_ms']:.1f} ms · TPOT {stats['tpot_ms']:.1f} ms · "
             f"{stats['tokens_per_s']:.1f} tokens/s · {stats['tokens']} tokens")
     note = _STOP_NOTES.get(stats.get("finish_reason"))
@@ -231,7 +233,7 @@ class ChatWidget(widgets.VBox):
         self._parent = _current_parent()
 
         self.header = widgets.HTML(self._header_html())
-        self.history = widgets.VBox(layout=widgets.Layout(width="100%"))
+        self.history = widgets.VBox(layout=widgets.Layout(width="100%", flex="0 0 auto", overflow="visible"))
         scroller = widgets.Box([self.history], layout=widgets.Layout(
             flex_flow="column-reverse", overflow="auto", height="auto", min_height="90px", max_height="460px"))
         scroller.add_class("anb-chat-history")  # column-reverse keeps the newest message in view
@@ -252,7 +254,8 @@ class ChatWidget(widgets.VBox):
         p = self._base_params
         longest = min(4096, engine.max_seq_len - 1)  # the prompt needs at least one token
         self.do_sample = widgets.Checkbox(value=p.do_sample, description="Sample (off: greedy)", indent=False)
-        self.max_new_tokens = _slider(widgets.IntSlider, "max_new_tokens", min(p.max_new_tokens, longest), 1, longest, 1)
+        self.max_new_tokens = _slider(widgets.IntSlider, "max_new_tokens", min(p.max_new_tokens, longest),
+                                      1, longest, 1)
         self.temperature = _slider(widgets.FloatSlider, "temperature", p.temperature, 0.05, 2.0, 0.05)
         self.top_p = _slider(widgets.FloatSlider, "top_p", p.top_p, 0.05, 1.0, 0.01)
         self.top_k = _slider(widgets.IntSlider, "top_k (0: off)", p.top_k, 0, 200, 1)
@@ -377,6 +380,16 @@ class ChatWidget(widgets.VBox):
                 lines += [f"_{format_stats(turn.stats)}_", ""]
         return Transcript("\n".join(lines), json.dumps(record, ensure_ascii=False, indent=2))
 
+    def close(self) -> None:
+        """Stop any reply and close every part of the widget, so that its engine can be freed."""
+        self.stop()
+        parts = list(self.children)
+        while parts:
+            part = parts.pop()
+            parts.extend(getattr(part, "children", ()))
+            part.close()
+        super().close()
+
     # -- worker --------------------------------------------------------------------------------
     def _send_prompt(self) -> None:
         with self._lock:  # the worker may put a failed message back into the box: clear it first
@@ -434,6 +447,7 @@ class ChatWidget(widgets.VBox):
             turn.view.value = self._turn_html(turn)
             self._replies.append(stats)
             self._pending = None
+            self._notify("")
             self._set_running(False)
             self._show_totals()
 
@@ -479,6 +493,8 @@ class ChatWidget(widgets.VBox):
         if not views:
             views = [widgets.HTML('<div class="anb-chat-empty">No messages yet. Ask something below.</div>',
                                   layout=widgets.Layout(width="100%"))]
+        for gone in set(self.history.children) - set(views):
+            gone.close()
         self.history.children = views
         self._show_totals()
 
@@ -533,7 +549,7 @@ class CompareChat(widgets.VBox):
         self.prompt = PromptBox(placeholder="Ask both models. Enter sends, Shift+Enter adds a line.",
                                 layout=widgets.Layout(width="100%"))
         self.send_button = _button("Send", "paper-plane", "primary", "Send to both models (Enter)")
-        self.stop_button = _button("Stop", "stop", "warning", "Stop both replies")
+        self.stop_button = _button("Stop", "stop", "warning", "Stop both replies", disabled=True)
         self.clear_button = _button("Clear", "trash", tooltip="Forget both conversations")
         self.stream_toggle = widgets.Checkbox(value=True, description="Stream", indent=False,
                                               layout=widgets.Layout(width="auto", margin="0 0 0 12px"))
@@ -563,6 +579,7 @@ class CompareChat(widgets.VBox):
                 return False
             self.notice.value = ""
             self._stop.clear()
+            self.stop_button.disabled = False
             self._worker = threading.Thread(target=self._ask_both, args=(text,), name="ascend-nb-compare",
                                             daemon=True)
             self._worker.start()
@@ -597,6 +614,7 @@ class CompareChat(widgets.VBox):
                 if self._stop.is_set() or not chat.ask(text):
                     break
                 chat.wait()
+            self.stop_button.disabled = True
 
 
 def compare_chat(engine_a, engine_b, system_prompt: str | None = None,
@@ -618,8 +636,10 @@ class ChatApp(widgets.VBox):
         from ascend_nb.models.registry import MODELS
 
         self._load_options = load_options
+        self._system_prompt = system_prompt
         self._lock = threading.Lock()
         self._loading = False
+        self._worker: threading.Thread | None = None
         self._parent = _current_parent()
         narrow = widgets.Layout(width="220px")
         self.model = widgets.Combobox(value=str(model), options=list(MODELS), ensure_option=False, description="Model",
@@ -633,21 +653,34 @@ class ChatApp(widgets.VBox):
         self.load_button = _button("Load", "download", tooltip="Load this model and start a new chat")
         self.status = widgets.HTML()
         self.load_button.on_click(lambda _: self.reload())
-        self.chat = ChatWidget(self._load(), system_prompt)
+        self.chat: ChatWidget | None = ChatWidget(self._load(), system_prompt)
         picker = widgets.VBox([widgets.HBox([self.model, self.load_button]),
                                widgets.HBox([self.backend, self.device, self.dtype]), self.status])
         super().__init__([picker, self.chat], layout=widgets.Layout(width="100%"))
 
     def reload(self) -> bool:
-        """Load the picked model in a worker thread and replace the chat; False while busy."""
+        """Free the current model, then load the picked one in a worker thread with a fresh chat.
+
+        The old model goes first because two 7B models rarely fit on one device. False while a reply
+        or a load is running."""
         with self._lock:
-            if self.chat.busy or self._loading:
+            if self._loading or (self.chat is not None and self.chat.busy):
                 self.status.value = _line("anb-chat-notice", "Busy: wait for the reply or the load to finish.")
                 return False
             self._loading = self.load_button.disabled = True
             self.status.value = _line("anb-chat-header", f"Loading {self.model.value}…")
-        threading.Thread(target=self._reload, name="ascend-nb-load", daemon=True).start()
+            old, self.chat = self.chat, None
+            self._worker = threading.Thread(target=self._reload, args=(old,), name="ascend-nb-load", daemon=True)
+            self._worker.start()
         return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until a load started by Load is finished; TimeoutError after ``timeout`` seconds."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+            if worker.is_alive():
+                raise TimeoutError(f"the model is still loading after {timeout} s")
 
     def _load(self):
         from ascend_nb.models.loading import load
@@ -655,11 +688,17 @@ class ChatApp(widgets.VBox):
         return load(self.model.value.strip(), device=self.device.value, dtype=self.dtype.value,
                     backend=self.backend.value, **self._load_options)
 
-    def _reload(self) -> None:
+    def _reload(self, old: ChatWidget | None) -> None:
         with _output_parent(self._parent):
+            if old is not None:
+                self._system_prompt = old.system_prompt.value
+                self.children = self.children[:1]
+                old.close()
+                del old
+                gc.collect()  # the old engine sits in reference cycles (widget callbacks)
             try:
-                chat = ChatWidget(self._load(), self.chat.system_prompt.value)
-            except Exception as exc:  # noqa: BLE001 - shown under the picker; the current chat keeps working
+                chat = ChatWidget(self._load(), self._system_prompt)
+            except Exception as exc:  # noqa: BLE001 - shown under the picker; Load can be pressed again
                 if not isinstance(exc, AscendNbError):
                     traceback.print_exc()
                 self.status.value = _line("anb-chat-notice", f"Could not load: {exc}")

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ascend_nb.bench.guides_csv import atomic_write_text
+from ascend_nb.files import atomic_write_text
 from ascend_nb.errors import AscendNbError
 
 PANELS = ("TTFT vs input length", "TPOT vs output length", "Decode tokens/s", "% of decode roofline")

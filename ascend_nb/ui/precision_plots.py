@@ -25,6 +25,11 @@ REFERENCE_COLORS = ("#9aa5b1", "#c3cbd3", "#6b7785", "#dde3e8")
 RUN_COLOR = "#d6336c"
 
 
+def _json_values(values: pd.Series) -> list[float | None]:
+    """NaN as None: widget messages must be strict JSON."""
+    return [None if math.isnan(v) else float(v) for v in values]
+
+
 def _accuracy_layout(figure: go.Figure, title: str) -> None:
     figure.add_hline(y=CHANCE, line_dash="dot", line_color="gray", annotation_text="chance",
                      annotation_position="top right")
@@ -95,9 +100,8 @@ class AccuracyPlot:
 
     def redraw(self, done: int | None = None, total: int | None = None) -> None:
         table = self.accuracy()
-        acc = table["acc"].tolist()
-        upper = (table["ci_high"] - table["acc"]).tolist()
-        lower = (table["acc"] - table["ci_low"]).tolist()
+        acc, upper, lower = (_json_values(values) for values in
+                             (table["acc"], table["ci_high"] - table["acc"], table["acc"] - table["ci_low"]))
         text = [f"{c}/{n}" if n else "" for c, n in zip(table["correct"], table["n"])]
         title = self.title if done is None else f"{self.title}: {done}/{total} answered"
         trace = self.figure.data[self._run_trace]

@@ -117,9 +117,8 @@ class CompactLlama:
                 gate_up=fused(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"),
                 down=kernels.linear(get(p + "mlp.down_proj.weight"), quantize)))
         embed = get("model.embed_tokens.weight")
-        head_name = "model.embed_tokens.weight" if dims.tie_word_embeddings or "lm_head.weight" not in checkpoint \
-            else "lm_head.weight"
-        lm_head = kernels.linear(embed if head_name == "model.embed_tokens.weight" else get(head_name), quantize)
+        tied = dims.tie_word_embeddings or "lm_head.weight" not in checkpoint.names()
+        lm_head = kernels.linear(embed if tied else get("lm_head.weight"), quantize)
         cos, sin = rope_tables(config, max_seq_len, dtype, device)
         return cls(dims, layers, embed, get("model.norm.weight"), lm_head, cos, sin, kernels, max_seq_len)
 

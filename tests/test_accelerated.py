@@ -1,0 +1,224 @@
+"""The accelerated backend against the transformers reference on tiny random models of every
+Llama-family shape we load: GQA with an untied head, MQA with a tied head (SmolLM2-like),
+converted Aquila and converted Baichuan2 (MHA, untied, eps 1e-6, rope base 10000, normed head)."""
+
+import threading
+
+import pytest
+import torch
+
+import ascend_nb
+from ascend_nb import GenerationParams
+from ascend_nb.errors import AscendNbError
+
+PROMPT = [1, 504, 3458, 282, 4649, 314, 77, 12, 90]
+
+
+@pytest.fixture(scope="module")
+def tied_mqa_dir(tmp_path_factory, tiny_llama_dir):
+    """SmolLM2's features at tiny size: tied embeddings, one kv head shared by 4, rope base 100000."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=128,
+                         rms_norm_eps=1e-5, tie_word_embeddings=True, rope_theta=100000.0,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    config.architectures = ["LlamaForCausalLM"]
+    target = tmp_path_factory.mktemp("tied-mqa")
+    LlamaForCausalLM(config).save_pretrained(target)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def converted_dirs(tmp_path_factory):
+    """Tiny checkpoints in the Aquila-7B and Baichuan2-7B-Chat download formats, converted to Llama."""
+    from ascend_nb.convert.aquila import convert_aquila
+    from ascend_nb.convert.baichuan2 import convert_baichuan2
+    from ascend_nb.convert.tiny import make_tiny_aquila, make_tiny_baichuan2
+
+    root = tmp_path_factory.mktemp("converted")
+    make_tiny_aquila(root / "aquila-src")
+    make_tiny_baichuan2(root / "baichuan2-src")
+    convert_aquila(root / "aquila-src", root / "aquila", verify=False, progress=False)
+    convert_baichuan2(root / "baichuan2-src", root / "baichuan2", verify=False, progress=False)
+    return {"aquila": root / "aquila", "baichuan2": root / "baichuan2"}
+
+
+@pytest.fixture(scope="module", params=["gqa-untied", "mqa-tied", "aquila", "baichuan2"])
+def engines(request, tiny_llama_dir, tied_mqa_dir, converted_dirs):
+    """The reference, the accelerated backend and its int8 variant of one tiny model, in float32."""
+    model_dir = {"gqa-untied": tiny_llama_dir, "mqa-tied": tied_mqa_dir, **converted_dirs}[request.param]
+    return {"reference": ascend_nb.load(model_dir, device="cpu", dtype="float32"),
+            "accelerated": ascend_nb.load(model_dir, device="cpu", dtype="float32", backend="accelerated"),
+            "int8": ascend_nb.load(model_dir, device="cpu", dtype="float32", backend="accelerated", quantize="int8")}
+
+
+def prompt_for(engine, length=48, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, engine.config.vocab_size, (1, length), generator=generator)
+
+
+@pytest.fixture(scope="module")
+def accelerated(tiny_llama_dir):
+    return ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated")
+
+
+def test_logits_and_hidden_states_match_transformers(engines):
+    reference, accelerated = engines["reference"], engines["accelerated"]
+    ids = prompt_for(reference)
+    ref_logits, ref_hidden = reference.forward(ids, output_hidden_states=True)
+    logits, hidden = accelerated.forward(ids, output_hidden_states=True)
+    cosine = torch.nn.functional.cosine_similarity(ref_logits[0], logits[0], dim=-1)
+    assert cosine.min() >= 0.99999
+    assert len(hidden) == len(ref_hidden)
+    for ours, theirs in zip(hidden, ref_hidden):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+GREEDY = GenerationParams(max_new_tokens=16, ignore_eos=True)  # not the model's defaults: Baichuan2's sample
+
+
+def test_greedy_tokens_match_transformers(engines):
+    reference, accelerated = engines["reference"], engines["accelerated"]
+    prompt = prompt_for(reference, length=12, seed=3)[0].tolist()
+    expected = reference.generate(prompt, GREEDY).token_ids
+    assert accelerated.generate(prompt, GREEDY).token_ids == expected
+
+
+def test_batch_with_different_lengths_equals_each_prompt_alone(accelerated):
+    prompts = [PROMPT, [1, 42, 43], [7] * 11, PROMPT[:5]]
+    batch = accelerated.generate(prompts, max_new_tokens=8, ignore_eos=True)
+    alone = [accelerated.generate(p, max_new_tokens=8, ignore_eos=True) for p in prompts]
+    assert [r.token_ids for r in batch] == [r.token_ids for r in alone]
+
+
+def test_padded_batch_logits_equal_unpadded(accelerated):
+    short, long = PROMPT[:4], PROMPT
+    padded = torch.tensor([[accelerated.pad_token_id] * (len(long) - len(short)) + short, long])
+    mask = torch.tensor([[0] * (len(long) - len(short)) + [1] * len(short), [1] * len(long)])
+    with torch.inference_mode():
+        batch = accelerated._prefill(padded, mask)
+        alone = accelerated._prefill(torch.tensor([short]), torch.ones(1, len(short), dtype=torch.long))
+    torch.testing.assert_close(batch[0], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_static_cache_overflow_is_refused_before_any_work(tiny_llama_dir):
+    engine = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated", max_seq_len=16)
+    assert engine.model.k_cache == []  # nothing allocated yet
+    with pytest.raises(AscendNbError, match="exceeds max_seq_len 16"):
+        engine.generate([5] * 10, max_new_tokens=7)
+    assert engine.model.k_cache == []
+    assert len(engine.generate([5] * 10, max_new_tokens=6, ignore_eos=True).token_ids) == 6
+    assert engine.model.k_cache[0].shape == (1, engine.config.num_key_value_heads, 16, engine.config.head_dim)
+    with torch.inference_mode():
+        engine._decode(torch.tensor([5]))  # 10 prompt + 5 decoded tokens were cached: slot 15 is the last
+        with pytest.raises(AscendNbError, match="cache is full"):
+            engine._decode(torch.tensor([5]))
+
+
+def test_stop_event_ends_generation_within_one_token(accelerated):
+    stop = threading.Event()
+    stream = accelerated.stream(PROMPT, max_new_tokens=50, ignore_eos=True, stop_event=stop)
+    for i, _ in enumerate(stream):
+        if i == 2:
+            stop.set()
+    assert stream.result.finish_reason == "cancelled"
+    assert len(stream.result.token_ids) <= 4
+
+
+def test_sampling_is_reproducible_with_a_seed(accelerated):
+    params = GenerationParams(max_new_tokens=12, do_sample=True, temperature=1.5, top_k=50, top_p=0.95,
+                              repetition_penalty=1.1, ignore_eos=True)
+    first = accelerated.generate(PROMPT, params.replace(seed=7)).token_ids
+    assert accelerated.generate(PROMPT, params.replace(seed=7)).token_ids == first
+    assert any(accelerated.generate(PROMPT, params.replace(seed=s)).token_ids != first for s in (8, 9, 10))
+
+
+def test_stream_chat_and_timings(accelerated):
+    stream = accelerated.stream(PROMPT, max_new_tokens=10, ignore_eos=True)
+    assert "".join(stream) == stream.result.text
+    t = stream.result.timings
+    assert t.tokens == 10 and 0 < t.ttft_ms <= t.e2e_ms and t.tpot_ms > 0
+    reply = accelerated.chat([{"role": "user", "content": "Hi"}], max_new_tokens=4)
+    assert reply.timings.tokens >= 1
+
+
+def test_int8_logits_stay_close_to_transformers(engines):
+    reference, quantized = engines["reference"], engines["int8"]
+    assert quantized.quantize == "int8" and "int8" in repr(quantized)
+    ids = prompt_for(reference)
+    cosine = torch.nn.functional.cosine_similarity(reference.forward(ids)[0][0], quantized.forward(ids)[0][0], dim=-1)
+    assert cosine.min() >= 0.99
+
+
+def test_bf16_tracks_fp32(tiny_llama_dir):
+    reference = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32")
+    engine = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="bfloat16", backend="accelerated")
+    ids = prompt_for(reference)
+    cosine = torch.nn.functional.cosine_similarity(reference.forward(ids)[0][0], engine.forward(ids)[0][0], dim=-1)
+    assert cosine.min() >= 0.99
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"quantize": "int3"}, "unknown quantize 'int3'"),
+    ({"graphs": True}, "graphs are not available on cpu"),
+])
+def test_bad_options_are_clear_errors(tiny_llama_dir, options, match):
+    with pytest.raises(AscendNbError, match=match):
+        ascend_nb.load(tiny_llama_dir, device="cpu", backend="accelerated", **options)
+
+
+def test_unsupported_architecture_is_a_clear_error(tmp_path, tiny_llama_dir):
+    import json
+    import shutil
+
+    target = tmp_path / "biased"
+    shutil.copytree(tiny_llama_dir, target)
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
+    with pytest.raises(AscendNbError, match="no projection biases"):
+        ascend_nb.load(target, device="cpu", backend="accelerated")
+
+
+def test_cli_generate_with_the_accelerated_backend(tiny_llama_dir, capsys):
+    import json
+
+    from ascend_nb.cli import main
+
+    assert main(["generate", "Hello", "--raw", "--json", "--model", str(tiny_llama_dir), "--backend", "accelerated",
+                 "--device", "cpu", "--dtype", "float32", "--max-new-tokens", "5"]) == 0
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["backend"] == "accelerated" and reply["tokens"] <= 5
+
+
+QUICKSTART = ["What is the capital of France?", "Name three primary colors.", "What is 12 times 12?"]
+
+
+@pytest.mark.slow
+def test_embedded_fp32_logits_match_at_every_position(embedded_engine):
+    accelerated = ascend_nb.load(device="cpu", dtype="float32", backend="accelerated", max_seq_len=512)
+    ids = prompt_for(embedded_engine, length=256)
+    cosine = torch.nn.functional.cosine_similarity(embedded_engine.forward(ids)[0][0], accelerated.forward(ids)[0][0], dim=-1)
+    assert cosine.shape == (256,) and cosine.min() >= 0.99999
+
+
+@pytest.mark.slow
+def test_embedded_bf16_greedy_equals_transformers_on_the_quickstart_prompts():
+    reference = ascend_nb.load(device="cpu", dtype="bfloat16")
+    accelerated = ascend_nb.load(device="cpu", dtype="bfloat16", backend="accelerated", max_seq_len=256)
+    for question in QUICKSTART:
+        messages = [{"role": "user", "content": question}]
+        expected = reference.chat(messages, max_new_tokens=32).token_ids
+        assert accelerated.chat(messages, max_new_tokens=32).token_ids == expected, question
+
+
+@pytest.mark.slow
+def test_embedded_int8_keeps_the_answer(embedded_engine):
+    quantized = ascend_nb.load(device="cpu", dtype="bfloat16", backend="accelerated", quantize="int8", max_seq_len=512)
+    ids = prompt_for(embedded_engine, length=256)
+    cosine = torch.nn.functional.cosine_similarity(embedded_engine.forward(ids)[0][0], quantized.forward(ids)[0][0], dim=-1)
+    assert cosine.min() >= 0.99
+    answer = quantized.chat([{"role": "user", "content": QUICKSTART[0]}], max_new_tokens=32)
+    assert "Paris" in answer.text

@@ -1,0 +1,245 @@
+"""Each device kernel against its plain-PyTorch twin, the twins against transformers' Llama code,
+weight-only int8, the static-shape decode step that device graphs replay, and the NPU dispatch.
+
+NPU kernels cannot run here: they are exercised through ``FakeTorchNpu``, a stand-in written for
+these tests that computes each torch_npu op's documented formula and checks the arguments
+(layout, head counts, mask convention). That proves the plumbing, not the NPU: not verified on NPU.
+"""
+
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ascend_nb
+from ascend_nb.engine.accelerated import kernels as K
+from ascend_nb.engine.accelerated.model import CompactLlama
+from ascend_nb.engine.accelerated.quantize import Int8Weight, check_quantize, quantize_int8
+from ascend_nb.errors import AscendNbError
+
+TWIN = K.Kernels()
+CPU = K.CpuKernels()
+
+
+def randn(*shape, dtype=torch.float32, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+# -- twins against transformers ---------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_twin_is_transformers_rms_norm(dtype):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    norm = LlamaRMSNorm(64, eps=1e-6).to(dtype)
+    norm.weight.data = randn(64, dtype=dtype, seed=1)
+    x = randn(2, 5, 64, dtype=dtype) * 3
+    with torch.no_grad():
+        assert torch.equal(TWIN.rms_norm(x, norm.weight, 1e-6), norm(x))
+
+
+def test_rotary_twin_is_transformers_rotary():
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    q, k = randn(2, 4, 6, 16, seed=1), randn(2, 2, 6, 16, seed=2)
+    cos, sin = randn(2, 6, 16, seed=3), randn(2, 6, 16, seed=4)
+    q_ref, k_ref = apply_rotary_pos_emb(q, k, cos, sin)
+    assert torch.equal(TWIN.rotary(q, cos[:, None], sin[:, None]), q_ref)
+    assert torch.equal(TWIN.rotary(k, cos[:, None], sin[:, None]), k_ref)
+
+
+def reference_attention(q, k, v, allowed, scale):
+    """softmax(q k^T * scale, masked) v with kv heads repeated, as transformers' eager attention."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = (q @ k.transpose(-1, -2)) * scale
+    return scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+
+
+def test_prefill_attention_twin_is_masked_softmax_attention():
+    q, k, v = randn(2, 6, 7, 16, seed=1), randn(2, 2, 7, 16, seed=2), randn(2, 2, 7, 16, seed=3)
+    causal = torch.ones(7, 7, dtype=torch.bool).tril()
+    torch.testing.assert_close(TWIN.prefill_attention(q, k, v, None, 0.25), reference_attention(q, k, v, causal, 0.25))
+    padded = causal & torch.tensor([[False] * 3 + [True] * 4, [True] * 7])[:, None, None, :]
+    padded = padded | torch.eye(7, dtype=torch.bool)
+    torch.testing.assert_close(TWIN.prefill_attention(q, k, v, padded, 0.25), reference_attention(q, k, v, padded, 0.25))
+
+
+def test_decode_attention_twin_reads_only_the_filled_slots():
+    q = randn(2, 6, 1, 16, seed=1)
+    k_cache, v_cache = randn(2, 2, 32, 16, seed=2), randn(2, 2, 32, 16, seed=3)
+    key_valid = torch.ones(2, 32, dtype=torch.bool)
+    key_valid[0, :4] = False  # row 0 was left-padded by 4
+    expected = reference_attention(q, k_cache[:, :, :10], v_cache[:, :, :10], key_valid[:, None, None, :10], 0.25)
+    torch.testing.assert_close(TWIN.decode_attention(q, k_cache, v_cache, 10, key_valid, 0.25), expected)
+    k_cache[:, :, 10:] = float("nan")  # beyond length: never read
+    assert not TWIN.decode_attention(q, k_cache, v_cache, 10, None, 0.25).isnan().any()
+
+
+# -- CPU kernels against the twins ------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_rms_norm_equals_twin(dtype):
+    x, weight = randn(3, 9, 576, dtype=dtype) * 2, randn(576, dtype=dtype, seed=5)
+    assert torch.equal(CPU.rms_norm(x, weight, 1e-5), TWIN.rms_norm(x, weight, 1e-5))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_upcast_linear_equals_dense_twin(rows):
+    weight, x = randn(96, 64, dtype=torch.bfloat16), randn(rows, 64, dtype=torch.bfloat16, seed=1)
+    got, expected = K.UpcastLinear(weight)(x), K.DenseLinear(weight)(x)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, 96)
+    torch.testing.assert_close(got, expected)  # bf16 tolerance: float32 accumulation in both, other order
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_onednn_linear_equals_dense_twin(dtype):
+    if not K.onednn_packs(dtype):
+        pytest.skip(f"this CPU has no oneDNN {dtype} linear (bf16 needs AVX512 or AVX-NE-CONVERT)")
+    weight, x = randn(96, 64, dtype=dtype), randn(2, 3, 64, dtype=dtype, seed=1)
+    torch.testing.assert_close(K.OneDnnLinear(weight)(x), K.DenseLinear(weight)(x))
+
+
+@pytest.mark.parametrize("dtype, rows", [(torch.bfloat16, 1), (torch.bfloat16, 40), (torch.float32, 2)])
+def test_int8pack_linear_equals_int8_twin(dtype, rows):
+    quantized = quantize_int8(randn(96, 64, dtype=dtype) * 0.05)
+    x = randn(rows, 64, dtype=dtype, seed=1)
+    got, expected = K.Int8PackLinear(quantized)(x), K.Int8Linear(quantized)(x)
+    torch.testing.assert_close(got, expected, rtol=2e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-3)
+
+
+def test_cpu_kernel_selection():
+    weight = randn(32, 16)
+    assert type(CPU.linear(weight)) is K.DenseLinear
+    assert type(CPU.linear(weight, "int8")) is K.Int8PackLinear
+    bf16 = CPU.linear(weight.bfloat16())
+    assert type(bf16) is (K.OneDnnLinear if K.onednn_packs(torch.bfloat16) else K.UpcastLinear)
+    assert type(TWIN.linear(weight, "int8")) is K.Int8Linear
+    assert type(K.select_kernels(torch.device("cpu"))) is K.CpuKernels
+    assert type(K.select_kernels(torch.device("cuda"))) is K.Kernels  # CUDA: SDPA twin + graphs
+
+
+# -- weight-only int8 -------------------------------------------------------------------------------
+def test_int8_quantization_error_is_within_half_a_step():
+    weight = randn(64, 48) * torch.linspace(0.01, 2, 64)[:, None]
+    weight[5] = 0
+    quantized = quantize_int8(weight)
+    assert quantized.qweight.dtype == torch.int8 and quantized.qweight.abs().max() <= 127
+    assert quantized.scales.shape == (64,) and quantized.scales[5] == 1  # an all-zero row keeps a usable scale
+    error = (quantized.dequantize(torch.float32) - weight).abs()
+    assert (error <= quantized.scales[:, None] / 2 + 1e-7).all()
+    assert torch.equal(quantized.qweight.abs().amax(dim=1)[weight.abs().amax(dim=1) > 0], torch.full((63,), 127, dtype=torch.int8))
+
+
+def test_check_quantize():
+    assert check_quantize(None) is None and check_quantize("none") is None and check_quantize("int8") == "int8"
+    with pytest.raises(AscendNbError, match="unknown quantize 'fp4'"):
+        check_quantize("fp4")
+
+
+def test_int8_twin_is_dequantize_then_linear():
+    quantized = Int8Weight(torch.tensor([[1, -2], [127, 0]], dtype=torch.int8), torch.tensor([0.5, 0.01]))
+    x = torch.tensor([[2.0, 3.0]])
+    torch.testing.assert_close(K.Int8Linear(quantized)(x), torch.tensor([[0.5 * (2 - 6), 0.01 * 254]]))
+
+
+# -- the static decode step that graphs capture -----------------------------------------------------
+@pytest.fixture(scope="module")
+def engine(tiny_llama_dir):
+    return ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated", max_seq_len=64)
+
+
+def test_graph_mode_static_step_equals_eager_decoding(engine):
+    """The CUDA-graph / torchair path (device-tensor cache slot, full-length masked attention, buffers
+    updated in place) run eagerly on CPU; capture itself needs a GPU and is not exercised here."""
+    prompts = [[1, 504, 3458, 282, 4649, 314], [1, 42, 43]]
+    eager = engine.generate(prompts, max_new_tokens=8, ignore_eos=True)
+    engine.graphs = True
+    try:
+        static = engine.generate(prompts, max_new_tokens=8, ignore_eos=True)
+        again = engine.generate(prompts[1], max_new_tokens=8, ignore_eos=True)  # another batch size: another graph
+    finally:
+        engine.graphs = False
+    assert [r.token_ids for r in static] == [r.token_ids for r in eager]
+    assert again.token_ids == eager[1].token_ids
+    assert sorted(engine._graph_by_batch) == [1, 2]
+
+
+# -- NPU dispatch with a fake torch_npu (not verified on NPU) ---------------------------------------
+class FakeTorchNpu(types.ModuleType):
+    """Computes the documented formulas of the torch_npu ops NpuKernels calls; counts the calls."""
+
+    def __init__(self):
+        super().__init__("torch_npu")
+        self.calls: dict[str, int] = {}
+
+    def _count(self, name):
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def npu_rms_norm(self, x, gamma, epsilon=1e-6):
+        self._count("rms_norm")
+        rstd = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + epsilon)
+        return gamma * (x.float() * rstd).to(x.dtype), rstd
+
+    def npu_rotary_mul(self, x, r1, r2):
+        self._count("rotary")
+        assert x.dim() == 4 and r1.shape[0] == 1 and r1.shape[1] == 1, "11SD cos/sin for BNSD input"
+        return x * r1 + K.rotate_half(x) * r2
+
+    def _attention(self, q, k, v, atten_mask, num_heads, num_key_value_heads, scale_value, input_layout):
+        assert input_layout == "BNSD" and q.is_contiguous()
+        assert q.shape[1] == num_heads and k.shape[1] == num_key_value_heads
+        allowed = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool) if atten_mask is None else ~atten_mask
+        return reference_attention(q, k, v, allowed, scale_value)
+
+    def npu_prompt_flash_attention(self, q, k, v, *, atten_mask=None, num_heads=1, num_key_value_heads=0,
+                                   scale_value=1.0, input_layout="BSH", pre_tokens=2147483647, next_tokens=0):
+        self._count("prompt_flash_attention")
+        assert atten_mask.dtype == torch.bool and next_tokens >= q.shape[2], "the mask alone decides"
+        return self._attention(q, k, v, atten_mask, num_heads, num_key_value_heads, scale_value, input_layout)
+
+    def npu_incre_flash_attention(self, q, k, v, *, atten_mask=None, actual_seq_lengths=None, num_heads=1,
+                                  num_key_value_heads=0, scale_value=1.0, input_layout="BSH"):
+        self._count("incre_flash_attention")
+        assert q.shape[2] == 1 and len(actual_seq_lengths) == q.shape[0]
+        length = actual_seq_lengths[0]
+        mask = None if atten_mask is None else atten_mask[..., :length]
+        return self._attention(q, k[:, :, :length], v[:, :, :length], mask, num_heads, num_key_value_heads,
+                               scale_value, input_layout)
+
+
+def test_npu_kernels_run_a_model_like_the_twin(engine, tiny_llama_dir):
+    fake = FakeTorchNpu()
+    npu_model = CompactLlama.from_directory(tiny_llama_dir, engine.config, K.NpuKernels(fake), torch.float32,
+                                            torch.device("cpu"), 64)
+    reference = engine.model
+    ids = torch.tensor([[1, 504, 3458, 282, 4649, 314], [2, 2, 1, 42, 43, 44]])
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    with torch.inference_mode():
+        for model in (reference, npu_model):
+            engine.model = model
+            try:
+                logits = [engine._prefill(ids, mask)]
+                logits += [engine._decode(torch.tensor([7, 9])) for _ in range(3)]
+            finally:
+                engine.model = reference
+            model.logits = torch.stack(logits)
+    torch.testing.assert_close(npu_model.logits, reference.logits, rtol=1e-4, atol=1e-4)
+    assert fake.calls["rms_norm"] == 4 * (2 * 2 + 1)
+    assert fake.calls["prompt_flash_attention"] == 2 and fake.calls["incre_flash_attention"] == 3 * 2
+    assert "rotary" not in fake.calls  # head_dim 16: npu_rotary_mul needs D % 128 == 0, the twin runs
+
+
+def test_npu_rotary_uses_the_fused_op_for_128_wide_heads():
+    fake = FakeTorchNpu()
+    x, cos, sin = randn(1, 4, 5, 128), randn(1, 1, 5, 128, seed=1), randn(1, 1, 5, 128, seed=2)
+    assert torch.equal(K.NpuKernels(fake).rotary(x, cos, sin), TWIN.rotary(x, cos, sin))
+    assert fake.calls == {"rotary": 1}
+    K.NpuKernels(fake).rotary(randn(2, 4, 1, 128), randn(2, 1, 1, 128), randn(2, 1, 1, 128))  # per-row positions
+    assert fake.calls == {"rotary": 1}
+
+
+def test_npu_device_selects_npu_kernels(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_npu", FakeTorchNpu())
+    npu = types.SimpleNamespace(type="npu")  # torch.device("npu") exists only once the real torch_npu is loaded
+    assert type(K.select_kernels(npu)) is K.NpuKernels
