@@ -124,3 +124,15 @@ def test_base_url_and_key_from_environment(monkeypatch):
     assert (engine.base_url, engine.api_key) == ("http://127.0.0.1:9/v1", "sk-test")
     with pytest.raises(AscendNbError, match="no logits"):
         engine.forward(None)
+
+
+@pytest.mark.slow
+def test_chat_widget_works_against_a_served_model(served_engine):
+    from ascend_nb.ui import ChatWidget
+
+    widget = ChatWidget(served_engine)
+    widget.prompt.value = "What is the capital of France?"
+    widget.send_button.click()
+    widget.wait(timeout=120)
+    assert widget.messages[-1]["role"] == "assistant" and "Paris" in widget.messages[-1]["content"]
+    assert widget.last_stats["ttft_ms"] > 0 and widget.last_stats["tokens"] > 1

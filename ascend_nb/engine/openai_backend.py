@@ -32,7 +32,7 @@ class OpenAIEngine:
     backend = "openai"
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, spec: ModelSpec | None = None):
+                 timeout: float = 60.0, spec: ModelSpec | None = None, max_seq_len: int | None = None):
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
@@ -40,7 +40,7 @@ class OpenAIEngine:
         self.spec = spec or MODELS.get(model, GENERIC_LLAMA)
         self.device = torch.device("cpu")  # the client side; the model runs wherever the server runs
         self.dtype = None
-        self.max_seq_len = None
+        self.max_seq_len = max_seq_len or 4096  # sizes UI budgets only; the server enforces its own limit
         self.tokenizer = None
 
     def __repr__(self) -> str:

@@ -248,6 +248,11 @@ def evaluate(engine, data_dir: str | Path, split: str = "val", shots: int = 0, p
     """
     check_protocol(protocol)
     tasks = load_questions(data_dir, split, subjects, limit, shots)
+    letter_ids = None
+    if protocol == "logits":
+        if engine.tokenizer is None:
+            raise AscendNbError(f"the {engine.backend} backend exposes no tokenizer or logits: use protocol 'generate'")
+        letter_ids = choice_token_ids(engine.tokenizer)
     label = engine_label(engine)
     log = None
     done: dict[tuple[str, str], dict] = {}
@@ -259,11 +264,6 @@ def evaluate(engine, data_dir: str | Path, split: str = "val", shots: int = 0, p
         log = PredictionLog(output_dir, settings)
         done = log.read()
     reserve = max_new_tokens if protocol == "generate" else 0
-    letter_ids = None
-    if protocol == "logits":
-        if engine.tokenizer is None:
-            raise AscendNbError(f"the {engine.backend} backend exposes no tokenizer or logits: use protocol 'generate'")
-        letter_ids = choice_token_ids(engine.tokenizer)
     rows = []
     for index, (question, examples) in enumerate(tasks, start=1):
         row = done.get((question.subject, question.id))
