@@ -30,3 +30,25 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_config_json(directory: str | Path, fix: str) -> dict:
+    """``config.json`` of a model directory as a dict; each usual breakage is a one-line
+    :class:`AscendNbError` (``fix`` says what to do about a corrupt file)."""
+    import json
+
+    from ascend_nb.errors import AscendNbError
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise AscendNbError(f"{directory} is not a directory: point at the folder holding config.json and the weights")
+    path = directory / "config.json"
+    if not path.is_file():
+        raise AscendNbError(f"{directory} has no config.json: is it a model directory?")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AscendNbError(f"{path} is corrupt ({exc}): {fix}") from exc
+    if not isinstance(config, dict):
+        raise AscendNbError(f"{path} is corrupt (not a JSON object): {fix}")
+    return config

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import read_config_json
 
 GGUF_MAGIC = b"GGUF"
 CONVERT_KINDS = ("gguf", "safetensors", "baichuan2", "aquila")
@@ -24,18 +24,7 @@ def read_source_config(src: Path) -> dict:
     src = Path(src)
     if is_gguf(src):
         raise AscendNbError(f"{src} is a GGUF file: use `ascend-nb convert gguf {src} DST`")
-    if not src.is_dir():
-        raise AscendNbError(f"{src} is not a model directory (expected a folder with config.json and weights)")
-    path = src / "config.json"
-    if not path.is_file():
-        raise AscendNbError(f"{src} has no config.json: point at the downloaded model folder")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AscendNbError(f"{path} is corrupt ({exc}): restore it from the original download") from exc
-    if not isinstance(config, dict):
-        raise AscendNbError(f"{path} is not a JSON object: restore it from the original download")
-    return config
+    return read_config_json(src, "restore it from the original download")
 
 
 def kind_of_config(config: dict) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 from ascend_nb import device as devices
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import read_config_json
 from ascend_nb.models.registry import MODELS, ModelSpec, detect_spec, get_spec
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -42,17 +42,7 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 def read_config(model_dir: Path) -> dict:
     """``config.json`` of a model directory, with clear errors for the usual breakages."""
-    if not model_dir.is_dir():
-        raise AscendNbError(f"{model_dir} is not a directory: point at the folder holding config.json and the weights")
-    path = model_dir / "config.json"
-    if not path.is_file():
-        raise AscendNbError(f"{model_dir} has no config.json: is it a model directory?")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AscendNbError(f"{path} is corrupt ({exc}): restore it from the original download or re-convert") from exc
-    if not isinstance(config, dict):
-        raise AscendNbError(f"{path} is corrupt (not a JSON object): restore it or re-convert")
+    config = read_config_json(model_dir, "restore it from the original download or re-convert")
     if not any(next(model_dir.glob(p), None) for p in WEIGHT_PATTERNS):
         raise AscendNbError(f"no weights in {model_dir} (expected *.safetensors or pytorch_model*.bin): "
                             "copy or link the weight files there")
