@@ -11,7 +11,6 @@ import types
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import ascend_nb
 from ascend_nb.engine.accelerated import kernels as K
@@ -84,7 +83,7 @@ def test_cpu_rms_norm_equals_twin(dtype):
     assert torch.equal(CPU.rms_norm(x, weight, 1e-5), TWIN.rms_norm(x, weight, 1e-5))
 
 
-@pytest.mark.parametrize("rows", [1, 3, 16])
+@pytest.mark.parametrize("rows", [1, 40])
 def test_upcast_linear_equals_dense_twin(rows):
     weight, x = randn(96, 64, dtype=torch.bfloat16), randn(rows, 64, dtype=torch.bfloat16, seed=1)
     got, expected = K.UpcastLinear(weight)(x), K.DenseLinear(weight)(x)

@@ -118,6 +118,14 @@ class Checkpoint:
             return self._tensors[name]
         return self._handles[name].get_tensor(name)
 
+    def get_part(self, name: str, dim: int, start: int, stop: int) -> torch.Tensor:
+        """Rows (``dim=0``) or columns (``dim=1``) ``start:stop`` of a tensor, reading only that part
+        from safetensors files (a tensor-parallel rank loads just its shard)."""
+        if name in self._handles:
+            part = self._handles[name].get_slice(name)
+            return part[start:stop] if dim == 0 else part[:, start:stop]
+        return self.get(name).narrow(dim, start, stop - start)
+
     def nbytes(self, dtype: torch.dtype | None = None) -> int:
         """Total size of all tensors, stored as ``dtype`` (default: as they are)."""
         total = 0

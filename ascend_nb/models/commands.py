@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ascend_nb.errors import AscendNbError
 from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL
 
 
@@ -17,6 +18,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate (default: the model's)")
     parser.add_argument("--max-seq-len", type=int, default=None, help="prompt + output budget (static cache size)")
+    parser.add_argument("--tp", type=int, default=1,
+                        help="tensor-parallel ranks (--backend accelerated, under torchrun --nproc-per-node N)")
     served = parser.add_argument_group("served models (--backend openai)")
     served.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     served.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
@@ -31,7 +34,18 @@ def load_from_args(args: argparse.Namespace):
         GenerationParams(max_new_tokens=args.max_new_tokens)
     if args.backend == "openai":
         return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
+    if args.tp != 1:
+        if args.backend != "accelerated":
+            raise AscendNbError(f"--tp {args.tp} needs --backend accelerated (the transformers backend runs on one device)")
+        return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
+                    max_seq_len=args.max_seq_len, tp=args.tp)
     return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len)
+
+
+def is_main_process(engine) -> bool:
+    """False on tensor-parallel ranks other than 0 (only rank 0 prints)."""
+    tp = getattr(engine, "tp", None)
+    return tp is None or tp.rank == 0
 
 
 def register(subparsers) -> None:
@@ -67,6 +81,8 @@ def run_generate(args: argparse.Namespace) -> int:
         result = engine.generate(args.prompt, params)
     else:
         result = engine.chat([{"role": "user", "content": args.prompt}], params)
+    if not is_main_process(engine):
+        return 0
     t = result.timings
     if args.json:
         print(json.dumps({"text": result.text, "ttft_ms": t.ttft_ms, "tpot_ms": t.tpot_ms, "tokens": t.tokens,

@@ -7,6 +7,8 @@ import torch
 from ascend_nb.engine.accelerated.graphs import DecodeGraph, graphs_available
 from ascend_nb.engine.accelerated.kernels import Kernels, select_kernels
 from ascend_nb.engine.accelerated.model import CompactLlama
+from ascend_nb.engine.accelerated.parallel import (TensorParallel, check_divisible, init_tensor_parallel,
+                                                   local_device)
 from ascend_nb.engine.accelerated.quantize import check_quantize
 from ascend_nb.engine.base import Engine
 from ascend_nb.errors import AscendNbError
@@ -17,9 +19,11 @@ class AcceleratedEngine(Engine):
 
     backend = "accelerated"
 
-    def __init__(self, model: CompactLlama, quantize: str | None = None, graphs: bool = False, **engine_kwargs):
+    def __init__(self, model: CompactLlama, quantize: str | None = None, graphs: bool = False,
+                 tp: TensorParallel | None = None, **engine_kwargs):
         super().__init__(**engine_kwargs)
         self.model = model
+        self.tp = tp  # this rank's tensor-parallel place, None on one device
         self.quantize = quantize
         self.graphs = graphs
         self._graph_by_batch: dict[int, DecodeGraph] = {}
@@ -30,16 +34,23 @@ class AcceleratedEngine(Engine):
 
     @classmethod
     def from_directory(cls, quantize: str | None = None, graphs: bool | None = None, kernels: Kernels | None = None,
-                       trust_remote_code: bool = False, **engine_kwargs) -> AcceleratedEngine:
+                       tp: int = 1, trust_remote_code: bool = False, **engine_kwargs) -> AcceleratedEngine:
         """Load ``engine_kwargs["model_dir"]`` (Llama format) into the compact runtime.
 
         ``quantize="int8"``: weight-only int8 with per-channel scales for every linear layer and the
         head. ``graphs``: capture decode steps as device graphs (default: on for CUDA, off elsewhere).
         ``kernels``: override the per-device kernel choice (tests). Remote-code models must be
-        converted to Llama format first.
+        converted to Llama format first. ``tp=N`` (under ``torchrun --nproc-per-node N``) splits every
+        layer over N ranks; a ``tp`` that does not divide the heads is refused before anything loads.
         """
         device = engine_kwargs["device"]
         quantize = check_quantize(quantize)
+        group = None
+        if tp > 1:
+            check_divisible(engine_kwargs["config"], tp)
+            group = init_tensor_parallel(tp, device.type)
+            device = engine_kwargs["device"] = local_device(device.type)
+            graphs = False  # a captured decode step would replay stale collectives
         if graphs is None:
             graphs = device.type == "cuda"
         if graphs and not graphs_available(device):
@@ -47,8 +58,8 @@ class AcceleratedEngine(Engine):
                                 "(CUDA graphs need CUDA; on NPU install torchair)")
         model = CompactLlama.from_directory(
             engine_kwargs["model_dir"], engine_kwargs["config"], kernels or select_kernels(device),
-            engine_kwargs["dtype"], device, engine_kwargs["max_seq_len"], quantize)
-        return cls(model, quantize=quantize, graphs=graphs, **engine_kwargs)
+            engine_kwargs["dtype"], device, engine_kwargs["max_seq_len"], quantize, group)
+        return cls(model, quantize=quantize, graphs=graphs, tp=group, **engine_kwargs)
 
     def __repr__(self) -> str:
         extra = f", quantize={self.quantize!r}" if self.quantize else ""

@@ -18,11 +18,9 @@ def graphs_available(device: torch.device) -> bool:
     if device.type == "cuda":
         return True
     if device.type == "npu":
-        try:
-            import torchair  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        import importlib.util
+
+        return importlib.util.find_spec("torchair") is not None
     return False
 
 

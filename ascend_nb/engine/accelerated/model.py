@@ -8,7 +8,7 @@ through a :class:`~ascend_nb.engine.accelerated.kernels.Kernels` object, chosen 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ascend_nb.convert.checkpoint import Checkpoint
 from ascend_nb.engine.accelerated.kernels import Kernels
+from ascend_nb.engine.accelerated.parallel import TensorParallel
 from ascend_nb.errors import AscendNbError
 
 UNSUPPORTED_ROPE = ("dynamic", "longrope")  # their frequencies change with the sequence length
@@ -54,6 +55,11 @@ class LlamaDims:
                    vocab_size=config.vocab_size, rms_norm_eps=config.rms_norm_eps,
                    tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)))
 
+    def split(self, parts: int) -> LlamaDims:
+        """The sizes one of ``parts`` tensor-parallel ranks holds (heads and FFN divided)."""
+        return replace(self, num_heads=self.num_heads // parts, num_kv_heads=self.num_kv_heads // parts,
+                       intermediate_size=self.intermediate_size // parts)
+
 
 def rope_tables(config, length: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin ``[length, head_dim]`` as transformers computes them (float32, scaled, then cast)."""
@@ -69,6 +75,16 @@ def rope_tables(config, length: int, dtype: torch.dtype, device: torch.device) -
     emb = torch.cat((freqs, freqs), dim=-1)
     scale = rotary.attention_scaling
     return (emb.cos() * scale).to(device=device, dtype=dtype), (emb.sin() * scale).to(device=device, dtype=dtype)
+
+
+class AllReduced:
+    """A row-parallel linear: this rank's partial product, summed over the tensor-parallel group."""
+
+    def __init__(self, linear, tp: TensorParallel):
+        self.linear, self.tp = linear, tp
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tp.all_reduce(self.linear(x))
 
 
 @dataclass
@@ -95,27 +111,44 @@ class CompactLlama:
 
     @classmethod
     def from_directory(cls, model_dir: Path, config, kernels: Kernels, dtype: torch.dtype, device: torch.device,
-                       max_seq_len: int, quantize: str | None = None) -> CompactLlama:
-        """Read the checkpoint, fuse q/k/v and gate/up, and build each linear with ``kernels``."""
-        dims = LlamaDims.from_config(config)
+                       max_seq_len: int, quantize: str | None = None, tp: TensorParallel | None = None
+                       ) -> CompactLlama:
+        """Read the checkpoint, fuse q/k/v and gate/up, and build each linear with ``kernels``.
+
+        With ``tp``, this rank reads only its heads and FFN slice (column-parallel q/k/v, gate/up;
+        row-parallel o, down followed by an all-reduce); everything else is replicated.
+        """
+        full = LlamaDims.from_config(config)
+        dims = full.split(tp.world_size) if tp else full
         checkpoint = Checkpoint(model_dir)
 
-        def get(name: str) -> torch.Tensor:
-            return checkpoint.get(name).to(device=device, dtype=dtype)
+        def get(name: str, dim: int | None = None, units: int = 0, unit_size: int = 1) -> torch.Tensor:
+            """The tensor, or under tp this rank's share of its ``units`` blocks of ``unit_size`` along ``dim``."""
+            if tp is None or dim is None:
+                return checkpoint.get(name).to(device=device, dtype=dtype)
+            start, stop = tp.part(units)
+            return checkpoint.get_part(name, dim, start * unit_size, stop * unit_size).to(device=device, dtype=dtype)
 
-        def fused(*names: str):
-            return kernels.linear(torch.cat([get(n) for n in names]).contiguous(), quantize)
+        def fused(*weights: torch.Tensor):
+            return kernels.linear(torch.cat(weights).contiguous(), quantize)
 
+        def row_parallel(weight: torch.Tensor):
+            linear = kernels.linear(weight, quantize)
+            return linear if tp is None else AllReduced(linear, tp)
+
+        heads, kv_heads, head_dim, ffn = full.num_heads, full.num_kv_heads, full.head_dim, full.intermediate_size
         layers = []
         for i in range(dims.num_layers):
             p = f"model.layers.{i}."
             layers.append(DecoderLayer(
                 input_norm=get(p + "input_layernorm.weight"),
-                qkv=fused(*(p + f"self_attn.{n}_proj.weight" for n in "qkv")),
-                o=kernels.linear(get(p + "self_attn.o_proj.weight"), quantize),
+                qkv=fused(get(p + "self_attn.q_proj.weight", 0, heads, head_dim),
+                          get(p + "self_attn.k_proj.weight", 0, kv_heads, head_dim),
+                          get(p + "self_attn.v_proj.weight", 0, kv_heads, head_dim)),
+                o=row_parallel(get(p + "self_attn.o_proj.weight", 1, heads, head_dim)),
                 post_norm=get(p + "post_attention_layernorm.weight"),
-                gate_up=fused(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"),
-                down=kernels.linear(get(p + "mlp.down_proj.weight"), quantize)))
+                gate_up=fused(get(p + "mlp.gate_proj.weight", 0, ffn), get(p + "mlp.up_proj.weight", 0, ffn)),
+                down=row_parallel(get(p + "mlp.down_proj.weight", 1, ffn))))
         embed = get("model.embed_tokens.weight")
         tied = dims.tie_word_embeddings or "lm_head.weight" not in checkpoint.names()
         lm_head = kernels.linear(embed if tied else get("lm_head.weight"), quantize)
@@ -180,9 +213,6 @@ class CompactLlama:
         one-element device tensor ``index``, ``length = max_seq_len`` and a ``key_valid`` mask that
         already marks slot ``index``: then no shape or host value changes from step to step.
         """
-        if isinstance(index, int) and index >= self.max_seq_len:
-            raise AscendNbError(f"the static KV cache is full (max_seq_len {self.max_seq_len}): "
-                                "load with a larger max_seq_len or generate fewer tokens")
         b = tokens.shape[0]
 
         def attend(i: int, q, k, v):
