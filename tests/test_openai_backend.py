@@ -1,49 +1,23 @@
 """The openai backend against a real OpenAI-compatible server started on 127.0.0.1 by the test."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 
 import ascend_nb
 from ascend_nb.errors import AscendNbError
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from ascend_nb.serving import free_port, transformers_server
 
 
 @pytest.fixture(scope="module")
 def served(embedded_model_dir):
     """`transformers serve` on the embedded model, on loopback: (base_url, served model name)."""
-    port = free_port()
-    serve = Path(sys.executable).with_name("transformers")
-    server = subprocess.Popen([str(serve), "serve", str(embedded_model_dir), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(1)
-        else:
-            pytest.fail("transformers serve did not come up within 180 s")
-        yield base_url, str(embedded_model_dir)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with transformers_server(embedded_model_dir) as server:
+        yield server.base_url, server.model
 
 
 @pytest.fixture(scope="module")
