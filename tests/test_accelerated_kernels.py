@@ -148,9 +148,11 @@ def engine(tiny_llama_dir):
     return ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated", max_seq_len=64)
 
 
-def test_graph_mode_static_step_equals_eager_decoding(engine):
-    """The CUDA-graph / torchair path (device-tensor cache slot, full-length masked attention, buffers
-    updated in place) run eagerly on CPU; capture itself needs a GPU and is not exercised here."""
+def test_graph_mode_static_step_equals_eager_decoding(engine, monkeypatch):
+    """The graph path (device-tensor cache slot, full-length masked attention, buffers updated in
+    place) with the compiler replaced by the identity, so the static step itself runs; CUDA graph
+    capture needs a GPU and is not exercised here."""
+    monkeypatch.setattr(torch, "compile", lambda step, **options: step)
     prompts = [[1, 504, 3458, 282, 4649, 314], [1, 42, 43]]
     eager = engine.generate(prompts, max_new_tokens=8, ignore_eos=True)
     engine.graphs = True
@@ -162,6 +164,17 @@ def test_graph_mode_static_step_equals_eager_decoding(engine):
     assert [r.token_ids for r in static] == [r.token_ids for r in eager]
     assert again.token_ids == eager[1].token_ids
     assert sorted(engine._graph_by_batch) == [1, 2]
+
+
+@pytest.mark.slow
+def test_compiled_cpu_decode_equals_eager(tiny_llama_dir):
+    """graphs=True on CPU: the static decode step through torch.compile (inductor, ~30 s)."""
+    compiled = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated",
+                              max_seq_len=32, graphs=True)
+    eager = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated", max_seq_len=32)
+    prompt = [1, 504, 3458, 282, 4649, 314]
+    expected = eager.generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids
+    assert compiled.generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids == expected
 
 
 # -- NPU dispatch with a fake torch_npu (not verified on NPU) ---------------------------------------

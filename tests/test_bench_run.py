@@ -69,7 +69,8 @@ def test_speedups():
     ({"backends": ()}, "at least one backend"),
     ({"output_len": 1}, "output length >= 2"),
     ({"repeat": 0}, "repeat must be >= 1"),
-    ({"backends": ("transformers",), "quantize": "int8"}, "quantize applies to accelerated"),
+    ({"backends": ("transformers",), "quantize": "int8"}, "quantize and graphs apply to accelerated"),
+    ({"backends": ("transformers",), "graphs": True}, "quantize and graphs apply to accelerated"),
 ])
 def test_bad_configs_are_clear_errors(changes, match):
     with pytest.raises(AscendNbError, match=match):

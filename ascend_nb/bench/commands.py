@@ -24,6 +24,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                         help="weight-only quantization for the accelerated backend")
+    parser.add_argument("--graphs", action="store_true",
+                        help="accelerated backend: decode through captured graphs (CUDA graphs; torch.compile on CPU)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--input-len", type=int, default=128, help="random prompt tokens per row (fixed seed)")
     parser.add_argument("--output-len", type=int, default=64, help="generated tokens per row (EOS disabled)")
@@ -35,8 +37,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(model=args.model, backends=args.backend, device=args.device, dtype=args.dtype,
-                       quantize=args.quantize, batch_size=args.batch_size, input_len=args.input_len,
-                       output_len=args.output_len, repeat=args.repeat, warmup=args.warmup, seed=args.seed)
+                       quantize=args.quantize, graphs=args.graphs, batch_size=args.batch_size,
+                       input_len=args.input_len, output_len=args.output_len, repeat=args.repeat,
+                       warmup=args.warmup, seed=args.seed)
 
 
 def register(subparsers) -> None:

@@ -16,7 +16,7 @@ from ascend_nb.bench.sweep import SweepPoint, measure_point, run_fields
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL, load
 
-QUANTIZABLE_BACKENDS = ("accelerated",)  # the transformers reference always runs unquantized
+QUANTIZABLE_BACKENDS = ("accelerated",)  # take quantize and graphs; the transformers reference runs as it is
 ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "batch_size", "input_len", "output_len",
               "ttft_ms", "tpot_ms", "decode_tokens_per_s", "e2e_ms", "peak_memory_mb")
 
@@ -30,6 +30,7 @@ class BenchConfig:
     device: str = "auto"
     dtype: str = "auto"
     quantize: str | None = None
+    graphs: bool = False
     batch_size: int = 1
     input_len: int = 128
     output_len: int = 64
@@ -49,8 +50,9 @@ class BenchConfig:
             raise AscendNbError("batch size and input length must be >= 1 and output length >= 2 (TPOT needs two tokens)")
         if self.repeat < 1 or self.warmup < 0:
             raise AscendNbError(f"repeat must be >= 1 and warmup >= 0, got {self.repeat} and {self.warmup}")
-        if self.quantize and not any(b in QUANTIZABLE_BACKENDS for b in self.backends):
-            raise AscendNbError(f"quantize applies to {', '.join(QUANTIZABLE_BACKENDS)} only: add it to --backend")
+        if (self.quantize or self.graphs) and not any(b in QUANTIZABLE_BACKENDS for b in self.backends):
+            raise AscendNbError(f"quantize and graphs apply to {', '.join(QUANTIZABLE_BACKENDS)} only: "
+                                "add it to --backend")
 
     @property
     def point(self) -> SweepPoint:
@@ -61,7 +63,9 @@ def load_engines(config: BenchConfig) -> dict:
     """One engine per backend, each with a static budget of exactly input + output tokens."""
     engines = {}
     for backend in config.backends:
-        options = {"quantize": config.quantize} if config.quantize and backend in QUANTIZABLE_BACKENDS else {}
+        options = {}
+        if backend in QUANTIZABLE_BACKENDS:
+            options = {"quantize": config.quantize, "graphs": config.graphs or None}
         engines[backend] = load(config.model, device=config.device, dtype=config.dtype, backend=backend,
                                 max_seq_len=config.input_len + config.output_len, **options)
     return engines
@@ -83,7 +87,8 @@ def run_rounds(engines: dict, config: BenchConfig) -> list[dict]:
                "ttft_ms": statistics.median(m["ttft_ms"] for m in measured), "tpot_ms": tpot_ms,
                "decode_tokens_per_s": 1000.0 * config.batch_size / tpot_ms,
                "e2e_ms": statistics.median(m["e2e_ms"] for m in measured),
-               "peak_memory_mb": max(peaks, default=None), "repeat": config.repeat}
+               "peak_memory_mb": max(peaks, default=None), "graphs": bool(getattr(engine, "graphs", False)),
+               "repeat": config.repeat}
         rows.append(row)
     return rows
 

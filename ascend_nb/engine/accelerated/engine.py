@@ -38,7 +38,9 @@ class AcceleratedEngine(Engine):
         """Load ``engine_kwargs["model_dir"]`` (Llama format) into the compact runtime.
 
         ``quantize="int8"``: weight-only int8 with per-channel scales for every linear layer and the
-        head. ``graphs``: capture decode steps as device graphs (default: on for CUDA, off elsewhere).
+        head. ``graphs``: run decode steps as captured graphs over the whole static cache (CUDA
+        graphs; torchair on NPU; torch.compile on CPU, about 30 s of compiling per batch size),
+        default on for CUDA only; keep ``max_seq_len`` near what requests need when it is on.
         ``kernels``: override the per-device kernel choice (tests). Remote-code models must be
         converted to Llama format first. ``tp=N`` (under ``torchrun --nproc-per-node N``) splits every
         layer over N ranks; a ``tp`` that does not divide the heads is refused before anything loads.
@@ -55,7 +57,7 @@ class AcceleratedEngine(Engine):
             graphs = device.type == "cuda"
         if graphs and not graphs_available(device):
             raise AscendNbError(f"decode graphs are not available on {device}: use graphs=False "
-                                "(CUDA graphs need CUDA; on NPU install torchair)")
+                                "(on NPU install torchair; on CPU install a C++ compiler such as g++)")
         model = CompactLlama.from_directory(
             engine_kwargs["model_dir"], engine_kwargs["config"], kernels or select_kernels(device),
             engine_kwargs["dtype"], device, engine_kwargs["max_seq_len"], quantize, group)
