@@ -26,11 +26,16 @@ def figure_points(notebook) -> list[int]:
 def test_performance_notebook_runs_headless(tmp_path):
     notebook = run_notebook("04_performance.ipynb", {
         **GRID, "DTYPE": "float32", "REPEAT": 1, "WARMUP": 0, "LIVE_WIDGET": False,
-        "TRACE_INPUT_LEN": 16, "TRACE_DECODE_STEPS": 2}, timeout=900, tmp_dir=tmp_path)
+        "TRACE_INPUT_LEN": 16, "TRACE_DECODE_STEPS": 2, "TP_SIZES": [1, 3], "TP_LENS": (16, 4)},
+        timeout=900, tmp_dir=tmp_path)
     text = outputs_text(notebook)
+    assert "served (transformers serve)" in text and "local transformers" in text
     results = read_csv(tmp_path / "results" / "04_performance.csv")
     compared = "accelerated" in BACKENDS
     assert len(results) == (8 if compared else 4)
+    tp_table = next(o["data"]["text/plain"] for c in notebook.cells if "bench_tensor_parallel(" in c.source
+                    for o in c.outputs if o["output_type"] == "execute_result")
+    assert [line.split()[1] for line in tp_table.splitlines()[1:]] == ["1", "3"]  # one row per tp size
     assert figure_points(notebook)[0] == 4  # the live figure, re-rendered once per point
     if compared:
         assert figure_points(notebook)[1] == 8

@@ -59,3 +59,20 @@ def test_embedded_model_tp3_answers_like_tp1(embedded_model_dir):
     single = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
     assert done.stdout == single.stdout  # rank 0 alone prints, the same greedy text
     assert "Paris" in done.stdout
+
+
+def test_bench_tp_runs_the_accelerated_backend_alone():
+    from ascend_nb.bench.run import BenchConfig
+
+    with pytest.raises(AscendNbError, match="--tp 2 benchmarks the accelerated backend alone"):
+        BenchConfig(backends=("transformers", "accelerated"), tp=2)
+
+
+def test_bench_tp2_under_torchrun_prints_one_row_from_rank_0(tiny_llama_dir):
+    import json
+
+    done = torchrun(2, "-m", "ascend_nb", "bench", "--backend", "accelerated", "--tp", "2", "--model", str(tiny_llama_dir),
+                    "--dtype", "float32", "--input-len", "8", "--output-len", "4", "--repeat", "1", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(done.stdout)
+    assert row["tp"] == 2 and row["backend"] == "accelerated" and row["tpot_ms"] > 0

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from ascend_nb.bench.run import BenchConfig, run_bench, speedups
+from ascend_nb.bench.run import BenchConfig, load_engines, run_rounds, speedups
 from ascend_nb.bench.sweep_commands import add_sweep_arguments, run_sweep_or_compare
 from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
+from ascend_nb.models.commands import is_main_process
 from ascend_nb.models.loading import DEFAULT_MODEL
 
 
@@ -24,6 +25,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
     parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
                         help="weight-only quantization for the accelerated backend")
+    parser.add_argument("--tp", type=int, default=1,
+                        help="tensor-parallel ranks for --backend accelerated (launch with torchrun --nproc-per-node N)")
     parser.add_argument("--graphs", action="store_true",
                         help="accelerated backend: decode through captured graphs (CUDA graphs; torch.compile on CPU)")
     parser.add_argument("--batch-size", type=int, default=1)
@@ -37,7 +40,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(model=args.model, backends=args.backend, device=args.device, dtype=args.dtype,
-                       quantize=args.quantize, graphs=args.graphs, batch_size=args.batch_size,
+                       quantize=args.quantize, graphs=args.graphs, tp=args.tp, batch_size=args.batch_size,
                        input_len=args.input_len, output_len=args.output_len, repeat=args.repeat,
                        warmup=args.warmup, seed=args.seed)
 
@@ -69,7 +72,11 @@ def run_bench_command(args: argparse.Namespace) -> int:
     handled = run_sweep_or_compare(args)
     if handled is not None:
         return handled
-    rows = run_bench(config_from_args(args))
+    config = config_from_args(args)
+    engines = load_engines(config)
+    rows = run_rounds(engines, config)
+    if not all(is_main_process(engine) for engine in engines.values()):
+        return 0  # tensor parallel: rank 0 prints
     if args.json:
         print(json.dumps(rows))
     else:

@@ -31,6 +31,7 @@ class BenchConfig:
     dtype: str = "auto"
     quantize: str | None = None
     graphs: bool = False
+    tp: int = 1
     batch_size: int = 1
     input_len: int = 128
     output_len: int = 64
@@ -50,6 +51,9 @@ class BenchConfig:
             raise AscendNbError("batch size and input length must be >= 1 and output length >= 2 (TPOT needs two tokens)")
         if self.repeat < 1 or self.warmup < 0:
             raise AscendNbError(f"repeat must be >= 1 and warmup >= 0, got {self.repeat} and {self.warmup}")
+        if self.tp != 1 and self.backends != ("accelerated",):
+            raise AscendNbError(f"--tp {self.tp} benchmarks the accelerated backend alone: use --backend accelerated "
+                                "under torchrun, and compare with a --tp 1 run")
         if (self.quantize or self.graphs) and not any(b in QUANTIZABLE_BACKENDS for b in self.backends):
             raise AscendNbError(f"quantize and graphs apply to {', '.join(QUANTIZABLE_BACKENDS)} only: "
                                 "add it to --backend")
@@ -66,6 +70,8 @@ def load_engines(config: BenchConfig) -> dict:
         options = {}
         if backend in QUANTIZABLE_BACKENDS:
             options = {"quantize": config.quantize, "graphs": config.graphs or None}
+            if config.tp != 1:
+                options["tp"] = config.tp
         engines[backend] = load(config.model, device=config.device, dtype=config.dtype, backend=backend,
                                 max_seq_len=config.input_len + config.output_len, **options)
     return engines
@@ -88,7 +94,7 @@ def run_rounds(engines: dict, config: BenchConfig) -> list[dict]:
                "decode_tokens_per_s": 1000.0 * config.batch_size / tpot_ms,
                "e2e_ms": statistics.median(m["e2e_ms"] for m in measured),
                "peak_memory_mb": max(peaks, default=None), "graphs": bool(getattr(engine, "graphs", False)),
-               "repeat": config.repeat}
+               "tp": config.tp, "repeat": config.repeat}
         rows.append(row)
     return rows
 
