@@ -1,14 +1,21 @@
-"""The reference engine: generation loop, streaming, batches, stop event, sampling, timings, errors."""
+"""The shared generation loop, run through both local backends: streaming, batches, stop event,
+sampling, timings and errors behave the same on the transformers reference and the accelerated runtime."""
 
 import threading
 
 import pytest
 import torch
 
+import ascend_nb
 from ascend_nb import GenerationParams
 from ascend_nb.errors import AscendNbError
 
 PROMPT = [1, 504, 3458, 282, 4649, 314]
+
+
+@pytest.fixture(scope="module", params=["transformers", "accelerated"])
+def tiny_engine(request, tiny_llama_dir):
+    return ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend=request.param)
 
 
 def test_greedy_matches_a_plain_argmax_loop(tiny_engine):
@@ -16,7 +23,7 @@ def test_greedy_matches_a_plain_argmax_loop(tiny_engine):
     ids = list(PROMPT)
     with torch.inference_mode():
         for _ in range(8):
-            ids.append(int(tiny_engine.model(torch.tensor([ids])).logits[0, -1].argmax()))
+            ids.append(int(tiny_engine.forward(torch.tensor([ids]))[0][0, -1].argmax()))
     assert result.token_ids == ids[len(PROMPT):]
     assert result.finish_reason == "length"
     assert result.timings.tokens == 8 and len(result.timings.itl_ms) == 7
@@ -31,7 +38,7 @@ def test_timings_are_consistent(tiny_engine):
 
 
 def test_batch_with_different_lengths_equals_each_prompt_alone(tiny_engine):
-    prompts = [PROMPT, [1, 42, 43], [7] * 11]
+    prompts = [PROMPT, [1, 42, 43], [7] * 11, PROMPT[:5]]
     batch = tiny_engine.generate(prompts, max_new_tokens=6, ignore_eos=True)
     alone = [tiny_engine.generate(p, max_new_tokens=6, ignore_eos=True) for p in prompts]
     assert [r.token_ids for r in batch] == [r.token_ids for r in alone]
