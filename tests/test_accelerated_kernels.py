@@ -6,13 +6,16 @@ these tests that computes each torch_npu op's documented formula and checks the 
 (layout, head counts, mask convention). That proves the plumbing, not the NPU: not verified on NPU.
 """
 
+import subprocess
 import sys
 import types
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ascend_nb
+from ascend_nb.engine.accelerated import cpu_gemv
 from ascend_nb.engine.accelerated import kernels as K
 from ascend_nb.engine.accelerated.model import CompactLlama
 from ascend_nb.engine.accelerated.quantize import Int8Weight, check_quantize, quantize_int8
@@ -110,9 +113,11 @@ def test_int8pack_linear_equals_int8_twin(dtype, rows):
 def test_cpu_kernel_selection():
     weight = randn(32, 16)
     assert type(CPU.linear(weight)) is K.DenseLinear
-    assert type(CPU.linear(weight, "int8")) is K.Int8PackLinear
+    gemv = cpu_gemv.gemv_available()
+    assert type(CPU.linear(weight, "int8")) is (K.Int8GemvLinear if gemv else K.Int8PackLinear)
     bf16 = CPU.linear(weight.bfloat16())
-    assert type(bf16) is (K.OneDnnLinear if K.onednn_packs(torch.bfloat16) else K.UpcastLinear)
+    native = K.onednn_packs(torch.bfloat16)
+    assert type(bf16) is (K.OneDnnLinear if native else K.GemvLinear if gemv else K.UpcastLinear)
     assert type(TWIN.linear(weight, "int8")) is K.Int8Linear
     assert type(K.select_kernels(torch.device("cpu"))) is K.CpuKernels
     assert type(K.select_kernels(torch.device("cuda"))) is K.Kernels  # CUDA: SDPA twin + graphs
@@ -255,3 +260,57 @@ def test_npu_device_selects_npu_kernels(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_npu", FakeTorchNpu())
     npu = types.SimpleNamespace(type="npu")  # torch.device("npu") exists only once the real torch_npu is loaded
     assert type(K.select_kernels(npu)) is K.NpuKernels
+
+
+# -- AVX2 GEMV (cpu_gemv) against plain float32 matmuls ---------------------------------------------
+needs_gemv = pytest.mark.skipif(not cpu_gemv.gemv_available(), reason="no AVX2 GEMV here (no AVX2 or no compiler)")
+GEMV_SHAPES = [(1, 70, 100), (2, 70, 100), (3, 131, 64), (8, 70, 1536)]  # rows, N (not a multiple of 4), K
+
+
+@needs_gemv
+@pytest.mark.parametrize("rows, n, k", GEMV_SHAPES)
+def test_gemv_bf16_equals_float32_matmul(rows, n, k):
+    """Float32 accumulation of the same bf16 weights, another summation order: float32 output to
+    1e-5; bf16 output is that result rounded to bf16 (within one bf16 step, 2**-7 relative)."""
+    weight, x = randn(n, k, dtype=torch.bfloat16), randn(rows, k, seed=1)
+    expected = F.linear(x, weight.float())
+    torch.testing.assert_close(cpu_gemv.gemv(x, weight), expected, rtol=1e-5, atol=1e-4)
+    x16 = x.bfloat16()
+    got = cpu_gemv.gemv(x16, weight)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, n)
+    torch.testing.assert_close(got.float(), F.linear(x16.float(), weight.float()), rtol=2**-7, atol=1e-3)
+
+
+@needs_gemv
+@pytest.mark.parametrize("rows, n, k", GEMV_SHAPES)
+def test_gemv_int8_equals_dequantized_matmul(rows, n, k):
+    quantized = quantize_int8(randn(n, k))
+    scales, x = quantized.scales.float(), randn(rows, k, seed=1)
+    expected = F.linear(x, quantized.qweight.float()) * scales  # int8 values are exact in float32
+    torch.testing.assert_close(cpu_gemv.gemv(x, quantized.qweight, scales), expected, rtol=1e-5, atol=1e-4)
+
+
+@needs_gemv
+@pytest.mark.parametrize("rows", [1, 8, 40])  # decoding rows run the GEMV, a prompt the parent kernel
+def test_gemv_linears_equal_their_twins(rows):
+    weight, x = randn(96, 64, dtype=torch.bfloat16), randn(rows, 64, dtype=torch.bfloat16, seed=1)
+    torch.testing.assert_close(K.GemvLinear(weight)(x), K.DenseLinear(weight)(x))
+    quantized = quantize_int8(weight)
+    torch.testing.assert_close(K.Int8GemvLinear(quantized)(x), K.Int8Linear(quantized)(x), rtol=2e-2, atol=1e-3)
+
+
+@needs_gemv
+def test_gemv_runs_inside_torch_compile():
+    weight, x = randn(70, 64, dtype=torch.bfloat16), randn(2, 1, 64, dtype=torch.bfloat16, seed=1)
+    compiled = torch.compile(lambda t: cpu_gemv.gemv(t, weight) * 2, fullgraph=True, dynamic=False)
+    assert torch.equal(compiled(x), cpu_gemv.gemv(x, weight) * 2)
+
+
+def test_gemv_build_failure_falls_back(monkeypatch, caplog):
+    def fail():
+        raise subprocess.CalledProcessError(1, ["c++"], stderr="no compiler")
+
+    monkeypatch.setattr(cpu_gemv, "_build", fail)
+    monkeypatch.setattr(cpu_gemv, "_cpu_has_avx2", lambda: True)
+    assert cpu_gemv.gemv_available.__wrapped__() is False
+    assert "no compiler" in caplog.text

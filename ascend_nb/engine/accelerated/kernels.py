@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ascend_nb.engine.accelerated import cpu_gemv
 from ascend_nb.engine.accelerated.quantize import Int8Weight, quantize_int8
 
 
@@ -84,6 +85,30 @@ class Int8PackLinear(Int8Linear):
         return out.view(*x.shape[:-1], self.out_features)
 
 
+def _gemv_rows(x: torch.Tensor) -> bool:
+    return _rows(x) <= cpu_gemv.MAX_ROWS and x.dtype in (torch.float32, torch.bfloat16)
+
+
+class GemvLinear(UpcastLinear):
+    """bf16 weights on an AVX2 CPU without native bf16 GEMM: decoding rows (up to 8) through the
+    memory-bound AVX2 GEMV of :mod:`cpu_gemv`; prompts as :class:`UpcastLinear`."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return cpu_gemv.gemv(x, self.weight) if _gemv_rows(x) else super().__call__(x)
+
+
+class Int8GemvLinear(Int8PackLinear):
+    """Weight-only int8 on an AVX2 CPU: decoding rows through the AVX2 GEMV of :mod:`cpu_gemv`
+    (float32 scales), prompts as :class:`Int8PackLinear`."""
+
+    def __init__(self, weight: Int8Weight):
+        super().__init__(weight)
+        self.float_scales = self.scales.float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return cpu_gemv.gemv(x, self.qweight, self.float_scales) if _gemv_rows(x) else super().__call__(x)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -141,7 +166,8 @@ class Kernels:
 
 class CpuKernels(Kernels):
     """CPU: fused RMSNorm; for bf16/fp16 weights oneDNN's packed linear where this CPU runs them
-    natively, else float32 GEMMs for prompts; the fused int8 GEMV for weight-only int8."""
+    natively, else float32 GEMMs for prompts and (bf16, AVX2) our memory-bound GEMV for decoding;
+    for weight-only int8 the AVX2 GEMV (or ``_weight_int8pack_mm``) and float32 GEMMs for prompts."""
 
     name = "cpu"
 
@@ -152,10 +178,15 @@ class CpuKernels(Kernels):
 
     def linear(self, weight: torch.Tensor, quantize: str | None = None):
         if quantize == "int8":
-            return Int8PackLinear(quantize_int8(weight))
+            int8 = quantize_int8(weight)
+            return Int8GemvLinear(int8) if cpu_gemv.gemv_available() else Int8PackLinear(int8)
         if weight.dtype not in (torch.bfloat16, torch.float16):
             return DenseLinear(weight)  # float32: MKL's GEMV/GEMM measured at least as fast as oneDNN packed
-        return OneDnnLinear(weight) if onednn_packs(weight.dtype) else UpcastLinear(weight)
+        if onednn_packs(weight.dtype):
+            return OneDnnLinear(weight)
+        if weight.dtype == torch.bfloat16 and cpu_gemv.gemv_available():
+            return GemvLinear(weight)
+        return UpcastLinear(weight)
 
 
 _ONEDNN_SUPPORT: dict[torch.dtype, bool] = {}
