@@ -15,7 +15,7 @@ Names are resolved lazily, so importing this package does not import torch or tr
 
 from __future__ import annotations
 
-import importlib
+from ascend_nb.lazy import lazy_exports
 
 _EXPORTS = {
     "convert_gguf": "ascend_nb.convert.gguf",
@@ -29,8 +29,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ascend_nb.convert' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

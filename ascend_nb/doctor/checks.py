@@ -93,6 +93,15 @@ def _not_ascend(p: Probe) -> str:
     return f"no Ascend software under {p.ascend_root} ({p.ascend_root_source})"
 
 
+def _minimum_version(row, name: str, found: str | None, minimum: str, missing: str, missing_hint: str,
+                     too_old_hint: str) -> Check:
+    """warn when the tool is absent, fail when older than ``minimum``, else pass."""
+    if found is None:
+        return row(name, "warn", missing, f">= {minimum}", missing_hint)
+    ok = _at_least(found, minimum)
+    return row(name, "pass" if ok else "fail", found, f">= {minimum}", "" if ok else too_old_hint)
+
+
 # 1. system ------------------------------------------------------------------------------------------
 
 def check_system(p: Probe, request: Request) -> Iterator[Check]:
@@ -103,21 +112,12 @@ def check_system(p: Probe, request: Request) -> Iterator[Check]:
         yield row("os/arch", "warn", f"{p.system} {p.machine}", "Linux aarch64 or x86_64",
                   "Ascend packages exist only for Linux aarch64/x86_64; CUDA and CPU still work here")
 
-    if p.glibc is None:
-        yield row("glibc", "warn", "not glibc (musl or unknown)", f">= {MIN_GLIBC}",
-                  "CANN and torch_npu need a glibc distribution (Ubuntu, openEuler, EulerOS, CentOS)")
-    else:
-        ok = _at_least(p.glibc, MIN_GLIBC)
-        yield row("glibc", "pass" if ok else "fail", p.glibc, f">= {MIN_GLIBC}",
-                  "" if ok else f"glibc {p.glibc} is too old: use a distribution with glibc >= {MIN_GLIBC} (Ubuntu 18.04+)")
-
-    if p.gcc is None:
-        yield row("gcc", "warn", "gcc not on PATH", f">= {MIN_GCC}",
-                  "apt-get install gcc g++ (Ubuntu/Debian) or yum install gcc gcc-c++ (openEuler/CentOS)")
-    else:
-        ok = _at_least(p.gcc, MIN_GCC)
-        yield row("gcc", "pass" if ok else "fail", p.gcc, f">= {MIN_GCC}",
-                  "" if ok else f"gcc {p.gcc} is older than {MIN_GCC}: install a newer gcc (e.g. devtoolset / gcc-9)")
+    yield _minimum_version(row, "glibc", p.glibc, MIN_GLIBC, "not glibc (musl or unknown)",
+                           "CANN and torch_npu need a glibc distribution (Ubuntu, openEuler, EulerOS, CentOS)",
+                           f"glibc {p.glibc} is too old: use a distribution with glibc >= {MIN_GLIBC} (Ubuntu 18.04+)")
+    yield _minimum_version(row, "gcc", p.gcc, MIN_GCC, "gcc not on PATH",
+                           "apt-get install gcc g++ (Ubuntu/Debian) or yum install gcc gcc-c++ (openEuler/CentOS)",
+                           f"gcc {p.gcc} is older than {MIN_GCC}: install a newer gcc (e.g. devtoolset / gcc-9)")
 
     bounds = versions.python_range(p.torch_version)
     if bounds is None:

@@ -34,12 +34,11 @@ def load_from_args(args: argparse.Namespace):
         GenerationParams(max_new_tokens=args.max_new_tokens)
     if args.backend == "openai":
         return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
-    if args.tp != 1:
-        if args.backend != "accelerated":
-            raise AscendNbError(f"--tp {args.tp} needs --backend accelerated (the transformers backend runs on one device)")
-        return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
-                    max_seq_len=args.max_seq_len, tp=args.tp)
-    return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len)
+    if args.tp != 1 and args.backend != "accelerated":
+        raise AscendNbError(f"--tp {args.tp} needs --backend accelerated (the transformers backend runs on one device)")
+    options = {"tp": args.tp} if args.tp != 1 else {}
+    return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len,
+                **options)
 
 
 def is_main_process(engine) -> bool:

@@ -6,7 +6,7 @@ names to ``_EXPORTS`` as ``name: module``.
 
 from __future__ import annotations
 
-import importlib
+from ascend_nb.lazy import lazy_exports
 
 _EXPORTS = {
     "ChatApp": "ascend_nb.ui.chat",
@@ -20,12 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ascend_nb.ui' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
