@@ -1,4 +1,6 @@
-"""One device layer: pick npu > cuda > cpu, synchronize, memory statistics and dtype support.
+"""One device layer: pick npu > cuda > cpu, synchronize, memory statistics, dtype support, and the
+one placement decision (:func:`place`): device, dtype, CPU features, kernel path, graph mode and
+tensor-parallel group, resolved once per engine and read by every layer above.
 
 Nothing here crashes when torch_npu or CANN is absent: the reason NPU is unavailable is recorded
 and reported. ``TORCH_DEVICE_BACKEND_AUTOLOAD=0`` is set by ``ascend_nb/__init__.py`` before torch
@@ -9,11 +11,16 @@ torch_npu is then imported explicitly here, only when NPU is probed.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 from dataclasses import dataclass
 
 import torch
 
+from ascend_nb import native
+from ascend_nb.cpu_features import CpuFeatures, cpu_features
 from ascend_nb.errors import AscendNbError
+from ascend_nb.parallel import TensorParallel, init_tensor_parallel, local_device
 
 DEVICE_TYPES = ("npu", "cuda", "cpu")
 # torch_npu._C._npu_get_soc_version(): 200-205 are the 310P family (Atlas 300I DUO), no bf16.
@@ -115,23 +122,14 @@ def device_info(device: str | torch.device = "auto") -> DeviceInfo:
     return DeviceInfo("cuda", index, name, None, torch.cuda.is_bf16_supported(), total / 2**20)
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo (Linux), else the machine architecture."""
-    import platform
-    from pathlib import Path
-
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpu_features().name
 
 
 def cpu_supports_bf16() -> bool:
     """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 / AMX / AVX-NE-CONVERT)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cpu_features().onednn_bf16
 
 
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device = "auto") -> torch.dtype:
@@ -189,3 +187,120 @@ def set_thread_device(device: str | torch.device) -> None:
     dev = torch.device(device)
     if dev.type in ("cuda", "npu"):
         _backend(dev.type).set_device(dev)
+
+
+# -- the placement decision --------------------------------------------------------------------------
+# Kernel paths of the accelerated backend per device type, fastest first (CPU order measured:
+# docs/benchmarks.md); "torch" is the plain-PyTorch reference twin, runnable everywhere.
+KERNEL_PATHS = {
+    "npu": ("npu-torch_npu", "torch"),
+    "cuda": ("cuda-sdpa", "torch"),
+    "cpu": ("cpu-avx512-gemv", "cpu-onednn", "cpu-avx2-gemv", "cpu-aten", "torch"),
+}
+# what a CPU kernel path needs: (CPU features, native GEMV instruction set or None)
+CPU_PATH_NEEDS = {
+    "cpu-avx512-gemv": (lambda cpu: cpu.avx512f and cpu.avx512bw, "avx512"),
+    "cpu-onednn": (lambda cpu: cpu.onednn_bf16, None),
+    "cpu-avx2-gemv": (lambda cpu: cpu.avx2 and cpu.fma, "avx2"),
+    "cpu-aten": (lambda cpu: True, None),
+    "torch": (lambda cpu: True, None),
+}
+GRAPH_MODES = {"cuda": "cuda-graph", "npu": "torchair", "cpu": "torch.compile"}
+KERNELS_ENV = "ASCEND_NB_KERNELS"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how one engine runs, decided once by :func:`place` and only read afterwards."""
+
+    device: torch.device
+    dtype: torch.dtype
+    cpu: CpuFeatures
+    kernels: str  # a name of KERNEL_PATHS (accelerated backend) or "transformers"
+    graphs: str | None  # a GRAPH_MODES value, or None for eager decoding
+    tp: TensorParallel | None = None  # this rank's tensor-parallel place; None on one device
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+def gemv_isa(path: str) -> str | None:
+    """The native GEMV instruction set a kernel path decodes with (None: no native GEMV)."""
+    return CPU_PATH_NEEDS.get(path, (None, None))[1]
+
+
+def _runnable(path: str) -> bool:
+    supported, isa = CPU_PATH_NEEDS[path]
+    return supported(cpu_features()) and (isa is None or native.load_gemv(isa))
+
+
+def runnable_kernel_paths(device_type: str = "cpu") -> list[str]:
+    """The accelerated backend's kernel paths this machine can run on ``device_type``, fastest first.
+
+    A GEMV path counts only once its native library is built and loaded (built here on first ask).
+    """
+    paths = KERNEL_PATHS[device_type]
+    return [path for path in paths if _runnable(path)] if device_type == "cpu" else list(paths)
+
+
+def _choose_kernels(device_type: str, requested: str | None) -> str:
+    requested = requested or os.environ.get(KERNELS_ENV) or None
+    known = KERNEL_PATHS[device_type]
+    if requested is None:
+        return next(path for path in known if device_type != "cpu" or _runnable(path))
+    if requested not in known:
+        raise AscendNbError(f"unknown kernel path {requested!r} for {device_type}: use one of {', '.join(known)}")
+    if device_type == "cpu" and not _runnable(requested):
+        raise AscendNbError(f"kernel path {requested!r} cannot run on this CPU ({cpu_features().name}): "
+                            f"use one of {', '.join(runnable_kernel_paths('cpu'))}")
+    return requested
+
+
+def _choose_graphs(device: torch.device, graphs: bool | None, tp: TensorParallel | None, kernels: str) -> str | None:
+    if graphs is None:
+        graphs = device.type == "cuda" and tp is None
+    if not graphs:
+        return None
+    if tp is not None:
+        raise AscendNbError("decode graphs with tensor parallel are not supported (a captured step would replay "
+                            "stale collectives): drop --graphs or use --tp 1")
+    if device.type == "npu":
+        import importlib.util
+
+        if importlib.util.find_spec("torchair") is None:
+            raise AscendNbError(f"decode graphs are not available on {device} for kernel path {kernels}: "
+                                "install torchair, or use graphs=False")
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "clang++", "c++")):
+        raise AscendNbError(f"decode graphs are not available on cpu for kernel path {kernels}: install a C++ "
+                            "compiler such as g++ (torch.compile needs one), or use graphs=False")
+    return GRAPH_MODES[device.type]
+
+
+def place(device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", backend: str = "transformers",
+          kernels: str | None = None, graphs: bool | None = None, tp: int = 1) -> Placement:
+    """Decide, once, where and how an engine runs.
+
+    ``tp > 1`` (under ``torchrun``) first joins the process group and moves to this rank's device;
+    the dtype is then chosen for that device. ``kernels`` (or ``$ASCEND_NB_KERNELS``) forces any
+    kernel path this machine can run (accelerated backend); ``graphs`` turns captured decode steps
+    on or off (default: on for CUDA only).
+    """
+    if not isinstance(tp, int) or tp < 1:
+        raise AscendNbError(f"tp must be a positive number of ranks, got {tp!r}")
+    if backend != "accelerated" and (tp > 1 or graphs):
+        raise AscendNbError(f"{'--tp' if tp > 1 else '--graphs'} needs backend 'accelerated' "
+                            f"(the {backend} backend runs eagerly on one device)")
+    torch_device = resolve_device(device)
+    group = None
+    if tp > 1:
+        group = init_tensor_parallel(tp, torch_device.type)
+        torch_device = local_device(torch_device.type)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    if backend != "accelerated":
+        if kernels not in (None, backend):
+            raise AscendNbError(f"kernel paths belong to the accelerated backend, not {backend!r}: drop kernels=")
+        return Placement(torch_device, torch_dtype, cpu_features(), backend, None, group)
+    path = _choose_kernels(torch_device.type, kernels)
+    return Placement(torch_device, torch_dtype, cpu_features(), path, _choose_graphs(torch_device, graphs, group, path),
+                     group)

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader sees the old content or the new, never half of it."""
+"""Files: ascend-nb's cache root, and atomic writes (a reader sees the old content or the new, never half of it)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def cache_home() -> Path:
+    """ascend-nb's cache root: ``$ASCEND_NB_HOME``, default ``~/.cache/ascend_nb``."""
+    return Path(os.environ.get("ASCEND_NB_HOME", "~/.cache/ascend_nb")).expanduser()
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

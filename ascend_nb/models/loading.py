@@ -62,6 +62,9 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     off unless ``trust_remote_code=True``. ``backend="openai"`` connects to an OpenAI-compatible
     server instead (``model`` is the served model's name; ``base_url``, ``api_key`` and ``timeout``
     options, defaulting to ``$OPENAI_BASE_URL`` / ``$OPENAI_API_KEY``).
+    Accelerated-backend options: ``quantize``, ``graphs``, ``tp`` and ``kernels`` (a kernel path of
+    :data:`ascend_nb.device.KERNEL_PATHS`, default the fastest this machine runs; also
+    ``$ASCEND_NB_KERNELS``), decided together by :func:`ascend_nb.device.place`.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -76,8 +79,10 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     if raw_config.get("auto_map") and not trust_remote_code:
         raise AscendNbError(f"{model_dir} needs remote code (config.json has auto_map): convert it with "
                             "`ascend-nb convert baichuan2|aquila SRC DST`, or pass trust_remote_code=True")
-    torch_device = devices.resolve_device(device)
-    torch_dtype = devices.resolve_dtype(dtype, torch_device)
+    placement = devices.place(device, dtype, backend, kernels=backend_options.pop("kernels", None),
+                              graphs=backend_options.pop("graphs", None), tp=backend_options.pop("tp", 1))
+    if backend == "accelerated":
+        backend_options["placement"] = placement
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
     spec: ModelSpec = detect_spec(model_dir, raw_config, bool(getattr(tokenizer, "chat_template", None)))
@@ -91,5 +96,5 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     module_name, class_name = BACKENDS[backend].split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
     return engine_class.from_directory(
-        model_dir=model_dir, spec=spec, tokenizer=tokenizer, config=config, device=torch_device,
-        dtype=torch_dtype, max_seq_len=max_seq_len or limit, trust_remote_code=trust_remote_code, **backend_options)
+        model_dir=model_dir, spec=spec, tokenizer=tokenizer, config=config, device=placement.device,
+        dtype=placement.dtype, max_seq_len=max_seq_len or limit, trust_remote_code=trust_remote_code, **backend_options)

@@ -4,7 +4,7 @@ from ascend_nb.precision.ceval import (
     CATEGORIES, CEVAL_SUBJECTS, MMLU_SUBJECTS, PROTOCOLS, SAMPLE_DATA_DIR, Question, Subject, read_questions,
     render_prompt, subject_info,
 )
-from ascend_nb.precision.compare import ComparisonReport, compare_models
+from ascend_nb.precision.compare import ComparisonReport, compare_models, greedy_divergence, tokens_close, topk_per_step
 from ascend_nb.precision.evaluate import EvalResult, binomial_interval, evaluate
 from ascend_nb.precision.metrics import THRESHOLDS, Thresholds, compare_tensors, thresholds_for
 from ascend_nb.precision.tables import load_aquila_reference, markdown_table, precision_table
@@ -12,6 +12,6 @@ from ascend_nb.precision.tables import load_aquila_reference, markdown_table, pr
 __all__ = [
     "CATEGORIES", "CEVAL_SUBJECTS", "MMLU_SUBJECTS", "PROTOCOLS", "SAMPLE_DATA_DIR", "THRESHOLDS",
     "ComparisonReport", "EvalResult", "Question", "Subject", "Thresholds", "binomial_interval", "compare_models",
-    "compare_tensors", "evaluate", "load_aquila_reference", "markdown_table", "precision_table", "read_questions",
-    "render_prompt", "subject_info", "thresholds_for",
+    "compare_tensors", "evaluate", "greedy_divergence", "load_aquila_reference", "markdown_table", "precision_table", "read_questions",
+    "render_prompt", "subject_info", "thresholds_for", "tokens_close", "topk_per_step",
 ]

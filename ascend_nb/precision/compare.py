@@ -115,3 +115,38 @@ def compare_models(a, b, prompts: Sequence[str | Sequence[int]] = DEFAULT_PROMPT
     table = pd.DataFrame(rows, columns=["tensor", "layer", *METRICS, "reached"])
     return ComparisonReport(table=table, thresholds=thresholds, reference=engine_label(a), candidate=engine_label(b),
                             prompts=len(prompts), tokens=tokens)
+
+
+def topk_per_step(engine, prompt: Sequence[int], tokens: Sequence[int], k: int = 5) -> list[list[int]]:
+    """The engine's top-``k`` next-token ids at each step of a generation (``len(tokens) + 1`` lists:
+    step ``i`` given ``prompt + tokens[:i]``), from one teacher-forced ``forward``."""
+    logits = engine.forward(torch.tensor([[*prompt, *tokens]]))[0][0]
+    return logits[len(prompt) - 1:].topk(k, dim=-1).indices.tolist()
+
+
+def tokens_close(tokens_a: Sequence[int], tokens_b: Sequence[int], top_a: Sequence[Sequence[int]],
+                 top_b: Sequence[Sequence[int]]) -> str | None:
+    """The closeness rule of vLLM's model tests (``check_logprobs_close``) for two greedy generations
+    whose kernels differ (so bf16 near-ties may flip).
+
+    The tokens must agree up to their first difference; there, each side's token must be among the
+    other side's top-k at that step (``top_a[i]``: side a's top-k ids at step ``i``; a side that
+    stopped counts with its top token there); comparison stops after it. None when close, else one
+    line saying where and how the two part.
+    """
+    common = next((i for i, (x, y) in enumerate(zip(tokens_a, tokens_b)) if x != y), min(len(tokens_a), len(tokens_b)))
+    if common == len(tokens_a) == len(tokens_b):
+        return None
+    x = tokens_a[common] if common < len(tokens_a) else top_a[common][0]
+    y = tokens_b[common] if common < len(tokens_b) else top_b[common][0]
+    if x in top_b[common] and y in top_a[common]:
+        return None
+    return (f"token {common} differs ({x} vs {y}) and is not in the other's top-{len(top_a[common])} "
+            f"({list(top_a[common])} vs {list(top_b[common])})")
+
+
+def greedy_divergence(a, b, prompt: Sequence[int], tokens_a: Sequence[int], tokens_b: Sequence[int],
+                      k: int = 5) -> str | None:
+    """:func:`tokens_close` for two engines' greedy tokens from the same prompt, with each engine's
+    own top-``k`` per step (:func:`topk_per_step`)."""
+    return tokens_close(tokens_a, tokens_b, topk_per_step(a, prompt, tokens_a, k), topk_per_step(b, prompt, tokens_b, k))

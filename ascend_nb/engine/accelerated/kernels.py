@@ -3,9 +3,8 @@
 :class:`Kernels` is plain PyTorch with the exact numerics of transformers' Llama (RMSNorm in
 float32, rotary embedding by ``rotate_half``, SDPA attention): it is the reference twin every
 device kernel is tested against, and what CUDA runs (SDPA picks flash / memory-efficient kernels
-there; the engine adds CUDA graphs). :class:`CpuKernels` swaps in a fused RMSNorm, oneDNN packed
-bf16 linear layers (or float32 GEMMs for prompts where the CPU lacks native bf16) and
-``_weight_int8pack_mm`` for weight-only int8; :class:`NpuKernels` calls the torch_npu fused ops.
+there; the engine adds CUDA graphs). :class:`CpuKernels` swaps in a fused RMSNorm and the linear
+kernels of its kernel path (native GEMVs, oneDNN, ATen); :class:`NpuKernels` calls the torch_npu fused ops.
 
 Layouts: hidden states ``[B, T, H]``; attention tensors ``[B, heads, T, D]``; the KV cache
 ``[B, kv_heads, S, D]``; ``key_valid`` masks ``[B, S]`` are True where a key may be attended.
@@ -16,41 +15,68 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ascend_nb.engine.accelerated import cpu_gemv
+from ascend_nb import native
+from ascend_nb.device import Placement, gemv_isa
 from ascend_nb.engine.accelerated.quantize import Int8Weight, quantize_int8
 
 
-class DenseLinear:
+class Linear:
+    """A callable ``x -> x @ W.T``; ``out_dtype`` (set by :meth:`Kernels.linear`) casts the result,
+    and a native GEMV writes it directly from its float32 accumulator."""
+
+    out_dtype: torch.dtype | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.forward(x)
+        return y if self.out_dtype is None else y.to(self.out_dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DenseLinear(Linear):
     """``x @ W.T`` through ``F.linear``: the twin of every packed linear kernel."""
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight
         self.out_features = weight.shape[0]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight)
 
 
-class Int8Linear:
+class Int8Linear(Linear):
     """Weight-only int8 (per-output-channel scales), dequantized on the fly: the twin of the int8 kernels."""
 
     def __init__(self, weight: Int8Weight):
         self.qweight, self.scales = weight.qweight, weight.scales
         self.out_features = weight.qweight.shape[0]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.qweight.to(x.dtype)) * self.scales.to(x.dtype)
 
 
-class OneDnnLinear:
+@torch.library.custom_op("ascend_nb::onednn_linear", mutates_args=())
+def _onednn_linear(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """oneDNN's packed linear as an opaque op, so torch.compile (inductor) calls it instead of
+    failing to lower ``mkldnn._linear_pointwise`` on a reordered weight."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
+@_onednn_linear.register_fake
+def _(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    return x.new_empty(x.shape[0], out_features)
+
+
+class OneDnnLinear(Linear):
     """oneDNN's packed linear (the weight reordered once into its blocked layout), CPU only."""
 
     def __init__(self, weight: torch.Tensor):
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
         self.out_features = weight.shape[0]
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), self.packed, None, "none", [], "")
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = _onednn_linear(x.reshape(-1, x.shape[-1]), self.packed, self.out_features)
         return out.view(*x.shape[:-1], self.out_features)
 
 
@@ -66,7 +92,7 @@ class UpcastLinear(DenseLinear):
 
     min_rows = 32
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _rows(x) < self.min_rows:
             return F.linear(x, self.weight)
         return F.linear(x.float(), self.weight.float()).to(x.dtype)
@@ -78,7 +104,7 @@ class Int8PackLinear(Int8Linear):
 
     min_gemm_rows = 32
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _rows(x) >= self.min_gemm_rows:
             return (F.linear(x.float(), self.qweight.float()) * self.scales.float()).to(x.dtype)
         out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), self.qweight, self.scales)
@@ -86,27 +112,22 @@ class Int8PackLinear(Int8Linear):
 
 
 def _gemv_rows(x: torch.Tensor) -> bool:
-    return _rows(x) <= cpu_gemv.MAX_ROWS and x.dtype in (torch.float32, torch.bfloat16)
+    return _rows(x) <= native.MAX_ROWS and x.dtype in (torch.float32, torch.bfloat16)
 
 
-class GemvLinear(UpcastLinear):
-    """bf16 weights on an AVX2 CPU without native bf16 GEMM: decoding rows (up to 8) through the
-    memory-bound AVX2 GEMV of :mod:`cpu_gemv`; prompts as :class:`UpcastLinear`."""
+class GemvLinear(Linear):
+    """Decoding rows (up to 8) through the memory-bound native GEMV for ``isa`` (bf16 or int8
+    weights with float32 ``scales``, float32 accumulation); prompts through ``prompt`` (another
+    linear of the same weight)."""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return cpu_gemv.gemv(x, self.weight) if _gemv_rows(x) else super().__call__(x)
+    def __init__(self, weight: torch.Tensor, isa: str, prompt: Linear, scales: torch.Tensor | None = None):
+        self.weight, self.isa, self.prompt, self.scales = weight, isa, prompt, scales
+        self.out_features = weight.shape[0]
 
-
-class Int8GemvLinear(Int8PackLinear):
-    """Weight-only int8 on an AVX2 CPU: decoding rows through the AVX2 GEMV of :mod:`cpu_gemv`
-    (float32 scales), prompts as :class:`Int8PackLinear`."""
-
-    def __init__(self, weight: Int8Weight):
-        super().__init__(weight)
-        self.float_scales = self.scales.float()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return cpu_gemv.gemv(x, self.qweight, self.float_scales) if _gemv_rows(x) else super().__call__(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _gemv_rows(x):
+            return native.gemv(x, self.weight, self.scales, self.isa, self.out_dtype)
+        return self.prompt(x)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -145,64 +166,65 @@ class Kernels:
         k, v = repeat_kv(k, groups), repeat_kv(v, groups)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale)
 
-    def decode_attention(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, length: int,
-                         key_valid: torch.Tensor | None, scale: float) -> torch.Tensor:
-        """One new query per row (``q`` ``[B, N, 1, D]``) against the first ``length`` cache slots."""
+    def decode_attention(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, span: int,
+                         key_valid: torch.Tensor, scale: float) -> torch.Tensor:
+        """One new query per row (``q`` ``[B, N, 1, D]``) against the first ``span`` cache slots where
+        ``key_valid`` ``[B, S]`` is True."""
         b, heads, _, d = q.shape
         kv_heads = k_cache.shape[1]
-        k, v = k_cache[:, :, :length], v_cache[:, :, :length]
-        mask = None if key_valid is None else key_valid[:, None, None, :length]
+        k, v = k_cache[:, :, :span], v_cache[:, :, :span]
+        mask = key_valid[:, None, None, :span]
         # Grouped-query attention without copying the cache: each kv head's query heads become rows.
         q = q.view(b, kv_heads, heads // kv_heads, d)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         return out.view(b, heads, 1, d)
 
-    def linear(self, weight: torch.Tensor, quantize: str | None = None):
-        """A callable ``x -> x @ weight.T`` (weight ``[out, in]``), optionally weight-only int8."""
+    def linear(self, weight: torch.Tensor, quantize: str | None = None, out_dtype: torch.dtype | None = None) -> Linear:
+        """A callable ``x -> x @ weight.T`` (weight ``[out, in]``), optionally weight-only int8;
+        ``out_dtype`` float32 keeps the head's logits (or a partial sum) out of bf16 rounding."""
+        linear = self._linear(weight, quantize)
+        linear.out_dtype = out_dtype
+        return linear
+
+    def _linear(self, weight: torch.Tensor, quantize: str | None) -> Linear:
         if quantize == "int8":
             return Int8Linear(quantize_int8(weight))
         return DenseLinear(weight)
 
 
 class CpuKernels(Kernels):
-    """CPU: fused RMSNorm; for bf16/fp16 weights oneDNN's packed linear where this CPU runs them
-    natively, else float32 GEMMs for prompts and (bf16, AVX2) our memory-bound GEMV for decoding;
-    for weight-only int8 the AVX2 GEMV (or ``_weight_int8pack_mm``) and float32 GEMMs for prompts."""
+    """CPU: fused RMSNorm and one linear kernel per kernel path (see :data:`ascend_nb.device.KERNEL_PATHS`):
 
-    name = "cpu"
+    - ``cpu-avx512-gemv`` / ``cpu-avx2-gemv``: decoding rows through the native GEMV of that
+      instruction set (bf16 and int8 weights); prompts through oneDNN where the CPU has native bf16
+      (AVX512 path) or one float32 GEMM (AVX2 path, as on a CPU without native bf16);
+    - ``cpu-onednn``: oneDNN's packed bf16 linear for every row count (int8: ``_weight_int8pack_mm``);
+    - ``cpu-aten``: ATen alone (no compiler needed): bf16 GEMV / float32 GEMM, ``_weight_int8pack_mm``.
+
+    float32 weights always run MKL's GEMV/GEMM (measured at least as fast as oneDNN packed).
+    """
+
+    def __init__(self, placement: Placement):
+        self.name = placement.kernels
+        self.isa = gemv_isa(self.name)
+        self.onednn_prompts = self.name == "cpu-onednn" or (self.isa == "avx512" and placement.cpu.onednn_bf16)
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         if not hasattr(F, "rms_norm"):  # torch < 2.4
             return super().rms_norm(x, weight, eps)
         return weight * F.rms_norm(x, x.shape[-1:], eps=eps)  # one op; bit-identical to the twin (tested)
 
-    def linear(self, weight: torch.Tensor, quantize: str | None = None):
+    def _linear(self, weight: torch.Tensor, quantize: str | None) -> Linear:
         if quantize == "int8":
             int8 = quantize_int8(weight)
-            return Int8GemvLinear(int8) if cpu_gemv.gemv_available() else Int8PackLinear(int8)
+            prompt = Int8PackLinear(int8)
+            return GemvLinear(int8.qweight, self.isa, prompt, int8.scales.float()) if self.isa else prompt
         if weight.dtype not in (torch.bfloat16, torch.float16):
-            return DenseLinear(weight)  # float32: MKL's GEMV/GEMM measured at least as fast as oneDNN packed
-        if onednn_packs(weight.dtype):
-            return OneDnnLinear(weight)
-        if weight.dtype == torch.bfloat16 and cpu_gemv.gemv_available():
-            return GemvLinear(weight)
-        return UpcastLinear(weight)
-
-
-_ONEDNN_SUPPORT: dict[torch.dtype, bool] = {}
-
-
-def onednn_packs(dtype: torch.dtype) -> bool:
-    """Whether oneDNN can pack linear weights of ``dtype`` on this CPU (bf16 needs AVX512 or
-    AVX-NE-CONVERT)."""
-    if dtype not in _ONEDNN_SUPPORT:
-        try:
-            probe = OneDnnLinear(torch.ones(8, 8, dtype=dtype))
-            _ONEDNN_SUPPORT[dtype] = bool(torch.equal(probe(torch.ones(1, 8, dtype=dtype)),
-                                                      torch.full((1, 8), 8, dtype=dtype)))
-        except RuntimeError:
-            _ONEDNN_SUPPORT[dtype] = False
-    return _ONEDNN_SUPPORT[dtype]
+            return DenseLinear(weight)
+        prompt = OneDnnLinear(weight) if self.onednn_prompts else UpcastLinear(weight)
+        if self.isa and weight.dtype == torch.bfloat16:
+            return GemvLinear(weight, self.isa, prompt)
+        return prompt
 
 
 class NpuKernels(Kernels):
@@ -242,18 +264,19 @@ class NpuKernels(Kernels):
             num_key_value_heads=k.shape[1], scale_value=scale, input_layout="BNSD",
             pre_tokens=65535, next_tokens=65535)
 
-    def decode_attention(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, length: int,
-                         key_valid: torch.Tensor | None, scale: float) -> torch.Tensor:
-        masked_out = None if key_valid is None else ~key_valid[:, None, None, :]
+    def decode_attention(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, span: int,
+                         key_valid: torch.Tensor, scale: float) -> torch.Tensor:
+        masked_out = ~key_valid[:, None, None, :]
         return self.npu.npu_incre_flash_attention(
-            q.contiguous(), k_cache, v_cache, atten_mask=masked_out, actual_seq_lengths=[length] * q.shape[0],
+            q.contiguous(), k_cache, v_cache, atten_mask=masked_out, actual_seq_lengths=[span] * q.shape[0],
             num_heads=q.shape[1], num_key_value_heads=k_cache.shape[1], scale_value=scale, input_layout="BNSD")
 
 
-def select_kernels(device: torch.device) -> Kernels:
-    """The kernel set for a device: NPU fused ops, CPU packed GEMMs, plain PyTorch (SDPA) on CUDA."""
-    if device.type == "npu":
+def select_kernels(placement: Placement) -> Kernels:
+    """The kernel set of a placement's kernel path: NPU fused ops, CPU kernels, or plain PyTorch
+    (``torch``, and ``cuda-sdpa``: SDPA picks flash / memory-efficient kernels on CUDA)."""
+    if placement.kernels == "npu-torch_npu":
         return NpuKernels()
-    if device.type == "cpu":
-        return CpuKernels()
+    if placement.kernels.startswith("cpu-"):
+        return CpuKernels(placement)
     return Kernels()

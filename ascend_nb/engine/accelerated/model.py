@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from ascend_nb.convert.checkpoint import Checkpoint
 from ascend_nb.engine.accelerated.kernels import Kernels
-from ascend_nb.engine.accelerated.parallel import TensorParallel
 from ascend_nb.errors import AscendNbError
+from ascend_nb.parallel import TensorParallel
 
 UNSUPPORTED_ROPE = ("dynamic", "longrope")  # their frequencies change with the sequence length
 
@@ -84,7 +84,9 @@ class AllReduced:
         self.linear, self.tp = linear, tp
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tp.all_reduce(self.linear(x))
+        # the partial products stay float32 (the linear's out_dtype) until summed: one bf16
+        # rounding of the sum, as on one device, instead of one per rank
+        return self.tp.all_reduce(self.linear(x)).to(x.dtype)
 
 
 @dataclass
@@ -133,8 +135,9 @@ class CompactLlama:
             return kernels.linear(torch.cat(weights).contiguous(), quantize)
 
         def row_parallel(weight: torch.Tensor):
-            linear = kernels.linear(weight, quantize)
-            return linear if tp is None else AllReduced(linear, tp)
+            if tp is None:
+                return kernels.linear(weight, quantize)
+            return AllReduced(kernels.linear(weight, quantize, out_dtype=torch.float32), tp)
 
         heads, kv_heads, head_dim, ffn = full.num_heads, full.num_kv_heads, full.head_dim, full.intermediate_size
         layers = []
@@ -151,7 +154,8 @@ class CompactLlama:
                 down=row_parallel(get(p + "mlp.down_proj.weight", 1, ffn))))
         embed = get("model.embed_tokens.weight")
         tied = dims.tie_word_embeddings or "lm_head.weight" not in checkpoint.names()
-        lm_head = kernels.linear(embed if tied else get("lm_head.weight"), quantize)
+        # float32 logits: a native GEMV head keeps its float32 sums, so near-ties are not decided by bf16 rounding
+        lm_head = kernels.linear(embed if tied else get("lm_head.weight"), quantize, out_dtype=torch.float32)
         cos, sin = rope_tables(config, max_seq_len, dtype, device)
         return cls(dims, layers, embed, get("model.norm.weight"), lm_head, cos, sin, kernels, max_seq_len)
 
@@ -205,25 +209,22 @@ class CompactLlama:
         h = self._layers(F.embedding(input_ids, self.embed), positions, attend)
         return self.lm_head(h[:, -1])
 
-    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, index: int | torch.Tensor, length: int,
-               key_valid: torch.Tensor | None) -> torch.Tensor:
-        """Write one token per row into cache slot ``index`` and attend the first ``length`` slots.
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor,
+               span: int) -> torch.Tensor:
+        """One static-shape decode step, the same code eager and captured as a graph: write each row's
+        new K/V into cache slot ``index`` (a one-element device tensor), then attend the first ``span``
+        slots where ``key_valid`` ``[B, max_seq_len]`` (slot ``index`` already marked) is True.
 
-        Eager decoding passes ``index`` as an int and ``length = index + 1``. Graph capture passes a
-        one-element device tensor ``index``, ``length = max_seq_len`` and a ``key_valid`` mask that
-        already marks slot ``index``: then no shape or host value changes from step to step.
+        Eager decoding passes ``span`` = the slots written so far; a graph passes ``max_seq_len``, so
+        no shape or host value changes from step to step.
         """
         b = tokens.shape[0]
 
         def attend(i: int, q, k, v):
             k_cache, v_cache = self.k_cache[i][:b], self.v_cache[i][:b]
-            if isinstance(index, int):
-                k_cache[:, :, index] = k[:, :, 0]
-                v_cache[:, :, index] = v[:, :, 0]
-            else:
-                k_cache.index_copy_(2, index, k)
-                v_cache.index_copy_(2, index, v)
-            return self.kernels.decode_attention(q, k_cache, v_cache, length, key_valid, self.scale)
+            k_cache.index_copy_(2, index, k)
+            v_cache.index_copy_(2, index, v)
+            return self.kernels.decode_attention(q, k_cache, v_cache, span, key_valid, self.scale)
 
         h = self._layers(F.embedding(tokens[:, None], self.embed), positions[:, None], attend)
         return self.lm_head(h[:, -1])

@@ -1,0 +1,126 @@
+// Memory-bound GEMV for decoding on CPUs: y[M, N] = x[M, K] @ W[N, K]^T (* scales[N]) for a few rows
+// (M <= 8) against bf16 or int8 weights. Each weight vector is loaded once, widened to float32 in
+// registers and multiplied into every row, with float32 accumulation; output channels are split
+// over the threads with at::parallel_for.
+//
+// This header is the ISA-independent driver. Each translation unit that includes it first defines
+// `struct Vec` (one SIMD register of float32 lanes: zero, loadx, loadw for bf16 and int8, fma, sum)
+// and GEMV_OP (the op's name), and is compiled with that ISA's flags into its own library, loaded
+// only on a CPU that has the ISA (see ascend_nb/engine/accelerated/cpu_gemv.py).
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <vector>
+
+namespace {
+
+constexpr int W = Vec::width;
+
+// R weight rows against M input rows: R * M independent accumulator chains. The next block of rows
+// is prefetched while this one is summed (rows are short: 1 to 3 KiB each).
+template <int M, int R, typename Wt, typename T>
+void rows(const float* x, const Wt* w, const float* scales, T* out, int64_t n0, int64_t n1, int64_t K, int64_t N) {
+  const int64_t KW = K - K % W;
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) {
+    typename Vec::reg acc[R * M];
+#pragma GCC unroll 32
+    for (int i = 0; i < R * M; ++i) acc[i] = Vec::zero();
+    for (int64_t k = 0; k < KW; k += W) {
+      typename Vec::reg xs[M];
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) xs[m] = Vec::loadx(x + m * K + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const Wt* wk = w + (n + r) * K + k;
+        _mm_prefetch(reinterpret_cast<const char*>(wk + R * K), _MM_HINT_T0);
+        typename Vec::reg wv = Vec::loadw(wk);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m) acc[r * M + m] = Vec::fma(wv, xs[m], acc[r * M + m]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const Wt* wr = w + (n + r) * K;
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        float s = Vec::sum(acc[r * M + m]);
+        for (int64_t k = KW; k < K; ++k) s += static_cast<float>(wr[k]) * x[m * K + k];
+        out[m * N + n + r] = static_cast<T>(scales ? s * scales[n + r] : s);
+      }
+    }
+  }
+  if (n < n1) rows<M, 1>(x, w, scales, out, n, n1, K, N);
+}
+
+template <int M, typename Wt, typename T>
+void gemv_m(const float* x, const Wt* w, const float* scales, T* out, int64_t K, int64_t N) {
+  constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);
+  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) { rows<M, R>(x, w, scales, out, n0, n1, K, N); });
+}
+
+template <typename Wt, typename T>
+void gemv_w(const float* x, const Wt* w, const float* scales, T* out, int64_t M, int64_t K, int64_t N) {
+  switch (M) {
+    case 1: return gemv_m<1>(x, w, scales, out, K, N);
+    case 2: return gemv_m<2>(x, w, scales, out, K, N);
+    case 3: return gemv_m<3>(x, w, scales, out, K, N);
+    case 4: return gemv_m<4>(x, w, scales, out, K, N);
+    case 5: return gemv_m<5>(x, w, scales, out, K, N);
+    case 6: return gemv_m<6>(x, w, scales, out, K, N);
+    case 7: return gemv_m<7>(x, w, scales, out, K, N);
+    default: return gemv_m<8>(x, w, scales, out, K, N);
+  }
+}
+
+template <typename Wt>
+void gemv_out(const float* x, const Wt* w, const float* scales, at::Tensor& out, int64_t M, int64_t K, int64_t N) {
+  if (out.scalar_type() == at::kBFloat16) {
+    gemv_w(x, w, scales, out.data_ptr<at::BFloat16>(), M, K, N);
+  } else {
+    gemv_w(x, w, scales, out.data_ptr<float>(), M, K, N);
+  }
+}
+
+// x float32 or bfloat16 [M, K]; weight bfloat16 or int8 [N, K]; scales float32 [N] or none;
+// out_dtype float32 or bfloat16 (default: x's dtype).
+at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& scales,
+                std::optional<at::ScalarType> out_dtype) {
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "gemv: x [M, K], weight [N, K]");
+  TORCH_CHECK(x.size(0) >= 1 && x.size(0) <= 8, "gemv: 1 to 8 rows");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "gemv: x float32 or bfloat16");
+  TORCH_CHECK(weight.is_contiguous() && (!scales || (scales->is_contiguous() && scales->scalar_type() == at::kFloat)),
+              "gemv: contiguous weight, float32 scales");
+  const at::ScalarType dtype = out_dtype.value_or(x.scalar_type());
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "gemv: out_dtype float32 or bfloat16");
+  const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  std::vector<float> xbuf;
+  const float* xf;
+  at::Tensor xc = x.contiguous();
+  if (x.scalar_type() == at::kFloat) {
+    xf = xc.data_ptr<float>();
+  } else {
+    const at::BFloat16* xb = xc.data_ptr<at::BFloat16>();
+    xbuf.assign(xb, xb + M * K);
+    xf = xbuf.data();
+  }
+  const float* sp = scales ? scales->data_ptr<float>() : nullptr;
+  at::Tensor out = at::empty({M, N}, x.options().dtype(dtype));
+  if (weight.scalar_type() == at::kBFloat16) {
+    gemv_out(xf, weight.data_ptr<at::BFloat16>(), sp, out, M, K, N);
+  } else {
+    TORCH_CHECK(weight.scalar_type() == at::kChar, "gemv: weight must be bfloat16 or int8");
+    gemv_out(xf, weight.data_ptr<int8_t>(), sp, out, M, K, N);
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(ascend_nb, m) {
+  m.def(GEMV_OP "(Tensor x, Tensor weight, Tensor? scales=None, ScalarType? out_dtype=None) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(ascend_nb, CPU, m) { m.impl(GEMV_OP, &gemv); }

@@ -1,0 +1,71 @@
+"""Native CPU kernels built from ascend_nb/csrc: memory-bound GEMV custom ops ``torch.ops.ascend_nb.gemv_<isa>``.
+
+ATen's bf16 GEMV and ``_weight_int8pack_mm`` are compute-bound on a CPU without native bf16
+(about 4 GMAC/s a core on AVX2); decoding only needs to stream each weight once. The sources are
+``ascend_nb/csrc/gemv.h`` (the driver) and one file per instruction set (``gemv_avx2.cpp``,
+``gemv_avx512.cpp``), each built into its own library by ``torch.utils.cpp_extension`` (ninja,
+with its own file lock, cached under ``$ASCEND_NB_HOME/kernels``) and loaded only on a CPU that has
+the instruction set. ``ascend-nb fetch`` (so ``make lab`` / ``make test``) builds them at set-up;
+a first use builds what is missing. Each op has a fake implementation, so ``torch.compile``
+graphs call it too. Without a compiler :func:`load_gemv` is False and says which path is slower.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import torch
+
+from ascend_nb.files import cache_home as home
+
+logger = logging.getLogger(__name__)
+
+MAX_ROWS = 8
+CSRC = Path(__file__).resolve().parent / "csrc"
+# instruction set -> (source file, compiler flags)
+ISAS = {"avx2": ("gemv_avx2.cpp", ["-mavx2", "-mfma"]),
+        "avx512": ("gemv_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma"])}
+
+
+def _build(isa: str) -> None:
+    """Compile and load ``gemv_<isa>`` (ninja rebuilds only when a source or flag changed)."""
+    from torch.utils.cpp_extension import load
+
+    source, flags = ISAS[isa]
+    build_dir = home() / "kernels" / f"torch-{torch.__version__}" / isa
+    build_dir.mkdir(parents=True, exist_ok=True)
+    load(name=f"ascend_nb_gemv_{isa}", sources=[str(CSRC / source)], extra_include_paths=[str(CSRC)],
+         extra_cflags=["-O3", "-std=c++17", "-fopenmp", *flags], extra_ldflags=["-fopenmp"],
+         build_directory=str(build_dir), is_python_module=False, verbose=False)
+
+
+@functools.cache
+def load_gemv(isa: str) -> bool:
+    """Build (once per machine) and load the GEMV for ``isa``; False, with one warning, if that fails.
+
+    The caller checks that the CPU has the instruction set (see :mod:`ascend_nb.device`).
+    """
+    try:
+        _build(isa)
+    except (OSError, RuntimeError, ImportError) as exc:  # no compiler / ninja, or a failed build
+        detail = str(exc).strip().splitlines()
+        logger.warning("the %s GEMV kernels could not be built (%s): decoding takes the slower ATen path",
+                       isa, detail[-1][-300:] if detail else type(exc).__name__)
+        return False
+
+    @torch.library.register_fake(f"ascend_nb::gemv_{isa}")
+    def _(x, weight, scales=None, out_dtype=None):
+        return x.new_empty(x.shape[0], weight.shape[0], dtype=out_dtype or x.dtype)
+
+    return True
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = None, isa: str = "avx2",
+         out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``x @ weight.T`` (``* scales`` per output channel) for ``x`` ``[..., K]`` with at most 8 rows,
+    through the loaded ``gemv_<isa>`` op; ``out_dtype`` float32 keeps the float32 accumulator."""
+    op = getattr(torch.ops.ascend_nb, f"gemv_{isa}")
+    out = op(x.reshape(-1, x.shape[-1]), weight, scales, out_dtype)
+    return out.view(*x.shape[:-1], weight.shape[0])
