@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from ascend_nb import device as devices
 from ascend_nb.bench import run
 from ascend_nb.bench.run import ROW_FIELDS, BenchConfig, run_bench, run_rounds, speedups
 from ascend_nb.cli import main
@@ -30,6 +31,16 @@ def test_rows_have_every_field_per_backend(rows):
         assert 0 < row["ttft_ms"] <= row["e2e_ms"]
         assert row["decode_tokens_per_s"] == pytest.approx(1000 * 2 / row["tpot_ms"])
     assert [r["quantize"] for r in rows] == ["none", "int8"]  # the reference never quantizes
+    assert rows[0]["kernels"] == "transformers" and rows[1]["kernels"] in devices.KERNEL_PATHS["cpu"]
+    assert [r["graphs"] for r in rows] == ["none", "none"]
+
+
+def test_two_kernel_paths_side_by_side(tiny_llama_dir):
+    paths = tuple(devices.runnable_kernel_paths("cpu")[-2:])  # the ATen path and the plain twin run everywhere
+    rows = run_bench(tiny_config(tiny_llama_dir, backends=("accelerated",), dtype="bfloat16", kernels=paths, repeat=1))
+    assert [r["kernels"] for r in rows] == list(paths)
+    assert [r["label"] for r in rows] == [f"accelerated[{path}]" for path in paths]
+    assert all(r["tpot_ms"] > 0 for r in rows)
 
 
 def test_rounds_interleave_backends_and_report_medians(monkeypatch):
@@ -61,6 +72,10 @@ def test_speedups():
             {"backend": "accelerated", "decode_tokens_per_s": 75.0, "ttft_ms": 100.0}]
     assert speedups(rows) == {"accelerated": {"decode": 3.0, "ttft": 3.0}}
     assert speedups(rows[1:]) == {}
+    paths = [{**rows[1], "label": f"accelerated[{path}]", "decode_tokens_per_s": tps}
+             for path, tps in (("cpu-onednn", 50.0), ("cpu-avx512-gemv", 100.0))]
+    assert speedups([rows[0], *paths]) == {"accelerated[cpu-onednn]": {"decode": 2.0, "ttft": 3.0},
+                                           "accelerated[cpu-avx512-gemv]": {"decode": 4.0, "ttft": 3.0}}
 
 
 @pytest.mark.parametrize("changes, match", [
@@ -69,8 +84,8 @@ def test_speedups():
     ({"backends": ()}, "at least one backend"),
     ({"output_len": 1}, "output length >= 2"),
     ({"repeat": 0}, "repeat must be >= 1"),
-    ({"backends": ("transformers",), "quantize": "int8"}, "quantize and graphs apply to accelerated"),
-    ({"backends": ("transformers",), "graphs": True}, "quantize and graphs apply to accelerated"),
+    ({"backends": ("transformers",), "quantize": "int8"}, "quantize, graphs and kernels apply to accelerated"),
+    ({"backends": ("transformers",), "graphs": True}, "quantize, graphs and kernels apply to accelerated"),
 ])
 def test_bad_configs_are_clear_errors(changes, match):
     with pytest.raises(AscendNbError, match=match):

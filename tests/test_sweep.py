@@ -62,7 +62,7 @@ def test_rows_have_exact_lengths_consistent_fields_and_the_guides_columns(engine
     for row in rows:
         assert set(row) == set(CSV_COLUMNS)
         assert (row["backend"], row["device"], row["dtype"]) == ("transformers", "cpu", "float32")
-        assert row["quantize"] == "none"
+        assert row["quantize"] == "none" and (row["kernels"], row["graphs"]) == ("transformers", "none")
         assert 0 < row["ttft_ms"] <= row["e2e_ms"]
         assert row["e2e_ms"] == pytest.approx(row["ttft_ms"] + row["tpot_ms"] * (row["output_len"] - 1))
         assert row["decode_tokens_per_s"] == pytest.approx(1000 * row["batch_size"] / row["tpot_ms"])
@@ -94,6 +94,19 @@ def test_resume_measures_only_missing_points_and_keeps_the_others(engine, tmp_pa
     assert len(read_rows(path)[1]) == 4
     again = run(engine, path, input_lens=[4, 8])
     assert again == rows and len(read_rows(path)[1]) == 4
+
+
+def test_resume_key_holds_the_kernel_path(tiny_llama_dir, tmp_path):
+    """Rows measured on one kernel path are not reused for another: a resumed CSV never mixes them."""
+    import ascend_nb
+
+    path = tmp_path / "sweep.csv"
+    load = dict(device="cpu", dtype="float32", backend="accelerated", max_seq_len=64)
+    assert {"kernels", "graphs"} <= set(KEY_FIELDS)
+    first = run(ascend_nb.load(tiny_llama_dir, kernels="cpu-aten", **load), path, input_lens=[4])
+    second = run(ascend_nb.load(tiny_llama_dir, kernels="torch", **load), path, input_lens=[4])
+    assert [r["kernels"] for r in first + second] == ["cpu-aten"] * 2 + ["torch"] * 2
+    assert len(read_rows(path)[1]) == 4  # measured again, appended beside the first path's rows
 
 
 def test_resume_false_starts_the_file_over(engine, tmp_path):

@@ -29,6 +29,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tensor-parallel ranks for --backend accelerated (launch with torchrun --nproc-per-node N)")
     parser.add_argument("--graphs", action="store_true",
                         help="accelerated backend: decode through captured graphs (CUDA graphs; torch.compile on CPU)")
+    parser.add_argument("--kernels", default="", type=_backends,
+                        help="accelerated backend: comma-separated kernel paths to run side by side, e.g. "
+                             "cpu-avx512-gemv,cpu-onednn (default: this machine's fastest; see `ascend-nb doctor`)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--input-len", type=int, default=128, help="random prompt tokens per row (fixed seed)")
     parser.add_argument("--output-len", type=int, default=64, help="generated tokens per row (EOS disabled)")
@@ -40,7 +43,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(model=args.model, backends=args.backend, device=args.device, dtype=args.dtype,
-                       quantize=args.quantize, graphs=args.graphs, tp=args.tp, batch_size=args.batch_size,
+                       quantize=args.quantize, graphs=args.graphs, kernels=args.kernels, tp=args.tp,
+                       batch_size=args.batch_size,
                        input_len=args.input_len, output_len=args.output_len, repeat=args.repeat,
                        warmup=args.warmup, seed=args.seed)
 
@@ -54,17 +58,18 @@ def register(subparsers) -> None:
 
 def format_rows(rows: list[dict]) -> str:
     """A fixed-width table of the rows, then each backend's speed-up over transformers."""
-    header = ("backend", "dtype", "quantize", "batch", "in", "out", "TTFT ms", "TPOT ms", "decode tok/s", "E2E ms", "peak MB")
+    header = ("backend", "kernels", "graphs", "dtype", "quantize", "batch", "in", "out", "TTFT ms", "TPOT ms",
+              "decode tok/s", "E2E ms", "peak MB")
     lines = [f"{rows[0]['model']} on {rows[0]['device']}",
              "  ".join(f"{h:>12}" for h in header)]
     for r in rows:
         peak = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
-        cells = (r["backend"], r["dtype"], r["quantize"], r["batch_size"], r["input_len"], r["output_len"],
+        cells = (r["backend"], r["kernels"], r["graphs"], r["dtype"], r["quantize"], r["batch_size"], r["input_len"], r["output_len"],
                  f"{r['ttft_ms']:.1f}", f"{r['tpot_ms']:.2f}", f"{r['decode_tokens_per_s']:.1f}",
                  f"{r['e2e_ms']:.0f}", peak)
         lines.append("  ".join(f"{c:>12}" for c in cells))
-    for backend, ratio in speedups(rows).items():
-        lines.append(f"{backend} vs transformers: decode {ratio['decode']:.2f}x, TTFT {ratio['ttft']:.2f}x")
+    for label, ratio in speedups(rows).items():
+        lines.append(f"{label} vs transformers: decode {ratio['decode']:.2f}x, TTFT {ratio['ttft']:.2f}x")
     return "\n".join(lines)
 
 

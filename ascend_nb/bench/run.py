@@ -17,8 +17,8 @@ from ascend_nb.errors import AscendNbError
 from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL, load
 
 QUANTIZABLE_BACKENDS = ("accelerated",)  # take quantize and graphs; the transformers reference runs as it is
-ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "batch_size", "input_len", "output_len",
-              "ttft_ms", "tpot_ms", "decode_tokens_per_s", "e2e_ms", "peak_memory_mb")
+ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "batch_size", "input_len",
+              "output_len", "ttft_ms", "tpot_ms", "decode_tokens_per_s", "e2e_ms", "peak_memory_mb")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class BenchConfig:
     dtype: str = "auto"
     quantize: str | None = None
     graphs: bool = False
+    kernels: tuple[str, ...] = ()  # accelerated kernel paths to run side by side (default: the machine's fastest)
     tp: int = 1
     batch_size: int = 1
     input_len: int = 128
@@ -54,9 +55,11 @@ class BenchConfig:
         if self.tp != 1 and self.backends != ("accelerated",):
             raise AscendNbError(f"--tp {self.tp} benchmarks the accelerated backend alone: use --backend accelerated "
                                 "under torchrun, and compare with a --tp 1 run")
-        if (self.quantize or self.graphs) and not any(b in QUANTIZABLE_BACKENDS for b in self.backends):
-            raise AscendNbError(f"quantize and graphs apply to {', '.join(QUANTIZABLE_BACKENDS)} only: "
+        if (self.quantize or self.graphs or self.kernels) and not any(b in QUANTIZABLE_BACKENDS for b in self.backends):
+            raise AscendNbError(f"quantize, graphs and kernels apply to {', '.join(QUANTIZABLE_BACKENDS)} only: "
                                 "add it to --backend")
+        if len(set(self.kernels)) != len(self.kernels):
+            raise AscendNbError(f"a kernel path is named twice in {','.join(self.kernels)}")
 
     @property
     def point(self) -> SweepPoint:
@@ -64,16 +67,20 @@ class BenchConfig:
 
 
 def load_engines(config: BenchConfig) -> dict:
-    """One engine per backend, each with a static budget of exactly input + output tokens."""
+    """The engines to compare, each with a static budget of exactly input + output tokens: one per
+    backend, and one accelerated engine per kernel path in ``config.kernels``."""
     engines = {}
     for backend in config.backends:
-        options = {}
+        variants = [{}]
         if backend in QUANTIZABLE_BACKENDS:
-            options = {"quantize": config.quantize, "graphs": config.graphs or None}
-            if config.tp != 1:
-                options["tp"] = config.tp
-        engines[backend] = load(config.model, device=config.device, dtype=config.dtype, backend=backend,
-                                max_seq_len=config.input_len + config.output_len, **options)
+            base = {"quantize": config.quantize, "graphs": config.graphs or None,
+                    **({"tp": config.tp} if config.tp != 1 else {})}
+            variants = [{**base, "kernels": path} for path in config.kernels] or [base]
+        for options in variants:
+            engine = load(config.model, device=config.device, dtype=config.dtype, backend=backend,
+                          max_seq_len=config.input_len + config.output_len, **options)
+            label = backend if len(variants) == 1 else f"{backend}[{engine.kernels}]"
+            engines[label] = engine
     return engines
 
 
@@ -89,12 +96,11 @@ def run_rounds(engines: dict, config: BenchConfig) -> list[dict]:
         measured = runs[name]
         tpot_ms = statistics.median(m["tpot_ms"] for m in measured)
         peaks = [m["peak_memory_mb"] for m in measured if m["peak_memory_mb"] is not None]
-        row = {**run_fields(engine), **vars(config.point),
+        row = {**run_fields(engine), "label": name, **vars(config.point),
                "ttft_ms": statistics.median(m["ttft_ms"] for m in measured), "tpot_ms": tpot_ms,
                "decode_tokens_per_s": 1000.0 * config.batch_size / tpot_ms,
                "e2e_ms": statistics.median(m["e2e_ms"] for m in measured),
-               "peak_memory_mb": max(peaks, default=None), "graphs": bool(getattr(engine, "graphs", False)),
-               "tp": config.tp, "repeat": config.repeat}
+               "peak_memory_mb": max(peaks, default=None), "tp": config.tp, "repeat": config.repeat}
         rows.append(row)
     return rows
 
@@ -105,10 +111,13 @@ def run_bench(config: BenchConfig) -> list[dict]:
 
 
 def speedups(rows: Sequence[dict], baseline: str = "transformers") -> dict[str, dict[str, float]]:
-    """Each other backend against ``baseline``: decode throughput ratio and TTFT ratio (baseline / it)."""
-    base = next((r for r in rows if r["backend"] == baseline), None)
+    """Each other engine (by row label) against ``baseline``: decode throughput ratio and TTFT ratio (baseline / it)."""
+    def label(row: dict) -> str:
+        return row.get("label", row["backend"])
+
+    base = next((r for r in rows if label(r) == baseline), None)
     if base is None:
         return {}
-    return {r["backend"]: {"decode": r["decode_tokens_per_s"] / base["decode_tokens_per_s"],
-                           "ttft": base["ttft_ms"] / r["ttft_ms"]}
-            for r in rows if r["backend"] != baseline}
+    return {label(r): {"decode": r["decode_tokens_per_s"] / base["decode_tokens_per_s"],
+                       "ttft": base["ttft_ms"] / r["ttft_ms"]}
+            for r in rows if label(r) != baseline}

@@ -26,8 +26,9 @@ from ascend_nb.models.registry import MODELS
 
 GUIDE_LENS = (32, 64, 128, 256, 512, 1024)  # the guides' 2^5..2^10
 WARMUP_TOKENS = 4  # new tokens per warm-up run: enough to run prefill and the decode path once
-RUN_FIELDS = ("backend", "model", "device", "device_name", "dtype", "quantize")
-KEY_FIELDS = ("backend", "model", "device", "dtype", "quantize", "batch_size", "input_len", "output_len")
+RUN_FIELDS = ("backend", "model", "device", "device_name", "dtype", "quantize", "kernels", "graphs")
+KEY_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "batch_size", "input_len",
+              "output_len")
 RESULT_FIELDS = RUN_FIELDS + ("batch_size", "input_len", "output_len", "repeat", "ttft_ms", "tpot_ms",
                               "decode_tokens_per_s", "e2e_ms", "peak_memory_mb", "roofline_tokens_per_s",
                               "pct_of_roofline")
@@ -116,12 +117,14 @@ def plan_sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[i
 
 
 def run_fields(engine) -> dict:
-    """What identifies a run in a results row: backend, model, device, device name, dtype, quantize."""
+    """What identifies a run in a results row: backend, model, device, device name, dtype, quantize,
+    kernel path and graph mode."""
     return {"backend": engine.backend,
             "model": engine.spec.name if engine.spec.name in MODELS else engine.model_dir.name,
             "device": str(engine.device), "device_name": devices.device_info(engine.device).name,
             "dtype": str(engine.dtype).removeprefix("torch."),
-            "quantize": getattr(engine, "quantize", None) or "none"}
+            "quantize": getattr(engine, "quantize", None) or "none",
+            "kernels": engine.kernels, "graphs": engine.graphs or "none"}
 
 
 def random_prompts(vocab_size: int, batch_size: int, input_len: int, seed: int) -> list[list[int]]:
@@ -163,7 +166,7 @@ def _typed(raw: dict[str, str]) -> dict:
 
 
 def _key(row: dict) -> tuple[str, ...]:
-    return tuple(str(row[k]) for k in KEY_FIELDS)
+    return tuple(str(row.get(k, "")) for k in KEY_FIELDS)  # a row of an older CSV (no kernels column) matches nothing
 
 
 def _load_existing(csv_path: Path) -> list[dict[str, str]]:

@@ -80,11 +80,17 @@ def _text(table: pd.DataFrame, digits: int = 2) -> str:
 
 def run_sweep(args: argparse.Namespace) -> int:
     """Sweep every ``--backend`` over the grid; print the rows (and each backend against the first)."""
+    if len(args.kernels) > 1:
+        raise AscendNbError("--sweep runs one kernel path per backend: give one --kernels (compare paths with "
+                            "`ascend-nb bench --kernels A,B`, or sweep each into its own --csv)")
     csv_path = _csv_path(args)
     max_seq_len = _max_seq_len(args)
     rows: dict[str, list[dict]] = {}
     for backend in args.backend:
-        options = {"quantize": args.quantize} if args.quantize and backend in QUANTIZABLE_BACKENDS else {}
+        options = {}
+        if backend in QUANTIZABLE_BACKENDS:
+            options = {"quantize": args.quantize, "graphs": args.graphs or None,
+                       "kernels": args.kernels[0] if args.kernels else None}
         engine = load(args.model, device=args.device, dtype=args.dtype, backend=backend, max_seq_len=max_seq_len,
                       **options)
         rows[backend] = list(sweep(engine, args.batch_sizes, args.input_lens, args.output_lens, repeat=args.repeat,

@@ -62,6 +62,12 @@ class Engine(ABC):
     """A loaded model ready to generate. Create one with :func:`ascend_nb.load`."""
 
     backend: str = ""
+    graphs: str | None = None  # the graph mode decode steps replay (accelerated backend), None: eager
+
+    @property
+    def kernels(self) -> str:
+        """The kernel path generation runs on: the backend's name, or the accelerated backend's path."""
+        return self.backend
 
     def __init__(self, model_dir: Path, spec: ModelSpec, tokenizer, config, device: torch.device,
                  dtype: torch.dtype, max_seq_len: int):

@@ -20,6 +20,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-len", type=int, default=None, help="prompt + output budget (static cache size)")
     parser.add_argument("--tp", type=int, default=1,
                         help="tensor-parallel ranks (--backend accelerated, under torchrun --nproc-per-node N)")
+    parser.add_argument("--kernels", default=None,
+                        help="kernel path of --backend accelerated (default: this machine's fastest; e.g. cpu-onednn)")
     served = parser.add_argument_group("served models (--backend openai)")
     served.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     served.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
@@ -37,6 +39,8 @@ def load_from_args(args: argparse.Namespace):
     if args.tp != 1 and args.backend != "accelerated":
         raise AscendNbError(f"--tp {args.tp} needs --backend accelerated (the transformers backend runs on one device)")
     options = {"tp": args.tp} if args.tp != 1 else {}
+    if args.kernels:
+        options["kernels"] = args.kernels
     return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len,
                 **options)
 

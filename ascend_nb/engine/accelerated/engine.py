@@ -51,10 +51,14 @@ class AcceleratedEngine(Engine):
             placement.dtype, placement.device, engine_kwargs["max_seq_len"], quantize, placement.tp)
         return cls(model, placement, quantize=quantize, **engine_kwargs)
 
+    @property
+    def kernels(self) -> str:
+        return self.model.kernels.name
+
     def __repr__(self) -> str:
         extra = f", quantize={self.quantize!r}" if self.quantize else ""
         graphs = f", graphs={self.graphs!r}" if self.graphs else ""
-        return super().__repr__()[:-1] + extra + f", kernels={self.model.kernels.name!r}{graphs})"
+        return super().__repr__()[:-1] + extra + f", kernels={self.kernels!r}{graphs})"
 
     # -- backend hooks ---------------------------------------------------------------------------
     def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
