@@ -17,6 +17,10 @@ def ascend_nb(*args, stdin=None, timeout=300):
     (["generate", "hi", "--max-new-tokens", "0"], "max_new_tokens must be > 0"),
     (["generate", "hi", "--device", "npu"], "device 'npu' is not available"),
     (["generate", "hi", "--model", "/no/such/dir"], "does not exist"),
+    (["generate", "hi", "--tp", "0"], "--tp must be a number of ranks >= 1, got 0"),
+    (["generate", "hi", "--tp", "-1", "--backend", "accelerated"], "--tp must be a number of ranks >= 1, got -1"),
+    (["generate", "hi", "--device", "cpu:5"], "'cpu:5' does not exist"),
+    (["generate", b"caf\xe9 au lait"], "is not valid UTF-8"),
 ])
 def test_bad_input_is_one_line_exit_2_no_traceback(args, message):
     done = ascend_nb(*args)

@@ -34,6 +34,8 @@ def load_from_args(args: argparse.Namespace):
         GenerationParams(max_new_tokens=args.max_new_tokens)
     if args.backend == "openai":
         return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
+    if args.tp < 1:
+        raise AscendNbError(f"--tp must be a number of ranks >= 1, got {args.tp}")
     if args.tp != 1 and args.backend != "accelerated":
         raise AscendNbError(f"--tp {args.tp} needs --backend accelerated (the transformers backend runs on one device)")
     options = {"tp": args.tp} if args.tp != 1 else {}
