@@ -35,6 +35,7 @@ REPLIES = {
     # valid, if unusual: a comment, an event spread over two data lines with other fields, [DONE] without its blank line
     "odd-but-valid": [b": ping\n\n", b'event: message\nid: 1\ndata: {"choices": [{"delta":\ndata: {"content": "Hello"}}]}\n\n',
                       piece(" world", "stop"), b"data: [DONE]\n"],
+    "finish-without-done": [piece("Hello"), piece(" world", "stop")],  # as `transformers serve` ends its streams
     "malformed": [piece("Hello"), b"data: {not json}\n\n", piece(" world", "stop"), DONE],
     "non-object": [piece("Hello"), b'data: [" world"]\n\n', DONE],
     "no-done": [piece("Hello")],

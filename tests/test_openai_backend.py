@@ -130,7 +130,7 @@ def _engine(url, fault, timeout=10.0):
     return ascend_nb.load(fault, backend="openai", base_url=url, timeout=timeout)
 
 
-@pytest.mark.parametrize("fault", ["good", "odd-but-valid"])
+@pytest.mark.parametrize("fault", ["good", "odd-but-valid", "finish-without-done"])
 def test_well_formed_streams_still_answer(broken_url, fault):
     result = _engine(broken_url, fault).chat(QUESTION)
     assert (result.text, result.finish_reason, result.error) == ("Hello world", "stop", None)
@@ -139,7 +139,7 @@ def test_well_formed_streams_still_answer(broken_url, fault):
 FAULTS = {
     "malformed": "sent a chunk that is not JSON",
     "non-object": "sent a chunk that is not a JSON object",
-    "no-done": r"closed the stream after 1 chunk\(s\) without `data: \[DONE\]`",
+    "no-done": r"closed the stream after 1 chunk\(s\), before a finish_reason or `data: \[DONE\]`",
     "cut-body": "broke the connection mid-stream",
     "cut-json": "closed the stream in the middle of a chunk",
     "cut-json-socket": "broke the connection mid-stream",
@@ -197,7 +197,7 @@ def test_sse_decoder_alone():
     assert list(sse_chunks(lines, "src")) == [{"choices": [{"text": "a"}]}]
     decoder = SSEDecoder("src")
     assert decoder.feed('data: {"choices": []}') is None and decoder.feed("") == {"choices": []}
-    with pytest.raises(StreamBroken, match="without `data: \\[DONE\\]`"):
+    with pytest.raises(StreamBroken, match="before a finish_reason or `data: \\[DONE\\]`"):
         decoder.finish()
     with pytest.raises(StreamBroken, match="not a server-sent event line"):
         SSEDecoder("src").feed('{"choices": []}')
@@ -212,7 +212,7 @@ def test_cli_prints_the_partial_reply_then_one_line_and_exits_2(broken_url, caps
     out, err = capsys.readouterr()
     reply = json.loads(out)
     assert code == 2 and (reply["text"], reply["finish_reason"]) == ("Hello", "error")
-    assert "without `data: [DONE]`" in reply["error"] and err.count("\n") == 1
+    assert "before a finish_reason" in reply["error"] and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("options, match", [

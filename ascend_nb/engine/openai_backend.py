@@ -7,7 +7,7 @@ non-streaming ``generate`` is timed the same way.
 
 Nothing a server does wrong passes as an answer: :class:`SSEDecoder` (the parser, usable on its
 own, e.g. by a load generator) refuses a chunk that is not a JSON object, a body that is not
-server-sent events and a stream that ends before ``data: [DONE]``; the engine turns those, a
+server-sent events and a stream that ends before a ``finish_reason`` or ``data: [DONE]``; the engine turns those, a
 connection cut mid-stream and a passed deadline into :class:`GenerationError` (the partial reply,
 ``finish_reason "error"``). ``timeout`` bounds the whole request, keep-alive lines included.
 """
@@ -180,15 +180,17 @@ class SSEDecoder:
     ``feed(line)`` takes one line of the body (without its newline) and returns the JSON object of
     the event it completes, or None (a blank line of an event that was not data, a comment such as a
     keep-alive ``: ping``, an ``id:`` / ``retry:`` field, the ``data: [DONE]`` sentinel). Once the
-    body has ended, ``finish()`` checks that ``[DONE]`` arrived. Each deviation raises
-    :class:`StreamBroken` naming it: a line that is not server-sent events (e.g. a plain JSON
+    body has ended, ``finish()`` checks that the reply was complete: ``[DONE]`` arrived, or at least
+    a chunk with a ``finish_reason`` (``transformers serve`` sends no ``[DONE]``). Each deviation
+    raises :class:`StreamBroken` naming it: a line that is not server-sent events (e.g. a plain JSON
     reply), data that is not JSON or not a JSON object, an ``error`` event or object, a chunk after
-    ``[DONE]``, a body that ends mid-event or without ``[DONE]``.
+    ``[DONE]``, a body that ends mid-event or before the reply finished.
     """
 
     def __init__(self, source: str):
         self.source = source
-        self.done = False
+        self.done = False  # data: [DONE] arrived
+        self.finished = False  # a choice's finish_reason arrived
         self.chunks = 0
         self._data: list[str] = []
         self._event = ""
@@ -210,15 +212,15 @@ class SSEDecoder:
         return None
 
     def finish(self) -> None:
-        """The body has ended: raise unless ``[DONE]`` was the last event."""
+        """The body has ended: raise if it ended mid-event or before the reply finished."""
         if self._data == ["[DONE]"]:  # the sentinel without its blank line
             self._dispatch()
         if self._data:
             raise StreamBroken(f"the server at {self.source} closed the stream in the middle of a chunk "
                                f"({chr(10).join(self._data)[:80]!r} is cut off)")
-        if not self.done:
-            raise StreamBroken(f"the server at {self.source} closed the stream after {self.chunks} chunk(s) "
-                               "without `data: [DONE]`")
+        if not (self.done or self.finished):
+            raise StreamBroken(f"the server at {self.source} closed the stream after {self.chunks} chunk(s), "
+                               "before a finish_reason or `data: [DONE]`")
 
     def _dispatch(self) -> dict | None:
         data, event = "\n".join(self._data), self._event
@@ -242,6 +244,9 @@ class SSEDecoder:
             message = detail.get("message", detail) if isinstance(detail, dict) else detail
             raise StreamBroken(f"the server at {self.source} reported an error mid-stream: {str(message)[:200]}")
         self.chunks += 1
+        choices = chunk.get("choices")
+        self.finished = self.finished or (isinstance(choices, list) and any(
+            isinstance(choice, dict) and choice.get("finish_reason") for choice in choices))
         return chunk
 
 
