@@ -1,6 +1,7 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 that breaks its streams on purpose.
 
-The request's ``model`` names the fault (see ``REPLIES``); every reply is written byte by byte over
+The request's ``model`` names the fault (see ``REPLIES``), or with ``model="by-message"`` the last chat
+message does (a chat session can then warm up, and break later); every reply is written byte by byte over
 a real socket (HTTP/1.1, chunked), so the client sees exactly what a broken server would send.
 Each reply is bounded in time (the keep-alive one stops after ``KEEPALIVE_S``).
 """
@@ -58,6 +59,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         fault = body["model"]
+        if fault == "by-message":  # the last chat message names the fault; anything else is answered well
+            asked = body.get("messages", [{}])[-1].get("content")
+            fault = asked if asked in REPLIES or asked in ("plain-json", "plain-text", "keepalive") else "good"
         self.close_connection = True
         if fault == "plain-json":
             reply = json.dumps({"object": "chat.completion", "choices": [
