@@ -7,9 +7,10 @@ non-streaming ``generate`` is timed the same way.
 
 Nothing a server does wrong passes as an answer: :class:`SSEDecoder` (the parser, usable on its
 own, e.g. by a load generator) refuses a chunk that is not a JSON object, a body that is not
-server-sent events and a stream that ends before a ``finish_reason`` or ``data: [DONE]``; the engine turns those, a
-connection cut mid-stream and a passed deadline into :class:`GenerationError` (the partial reply,
-``finish_reason "error"``). ``timeout`` bounds the whole request, keep-alive lines included.
+server-sent events and a stream that ends before a ``finish_reason`` or ``data: [DONE]``; the
+engine turns those, a connection cut mid-stream and a passed deadline into
+:class:`GenerationError` (the partial reply, ``finish_reason "error"``). ``timeout`` bounds the
+whole request, keep-alive lines included.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def check_base_url(url: str) -> str:
 
 # -- the stream format -----------------------------------------------------------------------------
 class StreamBroken(AscendNbError):
-    """A streamed response that broke off or does not follow the OpenAI streaming format (one line, naming what the server did)."""
+    """A streamed response that broke off or breaks the OpenAI streaming format (one line naming what the server did)."""
 
 
 SSE_FIELDS = ("data", "event", "id", "retry")
@@ -239,10 +240,11 @@ class SSEDecoder:
                                f"{exc.pos}): {data[:80]!r}") from exc
         if not isinstance(chunk, dict):
             raise StreamBroken(f"the server at {self.source} sent a chunk that is not a JSON object: {data[:80]!r}")
-        if event == "error" or "error" in chunk or chunk.get("object") == "error":
-            detail = chunk.get("error", chunk)
+        if event == "error" or chunk.get("error") or chunk.get("object") == "error":
+            detail = chunk.get("error") or chunk
             message = detail.get("message", detail) if isinstance(detail, dict) else detail
-            raise StreamBroken(f"the server at {self.source} reported an error mid-stream: {str(message)[:200]}")
+            raise StreamBroken(f"the server at {self.source} reported an error mid-stream: "
+                               f"{' '.join(str(message).split())[:200]}")
         self.chunks += 1
         choices = chunk.get("choices")
         self.finished = self.finished or (isinstance(choices, list) and any(
@@ -307,7 +309,7 @@ def _response_lines(url: str, payload: dict, headers: dict, timeout: float) -> I
         try:
             with httpx.stream("POST", url, json=payload, headers=headers, timeout=timeout) as response:
                 if response.status_code != 200:
-                    detail = response.read().decode(errors="replace").strip()[:300]
+                    detail = " ".join(response.read().decode(errors="replace").split())[:300]
                     raise AscendNbError(f"server at {url} answered HTTP {response.status_code}: {detail}")
                 kind = response.headers.get("content-type", "")
                 if kind.startswith("application/json"):
@@ -320,7 +322,7 @@ def _response_lines(url: str, payload: dict, headers: dict, timeout: float) -> I
                         return
                     items.put(("line", line))
             items.put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread, which raises it
+        except Exception as exc:  # noqa: BLE001 - handed to the consuming thread, which raises it
             items.put(("error", exc))
 
     threading.Thread(target=read, name="ascend-nb-openai-stream", daemon=True).start()
