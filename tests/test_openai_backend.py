@@ -1,4 +1,5 @@
-"""The openai backend against a real OpenAI-compatible server started on 127.0.0.1 by the test."""
+"""The openai backend against real OpenAI-compatible servers on 127.0.0.1: `transformers serve` (slow) and
+a small server that breaks its streams on purpose (tests/misbehaving_server.py)."""
 
 import json
 import socket
@@ -9,8 +10,12 @@ import threading
 import pytest
 
 import ascend_nb
+from ascend_nb.cli import main as cli_main
+from ascend_nb.engine.openai_backend import SSEDecoder, StreamBroken, sse_chunks
+from ascend_nb.engine.params import GenerationError
 from ascend_nb.errors import AscendNbError
 from ascend_nb.serving import free_port, transformers_server
+from tests.misbehaving_server import misbehaving_server
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +118,6 @@ def test_chat_widget_works_against_a_served_model(served_engine):
 
 
 # -- a server that misbehaves (tests/misbehaving_server.py): every fault ends in one clear error ----------
-from ascend_nb.cli import main as cli_main  # noqa: E402
-from ascend_nb.engine.params import GenerationError  # noqa: E402
-from ascend_nb.engine.openai_backend import SSEDecoder, StreamBroken, sse_chunks  # noqa: E402
-
-from tests.misbehaving_server import misbehaving_server  # noqa: E402
-
-
 @pytest.fixture(scope="module")
 def broken_url():
     with misbehaving_server() as url:
