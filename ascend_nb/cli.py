@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    for arg in argv:  # bytes that are not UTF-8 reach sys.argv as lone surrogates (surrogateescape)
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            print(f"ascend-nb: error: argument {arg!r} is not valid UTF-8: retype it in UTF-8", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -79,6 +79,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(device)
     except RuntimeError as exc:
         raise AscendNbError(f"invalid device {device!r}: use auto, npu, cuda or cpu, optionally with :INDEX") from exc
+    if kind == "cpu" and resolved.index not in (None, 0):
+        raise AscendNbError(f"device {device!r} does not exist: the CPU is one device, use cpu (or cpu:0)")
     if kind != "cpu" and resolved.index is not None and resolved.index >= _backend(kind).device_count():
         raise AscendNbError(f"device {device!r} does not exist: only {_backend(kind).device_count()} {kind} device(s)")
     return resolved

@@ -17,6 +17,10 @@ def ascend_nb(*args, stdin=None, timeout=300):
     (["generate", "hi", "--max-new-tokens", "0"], "max_new_tokens must be > 0"),
     (["generate", "hi", "--device", "npu"], "device 'npu' is not available"),
     (["generate", "hi", "--model", "/no/such/dir"], "does not exist"),
+    (["generate", "hi", "--tp", "0"], "--tp must be a number of ranks >= 1, got 0"),
+    (["generate", "hi", "--tp", "-1", "--backend", "accelerated"], "--tp must be a number of ranks >= 1, got -1"),
+    (["generate", "hi", "--device", "cpu:5"], "'cpu:5' does not exist"),
+    (["generate", b"caf\xe9 au lait"], "is not valid UTF-8"),
 ])
 def test_bad_input_is_one_line_exit_2_no_traceback(args, message):
     done = ascend_nb(*args)
@@ -48,3 +52,20 @@ def test_chat_loop_reads_stdin_and_toggles_streaming(embedded_model_dir):
     assert "Paris" in done.stdout
     assert "[streaming off]" in done.stdout and "[history cleared]" in done.stdout
     assert done.stdout.count("TTFT") == 1
+
+
+def test_chat_survives_a_line_that_is_not_utf8_and_marks_a_broken_reply():
+    """Against the misbehaving test server: bytes that are not UTF-8 skip one line; a cut reply ends the
+    session with the partial text marked and one error line (exit 2)."""
+    from tests.misbehaving_server import misbehaving_server
+
+    with misbehaving_server() as url:
+        chat = [sys.executable, "-m", "ascend_nb", "chat", "--backend", "openai", "--model", "by-message", "--base-url", url]
+        good = subprocess.run(chat, input=b"caf\xe9 \xff\xfe?\nhi\nexit\n", capture_output=True, timeout=300)
+        cut = subprocess.run([*chat, "--no-stream"], input=b"hi\ncut-body\nnever asked\n", capture_output=True,
+                             timeout=300)
+    assert good.returncode == 0, good.stderr
+    assert b"that line is not valid UTF-8 (byte 0xe9 at 3): skipped" in good.stderr and b"Traceback" not in good.stderr
+    assert good.stdout.count(b"Hello world\n") == 1 and good.stdout.count(b"TTFT") == 1
+    assert cut.returncode == 2 and cut.stdout.count(b"Hello world\n") == 1 and cut.stdout.endswith(b"Hello [partial reply]\n")
+    assert cut.stderr.decode().count("\n") == 1 and "broke the connection mid-stream" in cut.stderr.decode()

@@ -50,10 +50,14 @@ def test_corrupt_bin(damaged, tmp_path):
     _fails_cleanly(convert_bin_to_safetensors, src, tmp_path / "out", "pytorch_model.bin is corrupt or truncated")
 
 
-def test_pickled_objects_are_not_loaded(damaged, tmp_path):
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_pickled_objects_are_refused_as_unsafe_not_called_corrupt(damaged, tmp_path, zipped):
+    """A global outside torch's allowlist, in the zip format and in the legacy (pre-1.6) format."""
     src = damaged("baichuan2")
-    torch.save({"model.embed_tokens.weight": torch.zeros(2), "hook": os.getcwd}, src / "pytorch_model.bin")
-    _fails_cleanly(convert_bin_to_safetensors, src, tmp_path / "out", "objects other than tensors.*not unpickled")
+    torch.save({"model.embed_tokens.weight": torch.zeros(2), "hook": os.getcwd}, src / "pytorch_model.bin",
+               _use_new_zipfile_serialization=zipped)
+    _fails_cleanly(convert_bin_to_safetensors, src, tmp_path / "out",
+                   r"refused as unsafe pickle \(it imports posix.getcwd\).*not unpickled")
 
 
 def test_missing_shard(damaged, tmp_path):

@@ -37,6 +37,12 @@ def test_unknown_device_is_a_clear_error(bad):
         devices.resolve_device(bad)
 
 
+def test_cpu_has_one_device():
+    assert devices.resolve_device("cpu:0") == torch.device("cpu:0")
+    with pytest.raises(AscendNbError, match="'cpu:5' does not exist: the CPU is one device"):
+        devices.resolve_device("cpu:5")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
 def test_missing_cuda_is_a_clear_error():
     with pytest.raises(AscendNbError, match="cuda.*not available"):

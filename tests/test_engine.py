@@ -114,3 +114,15 @@ def test_embedded_chat_stream_and_context_full(embedded_engine):
     assert "".join(stream) == stream.result.text and stream.result.text
     with pytest.raises(AscendNbError, match="prompt is .* tokens"):
         embedded_engine.chat([{"role": "user", "content": "word " * 9000}], max_new_tokens=16)
+
+
+def test_a_reply_cut_mid_character_drops_the_half_character(tiny_engine):
+    """The first one-token prompt (from id 100 on) whose greedy next token is the start of a multi-byte
+    character: cut there by max_new_tokens, the text must not end in U+FFFD, streamed or not."""
+    decode = tiny_engine.tokenizer.decode
+    prompt = next(([i] for i in range(100, 3000)
+                   if decode(tiny_engine.generate([i], max_new_tokens=1).token_ids).endswith("\ufffd")))
+    result = tiny_engine.generate(prompt, max_new_tokens=1)
+    assert result.finish_reason == "length" and len(result.token_ids) == 1 and "\ufffd" not in result.text
+    stream = tiny_engine.stream(prompt, max_new_tokens=1)
+    assert "".join(stream) == stream.result.text == result.text

@@ -49,6 +49,17 @@ def test_eval_prints_the_guides_table_and_writes_predictions(scripted, tmp_path,
     assert (output / "predictions.csv").read_text().count("\n") == 9
 
 
+def test_eval_resume_under_another_max_new_tokens_is_refused_in_one_line(scripted, tmp_path, capsys):
+    data_dir, _ = scripted
+    run = ["eval", "--data", str(data_dir), "--protocol", "generate", "--output", str(tmp_path / "out")]
+    assert main([*run, "--max-new-tokens", "1", "--limit", "1"]) == 0
+    capsys.readouterr()
+    assert main([*run, "--max-new-tokens", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with other settings (max_new_tokens 1 -> 32)" in err and err.count("\n") == 1
+    assert main([*run, "--max-new-tokens", "1"]) == 0  # the same settings resume
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--data", "/nonexistent/ceval"], "does not exist"),
     (["--shots", "9"], "shots must be between 0 and 5"),

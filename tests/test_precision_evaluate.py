@@ -231,6 +231,24 @@ def test_an_output_directory_never_mixes_protocols(dataset, tmp_path):
         evaluate(ScriptedEngine(answers, replies), data_dir, protocol="generate", output_dir=tmp_path / "run")
 
 
+def test_a_resume_must_match_every_setting_that_changes_a_prediction(dataset, tmp_path):
+    data_dir, answers, replies = dataset
+    run = tmp_path / "run"
+    evaluate(ScriptedEngine(answers, replies), data_dir, protocol="generate", limit=1, output_dir=run, max_new_tokens=1)
+    with pytest.raises(AscendNbError, match="other settings \\(max_new_tokens 1 -> 32\\)"):
+        evaluate(ScriptedEngine(answers, replies), data_dir, protocol="generate", output_dir=run, max_new_tokens=32)
+    with pytest.raises(AscendNbError, match="other settings \\(max_seq_len 4096 -> 512\\)"):
+        evaluate(ScriptedEngine(answers, replies, max_seq_len=512), data_dir, protocol="generate", output_dir=run,
+                 max_new_tokens=1)
+    quantized = ScriptedEngine(answers, replies)
+    quantized.quantize = "int8"
+    with pytest.raises(AscendNbError, match="other settings \\(quantize None -> 'int8'\\)"):
+        evaluate(quantized, data_dir, protocol="generate", output_dir=run, max_new_tokens=1)
+    # max_new_tokens does not touch the logits protocol's predictions: no reason to refuse there
+    evaluate(ScriptedEngine(answers), data_dir, limit=1, output_dir=tmp_path / "logits", max_new_tokens=1)
+    evaluate(ScriptedEngine(answers), data_dir, limit=1, output_dir=tmp_path / "logits", max_new_tokens=32)
+
+
 def test_choice_tokens_follow_the_answer_cue():
     tokenizer = CharTokenizer()
     assert choice_token_ids(tokenizer) == [ord(c) for c in "ABCD"]

@@ -56,6 +56,25 @@ def test_user_errors_are_one_line(argv, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\x00\xff binary", "is not a CSV file"),
+    (b"# title\n\nsome prose, with a comma\nand, more, commas, here\n", "is not a CSV file"),
+    (b"", "is not a CSV file"),
+    (b"batch_size,input_len,output_len,ttft_ms,tpot_ms,e2e_ms\n1,32,32,fast,1,2\n", "column ttft_ms holds non-numbers"),
+])
+def test_compare_on_a_file_that_is_not_a_performance_csv_is_one_line(tmp_path, content, message, capsys):
+    path = tmp_path / "notes.csv"
+    path.write_bytes(content)
+    assert main(["bench", "--compare", str(path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_tp_below_one_is_one_line(capsys):
+    assert main(["bench", "--tp", "0"]) == 2
+    assert "--tp must be a number of ranks >= 1, got 0" in capsys.readouterr().err
+
+
 def test_bad_grid_values_are_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--sweep", "--input-lens", "32,abc"])

@@ -52,13 +52,22 @@ def read_csv(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise AscendNbError(f"{path} does not exist: give the path of a sweep or guides' performance CSV")
-    table = pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AscendNbError(f"{path} is not a CSV file ({first[:120]}): give a sweep or guides' performance CSV") from exc
     table.columns = [column.strip() for column in table.columns]
     ours = {"batch_size", "input_len", "output_len", "ttft_ms", "tpot_ms", "e2e_ms"}
     if not ours <= set(table.columns) and not set(GUIDE_COLUMNS) <= set(table.columns):
         raise AscendNbError(f"{path} is not a performance CSV: it needs the guides' columns "
                             f"({', '.join(GUIDE_COLUMNS)}) or ours ({', '.join(sorted(ours))})")
-    return from_guide_columns(table)
+    table = from_guide_columns(table)
+    for column in ("batch_size", "input_len", "output_len", "ttft_ms", "tpot_ms", "e2e_ms"):
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            raise AscendNbError(f"{path} is not a performance CSV: column {column} holds non-numbers "
+                                f"(e.g. {str(table[column].iloc[0])[:40]!r})")
+    return table
 
 
 def write_guides_csv(rows: pd.DataFrame | Iterable[Mapping], path: str | Path) -> Path:

@@ -52,6 +52,8 @@ class BenchConfig:
             raise AscendNbError("batch size and input length must be >= 1 and output length >= 2 (TPOT needs two tokens)")
         if self.repeat < 1 or self.warmup < 0:
             raise AscendNbError(f"repeat must be >= 1 and warmup >= 0, got {self.repeat} and {self.warmup}")
+        if self.tp < 1:
+            raise AscendNbError(f"--tp must be a number of ranks >= 1, got {self.tp}")
         if self.tp != 1 and self.backends != ("accelerated",):
             raise AscendNbError(f"--tp {self.tp} benchmarks the accelerated backend alone: use --backend accelerated "
                                 "under torchrun, and compare with a --tp 1 run")

@@ -1,11 +1,18 @@
-"""Atomic output directories with a sha256 manifest, and a disk-space check before writing."""
+"""Atomic output directories with a sha256 manifest, and a disk-space check before writing.
+
+A conversion killed by a signal leaves nothing behind (or, after kill -9, nothing the next run into
+the same destination does not remove first); two conversions into one destination cannot race.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,25 +66,105 @@ def verify_manifest(directory: Path) -> list[str]:
 def atomic_directory(dst: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``dst``; on success write the manifest and rename it to ``dst``.
 
-    On any failure (or Ctrl-C) the temporary directory is removed, so ``dst`` is either absent, the
-    old version, or complete. An existing ``dst`` is only replaced with ``force=True``.
+    On any failure, Ctrl-C, SIGTERM or SIGHUP the temporary directory is removed, so ``dst`` is either
+    absent, the old version, or complete. An existing ``dst`` is only replaced with ``force=True``.
+    A lock beside ``dst`` keeps a second conversion into the same ``dst`` out while one runs; under it
+    the temporary directories a killed run (kill -9) left are removed first, and an old ``dst`` that
+    a run killed mid-swap had moved aside is put back.
     """
     dst = Path(dst)
-    if dst.exists() and not force:
-        raise AscendNbError(f"{dst} already exists: pass --force to overwrite it")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
-    tmp.chmod(0o755)
+    with _destination_lock(dst), _signals_raise():
+        _remove_stale(dst)
+        if dst.exists() and not force:
+            raise AscendNbError(f"{dst} already exists: pass --force to overwrite it")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
+        tmp.chmod(0o755)
+        try:
+            yield tmp
+            write_manifest(tmp)
+            with _signals_held():  # never stop between the two renames
+                if dst.exists():
+                    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+                    os.replace(dst, old / dst.name)
+                    os.replace(tmp, dst)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(tmp, dst)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+CAUGHT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Make SIGTERM and SIGHUP raise ``SystemExit(128 + signal)`` in the block, as Ctrl-C raises
+    KeyboardInterrupt, so cleanup runs. Only where they still have their default (killing) action,
+    and only on the main thread (Python delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in CAUGHT_SIGNALS}
+    for sig, handler in previous.items():
+        if handler is signal.SIG_DFL:
+            signal.signal(sig, leave)
     try:
-        yield tmp
-        write_manifest(tmp)
-        if dst.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-            os.replace(dst, old / dst.name)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is signal.SIG_DFL:
+                signal.signal(sig, handler)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back SIGINT, SIGTERM and SIGHUP in the block (delivered when it ends)."""
+    held = {signal.SIGINT, *CAUGHT_SIGNALS}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
+def _destination_lock(dst: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``.{dst.name}.lock`` beside ``dst``, removed when the block ends;
+    refused at once (one line) while another process holds it."""
+    path = dst.parent / f".{dst.name}.lock"
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise AscendNbError(f"another conversion is writing {dst} right now (it holds {path}): "
+                                "wait for it to finish, or choose another destination") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break  # still the file on disk (not one a finishing run just removed)
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def _remove_stale(dst: Path) -> None:
+    """Under the lock: remove what killed runs into ``dst`` left, restoring a ``dst`` moved aside mid-swap."""
+    for leftover in sorted(dst.parent.glob(f".{dst.name}.old-*")):
+        if not dst.exists() and (leftover / dst.name).is_dir():
+            os.replace(leftover / dst.name, dst)
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in dst.parent.glob(f".{dst.name}.partial-*"):
+        shutil.rmtree(leftover, ignore_errors=True)

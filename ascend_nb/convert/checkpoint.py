@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -55,9 +56,11 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as exc:
-        if zipped:
-            raise AscendNbError(f"{path} holds objects other than tensors; it was not unpickled, for safety: "
-                                "re-download it, or convert it where you trust its origin") from exc
+        unsafe = re.search(r"GLOBAL (\S+)", str(exc))  # torch's weights-only unpickler names the import it refused
+        if zipped or unsafe:
+            imports = f" (it imports {unsafe.group(1)})" if unsafe else ""
+            raise AscendNbError(f"{path} was refused as unsafe pickle{imports}: it holds objects other than tensors "
+                                "and was not unpickled; re-download it, or convert it where you trust its origin") from exc
         raise AscendNbError(f"{path} is corrupt or truncated (not a PyTorch file); re-download it") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

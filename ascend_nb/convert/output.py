@@ -62,9 +62,15 @@ class Conversion:
                               "file": self.weight_map[t.name]} for t in self.tensors])
 
 
-def preflight(dst: Path, force: bool, tensors: Sequence[PlannedTensor]) -> None:
-    """Refuse an existing ``dst`` without ``force`` and check the disk space, before any work is done."""
+def preflight(dst: Path, force: bool, tensors: Sequence[PlannedTensor], source: Path) -> None:
+    """Refuse a ``dst`` that holds ``source`` or lies inside it, an existing ``dst`` without ``force``,
+    and too little disk space, before any work is done."""
     dst = Path(dst)
+    where, origin = dst.resolve(), Path(source).resolve()
+    if origin.is_relative_to(where) or where.is_relative_to(origin):
+        relation = ("is" if where == origin else "holds" if origin.is_relative_to(where) else "lies inside")
+        raise AscendNbError(f"{dst} {relation} the source {source}: writing there could delete the source; "
+                            "write the conversion to a directory outside the source")
     if dst.exists() and not force:
         raise AscendNbError(f"{dst} already exists: pass --force to overwrite it")
     check_free_space(dst.parent, sum(t.nbytes for t in tensors) + SMALL_FILES_MARGIN)
@@ -83,7 +89,7 @@ def write_converted(dst: Path, kind: str, source: Path, tensors: Sequence[Planne
                     max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
                     verify: Callable[[Path], object] | None = None) -> Conversion:
     """Write shards + small files into a temporary directory, verify there, then rename it to ``dst``."""
-    preflight(dst, force, tensors)
+    preflight(dst, force, tensors, source)
     with atomic_directory(Path(dst), force=force) as out:
         weight_map = write_safetensors(out, tensors, max_shard_size, progress)
         write_files(out)

@@ -259,7 +259,8 @@ class Engine(ABC):
                        stop_event: threading.Event | None, stream: TextStream) -> Iterator[str]:
         emitted = 0
         for (row,) in self._run([prompt_ids], params, stop_event, live_text=True):
-            safe = len(row.text) if row.finish_reason else _safe_prefix_len(row.text, params.stop)
+            safe = (len(row.text) if row.finish_reason == "stop"  # cut short: drop a half character, no stop to watch
+                    else _safe_prefix_len(row.text, () if row.finish_reason else params.stop))
             if safe > emitted:
                 yield row.text[emitted:safe]
                 emitted = safe

@@ -71,11 +71,35 @@ class Timings:
                 "tokens_per_s": self.tokens_per_s, "peak_memory_mb": self.peak_memory_mb}
 
 
+CUT_REASONS = ("length", "cancelled", "error")  # the reply ended before the model finished it
+
+
 @dataclass
 class GenerationResult:
-    """What one prompt produced. ``finish_reason`` is "stop" (EOS or stop string), "length" or "cancelled"."""
+    """What one prompt produced. ``finish_reason`` is "stop" (EOS or stop string), "length", "cancelled"
+    or "error" (a served model's stream broke: ``text`` is the partial reply, ``error`` says why).
+
+    A reply cut short never ends in half a character: the decoder's U+FFFD for an incomplete
+    multi-byte character at the end is dropped from ``text`` (``token_ids`` keep every token).
+    """
 
     text: str
     token_ids: list[int]
     finish_reason: str
     timings: Timings
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.finish_reason in CUT_REASONS:
+            self.text = self.text.rstrip("\ufffd")
+
+
+class GenerationError(AscendNbError):
+    """A reply that broke off: the one-line reason, with ``result`` holding the partial reply
+    (``finish_reason == "error"``, ``result.error`` the reason)."""
+
+    def __init__(self, reason: str, result: GenerationResult):
+        kept = (f"the reply is partial ({len(result.text)} characters kept)" if result.text
+                else "no reply text arrived")
+        super().__init__(f"{reason}; {kept}")
+        self.result = result

@@ -36,6 +36,8 @@ def load_from_args(args: argparse.Namespace):
         GenerationParams(max_new_tokens=args.max_new_tokens)
     if args.backend == "openai":
         return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
+    if args.tp < 1:
+        raise AscendNbError(f"--tp must be a number of ranks >= 1, got {args.tp}")
     if args.tp != 1 and args.backend != "accelerated":
         raise AscendNbError(f"--tp {args.tp} needs --backend accelerated (the transformers backend runs on one device)")
     options = {"tp": args.tp} if args.tp != 1 else {}
@@ -78,36 +80,56 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from ascend_nb.engine.params import GenerationError
+
     engine = load_from_args(args)
     params = engine.params(max_new_tokens=args.max_new_tokens)
-    if args.raw:
-        result = engine.generate(args.prompt, params)
-    else:
-        result = engine.chat([{"role": "user", "content": args.prompt}], params)
-    if not is_main_process(engine):
-        return 0
+    try:
+        if args.raw:
+            result = engine.generate(args.prompt, params)
+        else:
+            result = engine.chat([{"role": "user", "content": args.prompt}], params)
+    except GenerationError as exc:  # a reply that broke off: show what came, then the one-line error (exit 2)
+        _print_result(args, engine, exc.result)
+        raise
+    if is_main_process(engine):
+        _print_result(args, engine, result)
+    return 0
+
+
+def _print_result(args: argparse.Namespace, engine, result) -> None:
     t = result.timings
     if args.json:
         print(json.dumps({"text": result.text, "ttft_ms": t.ttft_ms, "tpot_ms": t.tpot_ms, "tokens": t.tokens,
                           "e2e_ms": t.e2e_ms, "tokens_per_s": t.tokens_per_s, "finish_reason": result.finish_reason,
-                          "model": engine.spec.name, "backend": engine.backend, "device": str(engine.device),
-                          "dtype": str(engine.dtype).removeprefix("torch.")}, ensure_ascii=False))
+                          "error": result.error, "model": engine.spec.name, "backend": engine.backend,
+                          "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch.")},
+                         ensure_ascii=False), flush=True)
+    elif result.finish_reason == "error":
+        if result.text:
+            print(f"{result.text} [partial reply]", flush=True)
     else:
         print(result.text)
         print(f"[{t.tokens} tokens, TTFT {t.ttft_ms:.1f} ms, TPOT {t.tpot_ms:.1f} ms, {t.tokens_per_s:.1f} tokens/s]",
               file=sys.stderr)
-    return 0
 
 
 def run_chat(args: argparse.Namespace) -> int:
+    from ascend_nb.engine.params import GenerationError
+
     engine = load_from_args(args)
     params = engine.params(max_new_tokens=args.max_new_tokens)
     engine.generate("Hello", max_new_tokens=4)  # warm-up, as the guides' scripts do
     streaming = not args.no_stream
     history: list[dict[str, str]] = []
     print(f"{engine!r} ready. Type a question; `stream` toggles streaming, `clear` resets, `exit` quits.", flush=True)
-    for line in sys.stdin:
-        question = line.strip()
+    for raw in sys.stdin.buffer:
+        try:
+            question = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:  # one bad line must not end the session
+            print(f"ascend-nb chat: that line is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at {exc.start}): "
+                  "skipped, type it again", file=sys.stderr, flush=True)
+            continue
         if not question:
             continue
         if question == "exit":
@@ -121,14 +143,20 @@ def run_chat(args: argparse.Namespace) -> int:
             print("[history cleared]", flush=True)
             continue
         history.append({"role": "user", "content": question})
-        reply = engine.chat(history, params, stream=streaming)
-        if streaming:
-            for piece in reply:
-                print(piece, end="", flush=True)
-            print()
-            reply = reply.result
-        else:
-            print(reply.text)
+        try:
+            reply = engine.chat(history, params, stream=streaming)
+            if streaming:
+                for piece in reply:
+                    print(piece, end="", flush=True)
+                print()
+                reply = reply.result
+            else:
+                print(reply.text)
+        except GenerationError as exc:  # the reply broke off: mark what came, then the one-line error (exit 2)
+            if not streaming:
+                print(exc.result.text, end="")
+            print(" [partial reply]" if exc.result.text else "", flush=True)
+            raise
         history.append({"role": "assistant", "content": reply.text})
         t = reply.timings
         print(f"[TTFT {t.ttft_ms:.1f} ms, TPOT {t.tpot_ms:.1f} ms, {t.tokens} tokens]", flush=True)

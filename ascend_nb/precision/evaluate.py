@@ -2,8 +2,8 @@
 
 Each question is scored under one protocol (see :mod:`ascend_nb.precision.ceval`). With an
 ``output_dir`` every answer is appended to ``predictions.csv`` as it is produced, so an interrupted
-run resumes where it stopped; ``run.json`` pins the settings (protocol, shots, split, model and its
-source, backend, dtype, device type) so one directory never mixes runs, and ``summary.json`` is written at the end.
+run resumes where it stopped; ``run.json`` pins every setting that changes a prediction (see
+:func:`run_settings`) so one directory never mixes runs, and ``summary.json`` is written at the end.
 """
 
 from __future__ import annotations
@@ -235,6 +235,21 @@ class PredictionLog:
             os.fsync(handle.fileno())
 
 
+def run_settings(engine, data_dir: str | Path, split: str, shots: int, protocol: str, max_new_tokens: int) -> dict:
+    """Everything that can change a prediction, pinned in ``run.json``: a resume under other values is refused.
+
+    ``max_seq_len`` decides how many shots fit; ``max_new_tokens`` only matters to the generate protocol;
+    ``quantize`` and ``tp`` change the accelerated backend's numerics.
+    """
+    return {"protocol": protocol, "shots": shots, "split": split,
+            "data_dir": str(Path(data_dir).expanduser().resolve()), "model": engine.spec.name,
+            "source": str(getattr(engine, "model_dir", None) or repr(engine)), "backend": engine.backend,
+            "dtype": _dtype_name(engine.dtype), "device": engine.device.type, "max_seq_len": engine.max_seq_len,
+            "max_new_tokens": max_new_tokens if protocol == "generate" else None,
+            "quantize": getattr(engine, "quantize", None),
+            "tp": getattr(getattr(engine, "tp", None), "world_size", 1)}
+
+
 def evaluate(engine, data_dir: str | Path, split: str = "val", shots: int = 0, protocol: str = "logits",
              subjects: Sequence[str] | None = None, limit: int | None = None, output_dir: str | Path | None = None,
              on_result: OnResult | None = None, max_new_tokens: int = GENERATE_MAX_NEW_TOKENS) -> EvalResult:
@@ -257,11 +272,7 @@ def evaluate(engine, data_dir: str | Path, split: str = "val", shots: int = 0, p
     log = None
     done: dict[tuple[str, str], dict] = {}
     if output_dir is not None:
-        settings = {"protocol": protocol, "shots": shots, "split": split,
-                    "data_dir": str(Path(data_dir).expanduser().resolve()), "model": engine.spec.name,
-                    "source": str(getattr(engine, "model_dir", None) or repr(engine)), "backend": engine.backend,
-                    "dtype": _dtype_name(engine.dtype), "device": engine.device.type}
-        log = PredictionLog(output_dir, settings)
+        log = PredictionLog(output_dir, run_settings(engine, data_dir, split, shots, protocol, max_new_tokens))
         done = log.read()
     reserve = max_new_tokens if protocol == "generate" else 0
     rows = []
