@@ -66,14 +66,19 @@ def explain(text: str) -> pd.DataFrame:
     return _frame(hits, "" if len(hits) else NO_MATCH)
 
 
+def _best(text: str) -> str | None:
+    """The signature of the most specific row matching ``text``, or None."""
+    found = explain(text)
+    return None if found.empty else found.iloc[0]["signature"]
+
+
 def explain_checks(checks: Iterable[Check]) -> pd.DataFrame:
     """The rows that explain the failed and warned doctor checks: those linked by check name, and
-    those whose pattern occurs in what the check found (e.g. ``dcmi module initialize failed``)."""
+    the most specific match of what each check found (e.g. ``dcmi module initialize failed``)."""
     bad = [c for c in checks if c.status in ("fail", "warn")]
     table = signatures()
-    names = {c.name for c in bad}
-    found = "\n".join(c.found for c in bad)
-    linked = table["check"].isin(names) | table["pattern"].map(lambda p: bool(found) and _specificity(p, found) > 0)
+    quoted = {_best(c.found) for c in bad if c.found.strip()} - {None}
+    linked = table["check"].isin({c.name for c in bad}) | table["signature"].isin(quoted)
     return _frame(table[linked], "" if linked.any() else "no failed or warned check has a known error signature")
 
 
