@@ -217,7 +217,7 @@ def plan(model, device: str | torch.device = "cpu", dtype: str | torch.dtype = "
     dtype_name = _dtype_name(dtype, where)
     quantize = None if quantize in (None, "none") else quantize
     limit = shape.max_position_embeddings
-    max_seq_len = max_seq_len or limit
+    max_seq_len = limit if max_seq_len is None else max_seq_len
     if not max_seq_len or max_seq_len < 1 or (limit and max_seq_len > limit):
         bound = f"1..{limit} (the model's max_position_embeddings)" if limit else ">= 1"
         raise AscendNbError(f"max_seq_len must be in {bound}, got {max_seq_len}")
@@ -265,6 +265,13 @@ def require_fit(model, device: str | torch.device, dtype: str | torch.dtype, qua
     if p.max_seq_len_that_fits:
         raise AscendNbError(f"{head}: the largest that fits is max_seq_len {p.max_seq_len_that_fits} at batch "
                             f"{p.batch_size} (check with `ascend-nb plan`)")
+    if p.max_batch_that_fits:
+        raise AscendNbError(f"{head}: the largest that fits is batch {p.max_batch_that_fits} at max_seq_len "
+                            f"{p.max_seq_len} (check with `ascend-nb plan`)")
+    single = plan(model, device, dtype, quantize, max_seq_len, 1, tp, bandwidth_gbs=1.0).max_seq_len_that_fits
+    if single:
+        raise AscendNbError(f"{head}: the largest that fits is max_seq_len {single} at batch 1 "
+                            "(check with `ascend-nb plan`)")
     if p.quantize is None and plan(model, device, dtype, "int8", 1, 1, tp, bandwidth_gbs=1.0).max_seq_len_that_fits:
         raise AscendNbError(f"{head}: even the weights do not fit; with quantize int8 they do "
                             "(check with `ascend-nb plan --quantize int8`)")
