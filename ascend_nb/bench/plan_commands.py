@@ -1,4 +1,5 @@
-"""CLI: ``ascend-nb plan --model M --device D --dtype T [--quantize int8] [--max-seq-len N] [--batch-size B] [--tp K] [--json]``."""
+"""CLI: ``ascend-nb plan --model M --device D --dtype T [--quantize int8] [--max-seq-len N] [--batch-size B]
+[--tp K] [--json]``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
 def register(subparsers) -> None:
     parser = subparsers.add_parser("plan", help="will a model fit a device (here or in data/devices.csv), the longest "
                                                 "context and largest batch that do, and the decode roofline")
-    parser.add_argument("--model", required=True, help="registry name (aquila-7b, baichuan2-7b-chat, ...) or model directory")
+    parser.add_argument("--model", required=True,
+                        help="registry name (aquila-7b, baichuan2-7b-chat, ...) or model directory")
     parser.add_argument("--device", required=True,
                         help="cpu, cuda, npu (free memory measured here) or a data/devices.csv row (310P3, 910B4-64GB, "
                              "A100-80GB, ...)")

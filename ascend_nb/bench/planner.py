@@ -30,6 +30,7 @@ from ascend_nb import device as devices
 from ascend_nb.bench import reference
 from ascend_nb.bench.roofline import (KNOWN_SHAPES, ModelShape, dtype_bytes, kv_cache_bytes, model_shape, roofline,
                                       weight_bytes)
+from ascend_nb.engine.accelerated.parallel import check_divisible
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import read_config_json
 
@@ -37,7 +38,6 @@ VERDICTS = ("fits", "tight", "does not fit")
 FITS_SHARE = 0.9  # above this share of the device's memory a plan is "tight"
 OVERHEAD_BYTES = {"npu": 3 * 2**29, "cuda": 2**30, "cpu": 2**29}  # runtime context + workspace, estimated
 MAX_BATCH = 4096  # the largest batch the planner searches
-LOCAL_DEVICES = devices.DEVICE_TYPES
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,7 @@ def rank_shape(shape: ModelShape, tp: int) -> ModelShape:
         raise AscendNbError(f"tp must be >= 1, got {tp}")
     if tp == 1:
         return shape
-    for label, value in (("attention heads", shape.num_attention_heads), ("key/value heads", shape.num_key_value_heads),
-                         ("intermediate size", shape.intermediate_size)):
-        if value % tp:
-            raise AscendNbError(f"tp {tp} does not divide the model's {label} ({value}): pick a tp that does")
+    check_divisible(shape, tp)
     return replace(shape, num_attention_heads=shape.num_attention_heads // tp,
                    num_key_value_heads=shape.num_key_value_heads // tp, intermediate_size=shape.intermediate_size // tp)
 
@@ -167,9 +164,10 @@ def target(device: str | torch.device) -> Target:
             memory = int(row["memory_gb_min"] * 2**30)
             spread = "" if row["memory_gb_min"] == row["memory_gb_max"] else f", smallest variant of {name}"
             source = f"data/devices.csv {name}{spread}"
-        kind = row["kind"] if isinstance(row.get("kind"), str) else ("cuda" if "A100" in name or "H100" in name else "npu")
-        return Target(name, kind, memory, source, bool(row["supports_bf16"]))
-    if name.split(":")[0].strip().lower() not in (*LOCAL_DEVICES, "auto"):
+        if row.get("kind") not in OVERHEAD_BYTES:
+            raise AscendNbError(f"data/devices.csv row {name!r} needs a kind (npu or cuda) to be planned for")
+        return Target(name, row["kind"], memory, source, bool(row["supports_bf16"]))
+    if name.split(":")[0].strip().lower() not in (*devices.DEVICE_TYPES, "auto"):
         raise AscendNbError(f"unknown device {name!r}: use cpu, cuda, npu or a row of data/devices.csv "
                             f"({', '.join(table['device'])})")
     from ascend_nb.bench.sweep import _available_memory_bytes
