@@ -112,6 +112,19 @@ def test_cli_explain_file_stdin_json_and_bad_input(tmp_path, monkeypatch, capsys
         assert words in err and err.count("\n") == 1
 
 
+def test_the_doctors_text_report_lists_the_known_errors_of_its_failed_rows(monkeypatch, capsys):
+    from tests.test_doctor import ASCEND_VARS, FIXTURES, clean_env
+
+    for name in ASCEND_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", clean_env("dcmi_failed.txt")["PATH"])
+    monkeypatch.setenv("NPU_SMI_SAMPLE", str(FIXTURES / "npu_smi" / "dcmi_failed.txt"))
+    assert main(["doctor", "--ascend-root", str(FIXTURES / "broken_driver")]) == 1
+    known = capsys.readouterr().out.split("Known errors these rows cause")[1]
+    assert "[npu-smi] dcmi module initialize failed. ret is -8005  (https://github.com/vllm-project/vllm-ascend/issues/2698)" \
+        in known
+
+
 def test_explain_box_text_area_button_and_report():
     box = ExplainBox()
     box.text.value = (LOGS / "vllm_ascend_4502_fork.txt").read_text()

@@ -59,4 +59,16 @@ def run_doctor(args: argparse.Namespace) -> int:
         facts = report.facts
         print(f"ascend-nb doctor: Ascend root {facts['ascend_root']}, torch {facts['torch_version']}\n")
         print(report.to_text())
+        _print_known_errors(report)
     return report.exit_code
+
+
+def _print_known_errors(report) -> None:
+    """The error signatures behind the failed rows, so one table holds every fix."""
+    from ascend_nb.doctor import known_errors
+
+    known = known_errors.explain_checks(report.checks)
+    if not known.empty:
+        print("\nKnown errors these rows cause (details: ascend-nb doctor --explain LOG):")
+        for row in known.itertuples(index=False):
+            print(f"  [{row.check or 'log'}] {row.signature}  ({row.source})")

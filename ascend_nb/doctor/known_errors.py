@@ -73,13 +73,13 @@ def _best(text: str) -> str | None:
 
 
 def explain_checks(checks: Iterable[Check]) -> pd.DataFrame:
-    """The rows that explain the failed and warned doctor checks: those linked by check name, and
+    """The rows that explain the failed doctor checks: those linked by check name, and
     the most specific match of what each check found (e.g. ``dcmi module initialize failed``)."""
-    bad = [c for c in checks if c.status in ("fail", "warn")]
+    bad = [c for c in checks if c.status == "fail"]
     table = signatures()
     quoted = {_best(c.found) for c in bad if c.found.strip()} - {None}
     linked = table["check"].isin({c.name for c in bad}) | table["signature"].isin(quoted)
-    return _frame(table[linked], "" if linked.any() else "no failed or warned check has a known error signature")
+    return _frame(table[linked], "" if linked.any() else "no failed check has a known error signature")
 
 
 def to_text(frame: pd.DataFrame) -> str:

@@ -56,7 +56,7 @@ class ExplainBox(widgets.VBox):
             return pd.DataFrame(columns=list(known_errors.COLUMNS))
 
     def explain_report(self) -> pd.DataFrame:
-        """The signatures behind the report's failed and warned checks."""
+        """The signatures behind the report's failed checks."""
         if self.report is None:
             raise AscendNbError("this box has no doctor report: ExplainBox(doctor.run())")
         return self._show(known_errors.explain_checks(self.report.checks))
