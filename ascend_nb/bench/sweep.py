@@ -78,7 +78,8 @@ def point_memory_bytes(engine, point: SweepPoint) -> int:
     length, eager prefill attention scores (fp32), MLP activations and the logits."""
     shape = model_shape(engine)
     b, t = point.batch_size, point.input_len
-    return kv_cache_bytes(shape, engine.dtype, t + point.output_len, b) + prefill_activation_bytes(shape, engine.dtype, b, t)
+    kv = kv_cache_bytes(shape, engine.dtype, t + point.output_len, b)
+    return kv + prefill_activation_bytes(shape, engine.dtype, b, t)
 
 
 def require_local_model(engine) -> None:
