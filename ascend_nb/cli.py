@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "ascend_nb.doctor.commands",
     "ascend_nb.precision.commands",
     "ascend_nb.bench.commands",
+    "ascend_nb.bench.plan_commands",
 )
 
 

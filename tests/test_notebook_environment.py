@@ -31,8 +31,18 @@ def test_notebook_on_this_machine(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
                                                if not (Path(p) / "npu-smi").exists()))
-    text = outputs_text(run_notebook(NOTEBOOK, {"ASCEND_ROOT": str(tmp_path)}, tmp_dir=tmp_path))
+    log = (Path(__file__).resolve().parent / "fixtures" / "logs" / "vllm_ascend_262_libhccl.txt").read_text()
+    notebook = run_notebook(NOTEBOOK, {"ASCEND_ROOT": str(tmp_path), "EXPLAIN_TEXT": log}, tmp_dir=tmp_path)
+    text = outputs_text(notebook)
     assert f"Ascend root: {tmp_path}" in text
+    # the text area + Explain button, driven headless; then the plan of Baichuan2-7B-Chat on one 310P3 chip
+    assert "libhccl.so: cannot open shared object file -> source /usr/local/Ascend/ascend-toolkit/set_env.sh" in text
+    assert "baichuan2-7b-chat on 310P3 (float16, max_seq_len 4096, batch 1)" in text
+    assert "largest max_seq_len that fits at batch 1: 4096" in text
+    figures = [o["data"]["application/vnd.plotly.v1+json"] for c in notebook.cells for o in c.get("outputs", [])
+               if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert [f["data"][0]["type"] for f in figures] == ["heatmap"] and "Does it fit?" in str(figures[0]["layout"])
+    assert "A100-80GB" in text and "910B4-32GB" in text
     assert "npu-smi not on PATH" in text and "torch_npu not installed" in text
     assert _colour("pass") in text and _colour("skip") in text
     assert '"cann_version": null' in text

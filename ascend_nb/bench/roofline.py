@@ -22,6 +22,7 @@ import torch
 from ascend_nb import device as devices
 from ascend_nb.bench import reference
 from ascend_nb.errors import AscendNbError
+from ascend_nb.models.registry import MODELS
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class ModelShape:
     num_key_value_heads: int
     head_dim: int
     vocab_size: int
+    tie_word_embeddings: bool = False  # the LM head is the embedding (stored once)
+    max_position_embeddings: int | None = None
 
     @classmethod
     def from_config(cls, config) -> ModelShape:
@@ -62,7 +65,9 @@ class ModelShape:
         return cls(hidden_size=hidden, intermediate_size=get("intermediate_size"),
                    num_hidden_layers=get("num_hidden_layers"), num_attention_heads=heads,
                    num_key_value_heads=get("num_key_value_heads") or heads,
-                   head_dim=get("head_dim") or hidden // heads, vocab_size=get("vocab_size"))
+                   head_dim=get("head_dim") or hidden // heads, vocab_size=get("vocab_size"),
+                   tie_word_embeddings=bool(get("tie_word_embeddings")),
+                   max_position_embeddings=get("max_position_embeddings"))
 
     def linear_shapes(self) -> list[tuple[int, int]]:
         """``(out_features, in_features)`` of every linear layer read per decode step."""
@@ -74,11 +79,10 @@ class ModelShape:
         return per_layer * self.num_hidden_layers + [(self.vocab_size, self.hidden_size)]
 
 
-# Shapes of the models in the guides' tables (config.json values; see DESIGN.md section 2).
+# Shapes of the registry's models (their config.json sizes) and of the peers' Llama-2-7B.
 KNOWN_SHAPES = {
-    "aquila-7b": ModelShape(4096, 11008, 32, 32, 32, 128, 100008),
-    "baichuan2-7b-chat": ModelShape(4096, 11008, 32, 32, 32, 128, 125696),
-    "llama-2-7b": ModelShape(4096, 11008, 32, 32, 32, 128, 32000),
+    **{name: ModelShape.from_config(spec.sizes) for name, spec in MODELS.items() if spec.sizes},
+    "llama-2-7b": ModelShape(4096, 11008, 32, 32, 32, 128, 32000, max_position_embeddings=4096),
 }
 
 

@@ -19,6 +19,7 @@ import torch
 
 from ascend_nb import device as devices
 from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, guide_values, read_rows, write_rows
+from ascend_nb.bench.planner import prefill_activation_bytes
 from ascend_nb.bench.roofline import kv_cache_bytes, model_shape, resolve_bandwidth, roofline
 from ascend_nb.engine.params import GenerationParams
 from ascend_nb.errors import AscendNbError
@@ -77,12 +78,9 @@ def point_memory_bytes(engine, point: SweepPoint) -> int:
     """A rough upper estimate of the memory one point needs beyond the weights: the KV cache at full
     length, eager prefill attention scores (fp32), MLP activations and the logits."""
     shape = model_shape(engine)
-    element = torch.finfo(engine.dtype).bits // 8
     b, t = point.batch_size, point.input_len
     kv = kv_cache_bytes(shape, engine.dtype, t + point.output_len, b)
-    scores = b * shape.num_attention_heads * t * t * 4
-    activations = b * t * (4 * shape.hidden_size + 2 * shape.intermediate_size) * element
-    return kv + scores + activations + b * shape.vocab_size * 4
+    return kv + prefill_activation_bytes(shape, engine.dtype, b, t)
 
 
 def require_local_model(engine) -> None:

@@ -4,6 +4,8 @@
     >>> report = doctor.run()            # or run(ascend_root="/usr/local/Ascend", dtype="bfloat16")
     >>> report.table                     # check / status (pass, warn, fail, skip) / found / expected / hint
     >>> report.facts["cann_version"], report.exit_code
+    >>> doctor.explain(error_text)        # known error signatures: cause, fix, confirming check, source
+    >>> doctor.explain_checks(report.checks)
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from pathlib import Path
 from ascend_nb.doctor.checks import STEPS, Request, evaluate, facts
 from ascend_nb.doctor.probe import collect, weights_bytes
 from ascend_nb.doctor.report import Check, Report, style_table
+from ascend_nb.lazy import lazy_exports
 
-__all__ = ["STEPS", "Check", "Report", "Request", "collect", "evaluate", "run", "style_table", "weights_bytes"]
+_EXPORTS = {"explain": "ascend_nb.doctor.known_errors", "explain_checks": "ascend_nb.doctor.known_errors"}
+__all__ = ["STEPS", "Check", "Report", "Request", "collect", "evaluate", "explain", "explain_checks", "run",
+           "style_table", "weights_bytes"]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 def run(ascend_root: str | Path | None = None, model_bytes: int | None = None, dtype: str = "auto") -> Report:

