@@ -30,7 +30,7 @@ from ascend_nb import device as devices
 from ascend_nb.bench import reference
 from ascend_nb.bench.roofline import (KNOWN_SHAPES, ModelShape, dtype_bytes, kv_cache_bytes, model_shape, roofline,
                                       weight_bytes)
-from ascend_nb.engine.accelerated.parallel import check_divisible
+from ascend_nb.parallel import check_divisible
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import read_config_json
 

@@ -95,8 +95,8 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
         raise AscendNbError(f"max_seq_len must be in 1..{limit} (the model's max_position_embeddings), got {max_seq_len}")
     from ascend_nb.bench.planner import require_fit  # at call time: the planner lives in bench, above models
 
-    require_fit(config, torch_device, torch_dtype, backend_options.get("quantize"), max_seq_len or limit,
-                tp=backend_options.get("tp") or 1)  # refuse what cannot fit before anything is allocated
+    require_fit(config, placement.device, placement.dtype, backend_options.get("quantize"), max_seq_len or limit,
+                tp=placement.tp.world_size if placement.tp else 1)  # refuse what cannot fit before anything is allocated
     module_name, class_name = BACKENDS[backend].split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
     return engine_class.from_directory(
