@@ -26,6 +26,27 @@ from ascend_nb.models.templates import Message
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
 
+SSE_DONE = object()  # what :func:`sse_chunk` returns for the closing ``data: [DONE]``
+
+
+def sse_chunk(line: str) -> dict | object | None:
+    """The JSON chunk of one server-sent-events line, :data:`SSE_DONE` at ``[DONE]``, None for other lines."""
+    data = line.removeprefix("data:").strip() if line.startswith("data:") else ""
+    if data == "[DONE]":
+        return SSE_DONE
+    return json.loads(data) if data else None
+
+
+def chunk_delta(chunk: dict) -> tuple[str, str | None, dict]:
+    """The new text, the finish reason (or None) and the usage (or {}) of one streamed chunk
+    (``/completions`` or ``/chat/completions``)."""
+    text, finish = "", None
+    for choice in chunk.get("choices") or []:
+        text += (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+        finish = choice.get("finish_reason") or finish
+    return text, finish, chunk.get("usage") or {}
+
+
 class OpenAIEngine:
     """Same interface as the local engines (generate / stream / chat / params), served remotely."""
 
@@ -104,11 +125,11 @@ class OpenAIEngine:
                     detail = response.read().decode(errors="replace").strip()[:300]
                     raise AscendNbError(f"server at {url} answered HTTP {response.status_code}: {detail}")
                 for line in response.iter_lines():
-                    data = line.removeprefix("data:").strip() if line.startswith("data:") else ""
-                    if data == "[DONE]":
+                    chunk = sse_chunk(line)
+                    if chunk is SSE_DONE:
                         return
-                    if data:
-                        yield json.loads(data)
+                    if chunk is not None:
+                        yield chunk
         except httpx.ConnectError as exc:
             raise AscendNbError(f"cannot reach an OpenAI-compatible server at {self.base_url}: is it running? "
                                 "(e.g. `vllm serve DIR` or `transformers serve DIR`; set --base-url or OPENAI_BASE_URL)") from exc
@@ -123,14 +144,12 @@ class OpenAIEngine:
         times: list[float] = []
         text, finish, usage = "", None, {}
         for chunk in self._events(endpoint, self._payload(body, params)):
-            usage = chunk.get("usage") or usage
-            for choice in chunk.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-                finish = choice.get("finish_reason") or finish
-                if piece:
-                    times.append(time.perf_counter())
-                    text += piece
-                    yield piece
+            piece, finish_reason, chunk_usage = chunk_delta(chunk)
+            usage, finish = chunk_usage or usage, finish_reason or finish
+            if piece:
+                times.append(time.perf_counter())
+                text += piece
+                yield piece
             if stop_event is not None and stop_event.is_set():
                 finish = "cancelled"
                 break
