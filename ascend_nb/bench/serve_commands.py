@@ -13,7 +13,7 @@ import json
 import pandas as pd
 
 from ascend_nb.bench.mindie_csv import write_mindie_csv
-from ascend_nb.bench.serve_load import serve_load
+from ascend_nb.bench.serve_bench import serve_load
 from ascend_nb.bench.serve_metrics import knee, level_label, parse_slo
 from ascend_nb.bench.sweep_commands import results_csv_path
 from ascend_nb.errors import AscendNbError

@@ -16,6 +16,7 @@ _EXPORTS = {
     "AccuracyPlot": "ascend_nb.ui.precision_plots",
     "accuracy_comparison_figure": "ascend_nb.ui.precision_plots",
     "layer_comparison_figure": "ascend_nb.ui.precision_plots",
+    "LiveLoadPlot": "ascend_nb.ui.serve_plots",
 }
 
 __all__ = sorted(_EXPORTS)
