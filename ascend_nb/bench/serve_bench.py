@@ -134,9 +134,12 @@ class LoadClient:
         record.output_len = int(usage.get("completion_tokens") or chunks)
         record.prompt_len = int(usage.get("prompt_tokens") or record.prompt_len)
 
-    async def probe(self, prompt: LoadPrompt) -> None:
+    def probe(self, prompt: LoadPrompt) -> None:
         """One untimed short request: warms the server up and picks ids or text for the prompts
         (ids unless the server refuses them with HTTP 400/422). A server that answers neither raises."""
+        _run_in_thread(self._probe(prompt))
+
+    async def _probe(self, prompt: LoadPrompt) -> None:
         params = self.params.replace(max_new_tokens=PROBE_TOKENS)
         async with self.client(1) as client:
             for as_ids in ((True, False) if prompt.ids is not None else (False,)):
@@ -291,7 +294,7 @@ def serve_load(base_url: str | None, model: str, concurrency: Sequence[int] | No
             continue
         if prompts is None:  # built, and the server probed, only when a level is left to run
             prompts = build_prompts(model, num_prompts, input_len, dataset, tokenizer, seed)
-            _run_in_thread(load.probe(prompts[0]))
+            load.probe(prompts[0])
         bar = tqdm(total=num_prompts, desc=f"load {key['concurrency'] or '-'} / {level.request_rate:g} per s",
                    unit="req", disable=not progress)
         try:
