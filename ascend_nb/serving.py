@@ -9,6 +9,7 @@ The ``openai`` backend and the load benchmark talk to any of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -160,17 +161,19 @@ def _write_config(path: Path, content: dict) -> None:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Stop the process group started for ``process``: SIGTERM, then SIGKILL after 30 s."""
-    if process.poll() is not None:
-        return
+    """Stop the process group started for ``process`` (the server and any workers it spawned):
+    SIGTERM, then SIGKILL after 30 s."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:  # the whole group is gone already
+        process.wait()
+        return
+    try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    except ProcessLookupError:
-        pass
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -22,7 +23,7 @@ SUMMARY_COLUMNS = ("level", "completed", "failed", "request_throughput", "output
                    "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "p99_itl_ms", "p99_e2el_ms")
 
 
-def _numbers(kind: type) -> callable:
+def _numbers(kind: type) -> Callable[[str], tuple]:
     def parse(text: str) -> tuple:
         try:
             values = tuple(kind(part) for part in text.split(",") if part.strip())

@@ -57,10 +57,10 @@ def parse_slo(text: str | Mapping[str, float] | None) -> dict[str, float]:
     """``"ttft_ms=500,tpot_ms=50"`` (or a dict) -> ``{"ttft_ms": 500.0, "tpot_ms": 50.0}``."""
     if not text:
         return {}
-    pairs = text.items() if isinstance(text, Mapping) else (part.split("=", 1) for part in text.split(",") if part.strip())
+    pairs = text.items() if isinstance(text, Mapping) else (part.partition("=")[::2] for part in text.split(",")
+                                                              if part.strip())
     slo = {}
-    for pair in pairs:
-        key, value = (pair if len(pair) == 2 else (pair[0], None))
+    for key, value in pairs:
         key = str(key).strip()
         if key not in SLO_KEYS:
             raise AscendNbError(f"unknown SLO {key!r}: use {', '.join(SLO_KEYS)}, e.g. ttft_ms=500,tpot_ms=50")
