@@ -202,3 +202,34 @@ def test_cli_refuses_mixed_or_misplaced_load_options(capsys):
     assert "add --backend openai" in capsys.readouterr().err
     assert main(["bench", "--backend", "openai", "--model", "m", "--slo", "ttft=1"]) == 2
     assert "unknown SLO" in capsys.readouterr().err
+
+
+def test_dataset_prompts_from_sharegpt_and_ceval(tmp_path):
+    from ascend_nb.bench.serve_prompts import dataset_prompts
+    from ascend_nb.precision.ceval import SAMPLE_DATA_DIR
+
+    sharegpt = tmp_path / "sharegpt.json"
+    sharegpt.write_text(json.dumps([
+        {"id": "a", "conversations": [{"from": "human", "value": "Hi there"}, {"from": "gpt", "value": "Hello"}]},
+        {"id": "b", "conversations": [{"from": "gpt", "value": "not a question"}]},
+        {"id": "c", "conversations": [{"from": "human", "value": "What is an NPU?"}]}]))
+    prompts = dataset_prompts(sharegpt, 5, seed=3)
+    assert len(prompts) == 5 and {p.text for p in prompts} == {"Hi there", "What is an NPU?"}
+    assert prompts == dataset_prompts(sharegpt, 5, seed=3) and all(p.ids is None for p in prompts)
+    ceval = dataset_prompts(SAMPLE_DATA_DIR, 3)
+    assert all(p.text.startswith("The following are multiple choice questions") and p.text.endswith("Answer:")
+               for p in ceval)
+    (tmp_path / "empty.json").write_text("[]")
+    for bad in (tmp_path / "empty.json", tmp_path / "missing.json"):
+        with pytest.raises(AscendNbError):
+            dataset_prompts(bad, 2)
+
+
+def test_random_prompts_are_seeded_ids_of_the_requested_length(embedded_model_dir):
+    prompts = build_prompts(str(embedded_model_dir), 3, input_len=12, seed=5)
+    assert prompts == build_prompts(str(embedded_model_dir), 3, input_len=12, seed=5)
+    assert all(len(p.ids) == 12 and p.prompt_len == 12 and p.text for p in prompts)
+    assert prompts[0].body(as_ids=True) == {"prompt": list(prompts[0].ids)}
+    assert prompts[0].body(as_ids=False) == {"prompt": prompts[0].text}
+    with pytest.raises(AscendNbError, match="need the served model's tokenizer"):
+        build_prompts("served-name", 3, input_len=12)
