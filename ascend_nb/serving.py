@@ -30,6 +30,7 @@ from ascend_nb.errors import AscendNbError
 
 SERVER_ENGINES = ("transformers", "vllm", "vllm-ascend", "mindie")
 MINDIE_HOME = "/usr/local/Ascend/mindie/latest/mindie-service"  # the documented default MIES_INSTALL_PATH
+CB_BLOCK_TOKENS = 256  # tokens per KV-cache block of transformers' continuous batching (its default page size)
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,15 @@ def mindie_config(model_dir: str, name: str, host: str, port: int, devices: Sequ
 def launch_plan(engine: str, model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
                 served_name: str | None = None, tp: int = 1, devices: Sequence[int] | None = None,
                 dtype: str | None = None, max_model_len: int | None = None, continuous_batching: bool = True,
+                kv_cache_tokens: int | None = None, max_batch_tokens: int | None = None,
                 config_path: str | Path | None = None, mindie_home: str | Path = MINDIE_HOME,
                 extra_args: Sequence[str] = ()) -> LaunchPlan:
     """The documented command line of ``engine`` serving ``model_dir`` on ``host:port``.
 
     - ``transformers``: ``transformers serve DIR --host H --port P [--continuous-batching] [--dtype D]``
-      (served under the directory path);
+      (served under the directory path); with continuous batching, ``kv_cache_tokens`` sizes the paged
+      KV cache (``--cb-num-blocks``, 256-token blocks) and ``max_batch_tokens`` the batch
+      (``--cb-max-batch-tokens``): left unset, transformers takes 60% of the free RAM on a CPU;
     - ``vllm`` (CUDA): ``vllm serve DIR --host H --port P --served-model-name NAME [--dtype D]
       [--max-model-len N] [--tensor-parallel-size TP]`` with ``CUDA_VISIBLE_DEVICES`` from ``devices``;
     - ``vllm-ascend``: the same ``vllm serve`` line (vllm-ascend is vLLM's NPU plugin) with
@@ -133,6 +137,10 @@ def launch_plan(engine: str, model_dir: str | Path, *, host: str = "127.0.0.1", 
                    "--port", str(port)]
         if continuous_batching:
             command.append("--continuous-batching")
+            if kv_cache_tokens:
+                command += ["--cb-num-blocks", str(-(-kv_cache_tokens // CB_BLOCK_TOKENS))]
+            if max_batch_tokens:
+                command += ["--cb-max-batch-tokens", str(max_batch_tokens)]
         if dtype:
             command += ["--dtype", dtype]
         return LaunchPlan(engine, (*command, *extra_args), base_url, model_dir, env={"HF_HUB_OFFLINE": "1"})
@@ -222,10 +230,12 @@ def launch(plan: LaunchPlan, startup_timeout: float = 300.0, log_path: str | Pat
 
 @contextmanager
 def transformers_server(model_dir: str | Path, port: int | None = None, startup_timeout: float = 180.0,
-                        continuous_batching: bool = False) -> Iterator[LocalServer]:
+                        continuous_batching: bool = False, kv_cache_tokens: int | None = 8192,
+                        max_batch_tokens: int | None = 1024) -> Iterator[LocalServer]:
     """Run ``transformers serve MODEL_DIR`` on 127.0.0.1 until the block ends (``continuous_batching``:
-    paged KV cache, concurrent requests batched). Needs ``pip install 'transformers[serving]'``.
-    The model name to send is the directory path."""
-    plan = launch_plan("transformers", model_dir, port=port or free_port(), continuous_batching=continuous_batching)
+    paged KV cache of ``kv_cache_tokens``, concurrent requests batched, at most ``max_batch_tokens``
+    per step). Needs ``pip install 'transformers[serving]'``. The model name to send is the directory path."""
+    plan = launch_plan("transformers", model_dir, port=port or free_port(), continuous_batching=continuous_batching,
+                       kv_cache_tokens=kv_cache_tokens, max_batch_tokens=max_batch_tokens)
     with launch(plan, startup_timeout=startup_timeout) as server:
         yield server

@@ -27,6 +27,8 @@ def test_transformers_serve_with_continuous_batching():
                             "--port", "8100", "--continuous-batching", "--dtype", "float16")
     assert (plan.base_url, plan.model, dict(plan.env)) == ("http://127.0.0.1:8100/v1", MODEL, {"HF_HUB_OFFLINE": "1"})
     assert "--continuous-batching" not in launch_plan("transformers", MODEL, continuous_batching=False).command
+    sized = launch_plan("transformers", MODEL, kv_cache_tokens=4097, max_batch_tokens=512).command
+    assert sized[-5:] == ("--continuous-batching", "--cb-num-blocks", "17", "--cb-max-batch-tokens", "512")
 
 
 def test_vllm_on_cuda():
