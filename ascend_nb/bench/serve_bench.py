@@ -233,8 +233,9 @@ class LevelResult:
 def run_level(load: LoadClient, prompts: Sequence[LoadPrompt], level: LoadLevel, seed: int = 0,
               level_timeout_s: float | None = None,
               on_request: Callable[[RequestRecord], None] | None = None) -> LevelResult:
-    """Send ``prompts`` at ``level`` and wait for all of them (or the time limit); ``on_request`` is
-    called (on the worker thread) as each request finishes."""
+    """Send ``prompts`` at ``level`` (through a ``load`` client already :meth:`~LoadClient.probe`-d) and
+    wait for all of them (or the time limit); ``on_request`` is called (on the worker thread) as each
+    request finishes."""
     records, duration = _run_in_thread(_run_level(load, prompts, level, seed, level_timeout_s, on_request))
     return LevelResult(level, records, duration)
 
