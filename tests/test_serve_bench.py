@@ -90,6 +90,9 @@ def test_percentiles_and_goodput_agree_with_a_hand_computation(served):
         assert result.row(slo)["request_goodput"] * result.duration_s == pytest.approx(good)
     assert result.row({"ttft_ms": 1e9, "tpot_ms": 1e9})["request_goodput"] == row["request_throughput"]
     assert result.row({"e2el_ms": 1e-3})["request_goodput"] == 0
+    paced = run_level(client, prompts, LoadLevel(request_rate=8.0), seed=3)  # Poisson arrivals, no concurrency cap
+    assert all(r.ok for r in paced.records) and paced.row()["concurrency"] is None
+    assert all(r.sent_s >= t for r, t in zip(paced.records, arrival_times(len(prompts), 8.0, seed=3)))
 
 
 @pytest.mark.slow

@@ -122,5 +122,5 @@ def run_sweep_or_compare(args: argparse.Namespace) -> int | None:
     if args.sweep:
         return run_sweep(args)
     if args.csv or args.resume:
-        raise AscendNbError("--csv and --resume go with --sweep")
+        raise AscendNbError("--csv and --resume go with --sweep (or --backend openai)")
     return None
