@@ -5,6 +5,7 @@ over the other length), a heatmap of decode tokens/s over the grid, and a bar pe
 share of the decode roofline reached. In a Jupyter kernel it is a plotly ``FigureWidget`` updated
 in place with ``batch_update``; without a widget frontend (``widget=False``: headless runs,
 exported notebooks) it is a plain figure re-rendered through ``display(..., display_id=True)``.
+:class:`LiveFigure` holds that machinery for every live figure (the sweep's, the load benchmark's).
 """
 
 from __future__ import annotations
