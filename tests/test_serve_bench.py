@@ -138,7 +138,8 @@ def test_cli_writes_our_csv_and_mindie_s(served, tmp_path):
                            "--output-len", "3", "--slo", "ttft_ms=60000,tpot_ms=60000", "--csv", str(ours),
                            "--mindie-csv", str(theirs), "--json"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)
+    rows = json.loads(done.stdout, parse_constant=lambda name: pytest.fail(f"not strict JSON: {name}"))
+    assert {r["request_rate"] for r in rows} == {"inf"}
     assert [(r["concurrency"], r["completed"], r["slo"]) for r in rows] == [(1, 2, "ttft_ms=60000,tpot_ms=60000"),
                                                                             (2, 2, "ttft_ms=60000,tpot_ms=60000")]
     table = read_mindie_csv(theirs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable
 
 import pandas as pd
@@ -91,5 +92,8 @@ def run_serve_load(args: argparse.Namespace) -> int | None:
         rows.append(row)
     if args.mindie_csv:
         write_mindie_csv(rows, args.mindie_csv)
-    print(json.dumps(rows) if args.json else format_levels(rows, slo))
+    if args.json:  # strict JSON: an unbounded request rate is "inf", as in vLLM's result files
+        print(json.dumps([{k: "inf" if v == math.inf else v for k, v in row.items()} for row in rows]))
+    else:
+        print(format_levels(rows, slo))
     return 0
