@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from ascend_nb.bench.guides_csv import read_csv
+from ascend_nb.bench.mindie_csv import read_mindie_csv
 from ascend_nb.models.loading import BACKENDS
 from tests.notebook_runner import outputs_text, run_notebook
 
@@ -47,3 +49,7 @@ def test_performance_notebook_runs_headless(tmp_path):
     assert (tmp_path / "results" / "04_performance.html").stat().st_size > 100_000  # plotly.js inlined
     assert read_csv(tmp_path / "results" / "performance_test_cpu_transformers.csv")["ttft_ms"].tolist() == \
         results[results["backend"] == "transformers"]["ttft_ms"].tolist()
+    load = pd.read_csv(tmp_path / "results" / "04_load.csv")  # the served-model-under-load section
+    assert load["concurrency"].tolist() == [1, 2, 4] and (load["failed"] == 0).all()
+    assert read_mindie_csv(tmp_path / "results" / "04_load_mindie.csv")["Batchsize"].tolist() == [1, 2, 4]
+    assert "highest load meeting" in text and "TPOT" in text

@@ -1,10 +1,23 @@
 """Measuring: head-to-head backend benchmarks, latency sweeps, roofline, reference tables, op traces,
-and :func:`plan` (will it fit, and how fast can it decode, before loading)."""
+:func:`plan` (will it fit, and how fast can it decode, before loading) and served models under load.
+
+Names are imported on first use (PEP 562), so ``import ascend_nb.bench`` stays light.
+"""
 
 from __future__ import annotations
 
 from ascend_nb.lazy import lazy_exports
 
-_EXPORTS = {"plan": "ascend_nb.bench.planner"}
+_EXPORTS = {
+    "plan": "ascend_nb.bench.planner",
+    "serve_load": "ascend_nb.bench.serve_bench",
+    "load_levels": "ascend_nb.bench.serve_bench",
+    "percentile_table": "ascend_nb.bench.serve_metrics",
+    "knee": "ascend_nb.bench.serve_metrics",
+    "read_mindie_csv": "ascend_nb.bench.mindie_csv",
+    "write_mindie_csv": "ascend_nb.bench.mindie_csv",
+}
+
+__all__ = sorted(_EXPORTS)
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ascend_nb.bench.run import BenchConfig, load_engines, run_rounds, speedups
+from ascend_nb.bench.serve_commands import add_serve_arguments, run_serve_load
 from ascend_nb.bench.sweep_commands import add_sweep_arguments, run_sweep_or_compare
 from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
 from ascend_nb.models.commands import is_main_process
@@ -53,6 +54,7 @@ def register(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency benchmark: TTFT, TPOT, decode tokens/s per backend")
     add_bench_arguments(bench)
     add_sweep_arguments(bench)
+    add_serve_arguments(bench)
     bench.set_defaults(func=run_bench_command)
 
 
@@ -74,7 +76,9 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    handled = run_sweep_or_compare(args)
+    handled = run_serve_load(args)
+    if handled is None:
+        handled = run_sweep_or_compare(args)
     if handled is not None:
         return handled
     config = config_from_args(args)

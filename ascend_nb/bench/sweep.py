@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from ascend_nb import device as devices
-from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, guide_values, read_rows, write_rows
+from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, guide_values
 from ascend_nb.bench.planner import prefill_activation_bytes
+from ascend_nb.bench.results_csv import ResultsCsv
 from ascend_nb.bench.roofline import kv_cache_bytes, model_shape, resolve_bandwidth, roofline
 from ascend_nb.engine.params import GenerationParams
 from ascend_nb.errors import AscendNbError
@@ -149,32 +150,6 @@ def measure_point(engine, point: SweepPoint, repeat: int = 1, warmup: int = 1, s
             "e2e_ms": statistics.median(t.e2e_ms for t in timings), "peak_memory_mb": max(peaks, default=None)}
 
 
-def _typed(raw: dict[str, str]) -> dict:
-    """A CSV row (strings) back to the values :func:`sweep` yields."""
-    row = {}
-    for column in CSV_COLUMNS:
-        text = raw.get(column, "")
-        if column in RUN_FIELDS:
-            row[column] = text
-        elif text == "":
-            row[column] = None
-        else:
-            row[column] = int(text) if column in _INT_FIELDS else float(text)
-    return row
-
-
-def _key(row: dict) -> tuple[str, ...]:
-    return tuple(str(row.get(k, "")) for k in KEY_FIELDS)  # a row of an older CSV (no kernels column) matches nothing
-
-
-def _load_existing(csv_path: Path) -> list[dict[str, str]]:
-    columns, rows = read_rows(csv_path)
-    if tuple(columns) != CSV_COLUMNS:
-        raise AscendNbError(f"{csv_path} has other columns than a sweep CSV: choose another csv path, "
-                            "or move that file away to start over")
-    return rows
-
-
 def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] = GUIDE_LENS,
           output_lens: Sequence[int] = GUIDE_LENS, repeat: int = 1, warmup: int = 1,
           csv_path: str | Path | None = None, resume: bool = True, seed: int = 0, progress: bool = True,
@@ -198,21 +173,20 @@ def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] =
     if not plan.points:
         raise AscendNbError(f"no grid point fits (max_seq_len {engine.max_seq_len}, free memory): "
                             "use shorter input/output lengths or smaller batch sizes")
-    csv_path = Path(csv_path) if csv_path is not None else None
-    stored = _load_existing(csv_path) if csv_path is not None and resume and csv_path.exists() else []
-    done = {_key(raw): raw for raw in stored}
+    results = ResultsCsv(csv_path, CSV_COLUMNS, KEY_FIELDS, text_fields=RUN_FIELDS, int_fields=_INT_FIELDS,
+                         resume=resume, kind="sweep")
     identity = run_fields(engine)
     bandwidth = bandwidth_gbs if bandwidth_gbs is not None else resolve_bandwidth(engine.device)[0]
-    todo = [p for p in plan.points if _key({**identity, **vars(p)}) not in done]
+    todo = [p for p in plan.points if results.find({**identity, **vars(p)}) is None]
     bar = tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), desc=f"sweep {engine.backend}",
                unit="point", disable=not progress)
     if plan.skipped:
         bar.write(f"skipping {len(plan.skipped)} grid point(s), e.g. {vars(plan.skipped[0][0])}: {plan.skipped[0][1]}")
     try:
         for point in plan.points:
-            previous = done.get(_key({**identity, **vars(point)}))
+            previous = results.find({**identity, **vars(point)})
             if previous is not None:
-                yield _typed(previous)
+                yield previous
                 continue
             row = {**identity, **measure_point(engine, point, repeat, warmup, seed)}
             limit = roofline(engine, seq_len=point.input_len + point.output_len / 2, batch_size=point.batch_size,
@@ -220,9 +194,7 @@ def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] =
             row["roofline_tokens_per_s"] = limit.tokens_per_s
             row["pct_of_roofline"] = limit.percent(row["decode_tokens_per_s"])
             row.update(guide_values(row))
-            if csv_path is not None:
-                stored.append(row)
-                write_rows(csv_path, CSV_COLUMNS, stored)
+            results.append(row)
             bar.update(1)
             bar.set_postfix(ttft_ms=f"{row['ttft_ms']:.1f}", tpot_ms=f"{row['tpot_ms']:.1f}")
             yield dict(row)

@@ -49,20 +49,21 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        help="token budget per sequence (default: longest input + output, capped at the model's limit); "
                             "points beyond it are skipped")
     group.add_argument("--csv", metavar="PATH",
-                       help="write each sweep row to PATH as it finishes (ours + the guides' columns)")
-    group.add_argument("--resume", action="store_true", help="continue the sweep already in --csv PATH")
+                       help="write each sweep row (or load level) to PATH as it finishes (ours + the guides' or MindIE's columns)")
+    group.add_argument("--resume", action="store_true", help="continue the sweep (or load run) already in --csv PATH")
     group.add_argument("--compare", nargs=2, metavar=("A.csv", "B.csv"),
                        help="compare two result CSVs (ours or the guides'); speedup = B time / A time")
 
 
-def _csv_path(args: argparse.Namespace) -> Path | None:
+def results_csv_path(args: argparse.Namespace) -> Path | None:
+    """``--csv PATH`` checked against ``--resume``: a new file, or an existing one only with ``--resume``."""
     if args.csv is None:
         if args.resume:
-            raise AscendNbError("--resume continues the sweep in a CSV: add --csv PATH")
+            raise AscendNbError("--resume continues the run in a CSV: add --csv PATH")
         return None
     path = Path(args.csv)
     if path.exists() and not args.resume:
-        raise AscendNbError(f"{path} already exists: add --resume to continue that sweep, or choose another --csv path")
+        raise AscendNbError(f"{path} already exists: add --resume to continue that run, or choose another --csv path")
     return path
 
 
@@ -83,7 +84,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     if len(args.kernels) > 1:
         raise AscendNbError("--sweep runs one kernel path per backend: give one --kernels (compare paths with "
                             "`ascend-nb bench --kernels A,B`, or sweep each into its own --csv)")
-    csv_path = _csv_path(args)
+    csv_path = results_csv_path(args)
     max_seq_len = _max_seq_len(args)
     rows: dict[str, list[dict]] = {}
     for backend in args.backend:
@@ -127,5 +128,5 @@ def run_sweep_or_compare(args: argparse.Namespace) -> int | None:
     if args.sweep:
         return run_sweep(args)
     if args.csv or args.resume:
-        raise AscendNbError("--csv and --resume go with --sweep")
+        raise AscendNbError("--csv and --resume go with --sweep (or --backend openai)")
     return None

@@ -18,6 +18,7 @@ _EXPORTS = {
     "layer_comparison_figure": "ascend_nb.ui.precision_plots",
     "ExplainBox": "ascend_nb.ui.explain_box",
     "fits_heatmap": "ascend_nb.ui.plan_plots",
+    "LiveLoadPlot": "ascend_nb.ui.serve_plots",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -5,6 +5,7 @@ over the other length), a heatmap of decode tokens/s over the grid, and a bar pe
 share of the decode roofline reached. In a Jupyter kernel it is a plotly ``FigureWidget`` updated
 in place with ``batch_update``; without a widget frontend (``widget=False``: headless runs,
 exported notebooks) it is a plain figure re-rendered through ``display(..., display_id=True)``.
+:class:`LiveFigure` holds that machinery for every live figure (the sweep's, the load benchmark's).
 """
 
 from __future__ import annotations
@@ -34,36 +35,21 @@ def widget_frontend_likely() -> bool:
     return shell is not None and hasattr(shell, "kernel")
 
 
-class LiveSweepPlot:
-    """A sweep figure that updates once per added row. ``widget=None`` picks the FigureWidget when
-    :func:`widget_frontend_likely`, else the ``display_id`` fallback."""
+class LiveFigure:
+    """A figure re-drawn from its rows after each added row: a ``FigureWidget`` updated in place when
+    ``widget`` (``None``: when :func:`widget_frontend_likely`), else re-rendered through a display
+    handle. Subclasses build the figure and implement ``_render`` (rows -> traces)."""
 
-    def __init__(self, rows: Iterable[Mapping] = (), widget: bool | None = None, title: str = "Latency sweep"):
+    def __init__(self, figure: go.Figure, rows: Iterable[Mapping] = (), widget: bool | None = None):
         self.widget = widget_frontend_likely() if widget is None else widget
-        figure = make_subplots(rows=2, cols=2, subplot_titles=PANELS, vertical_spacing=0.16, horizontal_spacing=0.1)
-        figure.add_trace(go.Heatmap(x=[], y=[], z=[], colorscale="Viridis", name="decode tokens/s",
-                                    colorbar={"title": "tok/s", "len": 0.42, "y": 0.2},
-                                    hovertemplate="%{y}, out %{x}: %{z:.1f} tok/s<extra></extra>"), row=2, col=1)
-        figure.add_trace(go.Bar(x=[], y=[], name="% of roofline", showlegend=False,
-                                hovertemplate="%{x}: %{y:.1f}%<extra></extra>"), row=2, col=2)
-        figure.update_layout(title=title, height=720, legend={"orientation": "h", "y": 1.08})
-        for col, axis in ((1, "input length (tokens)"), (2, "output length (tokens)")):
-            figure.update_xaxes(title_text=axis, type="log", row=1, col=col)
-            figure.update_yaxes(title_text="ms", row=1, col=col)
-        figure.update_xaxes(title_text="output length", type="category", row=2, col=1)
-        figure.update_yaxes(type="category", row=2, col=1)
-        figure.update_yaxes(title_text="% of roofline", row=2, col=2)
         self.figure = go.FigureWidget(figure) if self.widget else figure
-        self.rows: list[dict] = []
-        self._series: dict[tuple[str, int], tuple[int, int]] = {}  # (backend, batch) -> trace indices
+        self.rows: list[dict] = [dict(row) for row in rows]
         self._handle = None
-        for row in rows:
-            self.rows.append(dict(row))
         if self.rows:
             self._render()
 
     def show(self) -> None:
-        """Display the figure in the notebook (call once, before the sweep starts)."""
+        """Display the figure in the notebook (call once, before the rows start coming)."""
         from IPython.display import display
 
         if self.widget:
@@ -72,14 +58,14 @@ class LiveSweepPlot:
             self._handle = display(self.figure._repr_mimebundle_(), raw=True, display_id=True)
 
     def add(self, row: Mapping) -> None:
-        """Add one sweep row and update every panel in one batch."""
+        """Add one row and update every panel in one batch."""
         self.rows.append(dict(row))
         self._render()
         if self._handle is not None:
             self._handle.update(self.figure._repr_mimebundle_(), raw=True)
 
     def follow(self, rows: Iterable[Mapping]) -> pd.DataFrame:
-        """Add rows as they come (e.g. from :func:`ascend_nb.bench.sweep.sweep`); return them all."""
+        """Add rows as they come (e.g. from a generator of results); return them all."""
         for row in rows:
             self.add(row)
         return self.frame()
@@ -97,6 +83,31 @@ class LiveSweepPlot:
         if path.suffix == ".json":
             return atomic_write_text(path, self.figure.to_json())
         raise AscendNbError(f"cannot export a figure to {path.name}: use a .html or .json file name")
+
+    def _render(self) -> None:
+        raise NotImplementedError
+
+
+class LiveSweepPlot(LiveFigure):
+    """A sweep figure that updates once per added row. ``widget=None`` picks the FigureWidget when
+    :func:`widget_frontend_likely`, else the ``display_id`` fallback."""
+
+    def __init__(self, rows: Iterable[Mapping] = (), widget: bool | None = None, title: str = "Latency sweep"):
+        figure = make_subplots(rows=2, cols=2, subplot_titles=PANELS, vertical_spacing=0.16, horizontal_spacing=0.1)
+        figure.add_trace(go.Heatmap(x=[], y=[], z=[], colorscale="Viridis", name="decode tokens/s",
+                                    colorbar={"title": "tok/s", "len": 0.42, "y": 0.2},
+                                    hovertemplate="%{y}, out %{x}: %{z:.1f} tok/s<extra></extra>"), row=2, col=1)
+        figure.add_trace(go.Bar(x=[], y=[], name="% of roofline", showlegend=False,
+                                hovertemplate="%{x}: %{y:.1f}%<extra></extra>"), row=2, col=2)
+        figure.update_layout(title=title, height=720, legend={"orientation": "h", "y": 1.08})
+        for col, axis in ((1, "input length (tokens)"), (2, "output length (tokens)")):
+            figure.update_xaxes(title_text=axis, type="log", row=1, col=col)
+            figure.update_yaxes(title_text="ms", row=1, col=col)
+        figure.update_xaxes(title_text="output length", type="category", row=2, col=1)
+        figure.update_yaxes(type="category", row=2, col=1)
+        figure.update_yaxes(title_text="% of roofline", row=2, col=2)
+        self._series: dict[tuple[str, int], tuple[int, int]] = {}  # (backend, batch) -> trace indices
+        super().__init__(figure, rows, widget)
 
     def _series_label(self, backend: str, batch_size: int, several_backends: bool) -> str:
         return f"{backend} b{batch_size}" if several_backends else f"batch {batch_size}"
