@@ -73,6 +73,12 @@ def next_token_steps(engine, prompt: str | Sequence[int], params: GenerationPara
         engine.step_observer = None
 
 
+def entropy_bits(logits: torch.Tensor) -> float:
+    """Entropy (bits) of the model's next-token distribution ``softmax(logits)``."""
+    probs = logits.float().softmax(-1)
+    return float(-(probs * probs.clamp_min(1e-45).log2()).sum())  # 0 log 0 = 0
+
+
 def step_candidates(step: Step, params: GenerationParams, tokenizer, top_k: int = 20) -> pd.DataFrame:
     """The ``top_k`` most likely next tokens of one step (plus the chosen one if it is not among them):
     the model's probability, the probability the sampler gives it under ``params`` (0 when dropped),
@@ -85,7 +91,7 @@ def step_candidates(step: Step, params: GenerationParams, tokenizer, top_k: int 
         sampler = sampling_logits(logits, params, seen).softmax(-1)[0]
     else:
         sampler = kept.float()
-    entropy = float(-(probs * probs.clamp_min(1e-45).log2()).sum())  # 0 log 0 = 0
+    entropy = entropy_bits(step.logits)
     order = torch.topk(probs, min(top_k, probs.numel())).indices.tolist()
     if step.token_id not in order:
         order.append(step.token_id)

@@ -16,6 +16,13 @@ _EXPORTS = {
     "AccuracyPlot": "ascend_nb.ui.precision_plots",
     "accuracy_comparison_figure": "ascend_nb.ui.precision_plots",
     "layer_comparison_figure": "ascend_nb.ui.precision_plots",
+    "NextTokenView": "ascend_nb.ui.inspect_views",
+    "anatomy_figure": "ascend_nb.ui.inspect_views",
+    "attention_figure": "ascend_nb.ui.inspect_views",
+    "drift_figure": "ascend_nb.ui.inspect_views",
+    "logit_lens_figure": "ascend_nb.ui.inspect_views",
+    "token_stats_figure": "ascend_nb.ui.inspect_views",
+    "tokens_figure": "ascend_nb.ui.inspect_views",
 }
 
 __all__ = sorted(_EXPORTS)
