@@ -22,6 +22,7 @@ def require_local(engine) -> None:
 
 def prompt_ids(engine, prompt: str | Sequence[int]) -> list[int]:
     """The token ids of a text prompt (the tokenizer's own special-token rules) or of given ids."""
+    require_local(engine)
     ids = engine.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
     if not ids:
         raise AscendNbError("the prompt is empty: give some text or token ids")

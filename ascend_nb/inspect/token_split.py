@@ -56,11 +56,15 @@ def _split(tokenizer, text: str) -> list[dict]:
     rows, decoded = [], ""
     for index, (token_id, piece) in enumerate(zip(ids, pieces)):
         upto = tokenizer.decode(ids[:index + 1], clean_up_tokenization_spaces=False)
-        complete = upto.rstrip("\ufffd")  # characters still waiting for their last bytes are not text yet
+        # characters still waiting for their last bytes are not text yet (a byte-fallback decoder may
+        # even turn the characters before them into '\ufffd' until they are complete)
+        complete = upto.rstrip("\ufffd")
+        text = ""
+        if complete.startswith(decoded) and len(complete) > len(decoded):
+            text, decoded = complete[len(decoded):], complete
         own = tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
-        rows.append({"index": index, "token_id": int(token_id), "piece": str(piece), "text": complete[len(decoded):],
+        rows.append({"index": index, "token_id": int(token_id), "piece": str(piece), "text": text,
                      "byte_fallback": bool(_BYTE_PIECE.match(str(piece))) or "\ufffd" in own})
-        decoded = complete
     return rows
 
 
