@@ -60,6 +60,8 @@ def test_logit_lens_rows_are_hidden_states_through_norm_and_head(engine, hf_mode
         rows = lens[lens["layer"] == layer].sort_values("position")
         assert rows["token_id"].tolist() == top.indices.tolist()
         assert rows["prob"].to_numpy() == pytest.approx(top.values.numpy(), rel=1e-5, abs=1e-7)
+        final = logits.softmax(-1).gather(-1, out.logits[0].argmax(-1, keepdim=True))[:, 0]
+        assert rows["final_prob"].to_numpy() == pytest.approx(final.numpy(), rel=1e-5, abs=1e-7)
     assert set(ins.answer_layers(lens)["first_layer"]) <= set(range(layers + 1))
 
 
@@ -67,7 +69,7 @@ def test_answer_layers_finds_where_the_final_token_appears_and_stays():
     import pandas as pd
 
     lens = pd.DataFrame({"layer": [0, 1, 2, 3], "position": 0, "token_id": [5, 7, 5, 5], "token": ["a", "b", "a", "a"],
-                         "prob": [0.1, 0.2, 0.3, 0.9], "input_token": "x"})
+                         "prob": [0.1, 0.2, 0.3, 0.9], "input_token": "x", "final_prob": 0.0})
     assert ins.answer_layers(lens)["first_layer"].tolist() == [2]  # layer 0 read it too, but lost it at layer 1
 
 

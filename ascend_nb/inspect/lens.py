@@ -15,12 +15,13 @@ import torch
 from ascend_nb.errors import AscendNbError
 from ascend_nb.inspect.engines import lens_head, prompt_ids, require_local, token_texts
 
-COLUMNS = ["layer", "position", "token_id", "token", "prob", "input_token"]
+COLUMNS = ["layer", "position", "token_id", "token", "prob", "input_token", "final_prob"]
 
 
 @torch.inference_mode()
 def logit_lens(engine, prompt: str | Sequence[int]) -> pd.DataFrame:
-    """Per layer and position the top next token, its probability and the input token at that position."""
+    """Per layer and position the top next token, its probability, the input token at that position and
+    ``final_prob``: the probability this layer already gives the model's final answer there."""
     require_local(engine)
     ids = prompt_ids(engine, prompt)
     logits, hidden = engine.forward(torch.tensor([ids], device=engine.device), output_hidden_states=True)
@@ -29,12 +30,14 @@ def logit_lens(engine, prompt: str | Sequence[int]) -> pd.DataFrame:
     head = lens_head(engine)
     rows = []
     inputs = token_texts(engine.tokenizer, ids)
+    answer = logits[0].argmax(-1)
     for layer, layer_logits in enumerate([*(head(h) for h in hidden[:-1]), logits]):
         probs = layer_logits[0].float().softmax(-1)
         top = probs.max(-1)
+        final = probs.gather(-1, answer[:, None])[:, 0].tolist()
         texts = token_texts(engine.tokenizer, top.indices.tolist())
         rows.extend({"layer": layer, "position": position, "token_id": int(token), "token": text, "prob": float(p),
-                     "input_token": inputs[position]}
+                     "input_token": inputs[position], "final_prob": final[position]}
                     for position, (token, p, text) in enumerate(zip(top.indices, top.values, texts)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
