@@ -55,7 +55,10 @@ def test_logit_lens_rows_are_hidden_states_through_norm_and_head(engine, hf_mode
     assert sorted(lens["layer"].unique()) == list(range(layers + 1))
     for layer in range(layers + 1):
         # the last row is the model's own output (transformers' last hidden state is already normed)
-        logits = out.logits[0] if layer == layers else hf_model.lm_head(hf_model.model.norm(out.hidden_states[layer]))[0]
+        if layer == layers:
+            logits = out.logits[0]
+        else:
+            logits = hf_model.lm_head(hf_model.model.norm(out.hidden_states[layer]))[0]
         top = logits.softmax(-1).max(-1)
         rows = lens[lens["layer"] == layer].sort_values("position")
         assert rows["token_id"].tolist() == top.indices.tolist()
@@ -141,6 +144,11 @@ def test_greedy_keeps_only_the_argmax_after_the_penalty():
     assert kept.tolist() == [[False, False, True, False]]  # 3.0 / 1.2 = 2.5 < 2.9
 
 
+def test_a_token_whose_probability_underflows_counts_as_dropped():
+    logits = torch.tensor([[0.0, -200.0, 5.0]])  # exp(-205 / 0.5) is 0 in float32: multinomial never draws it
+    assert kept_tokens(logits, GenerationParams(do_sample=True, temperature=0.5)).tolist() == [[True, False, True]]
+
+
 def test_shaded_tokens_are_what_the_sampler_excludes_in_a_real_run(tiny_engine):
     params = tiny_engine.params(max_new_tokens=6, do_sample=True, temperature=0.8, top_k=8, top_p=0.9,
                                 repetition_penalty=1.3, seed=11, ignore_eos=True)
@@ -201,7 +209,8 @@ def test_watching_refuses_a_second_watcher_and_is_released(tiny_engine):
 
 
 # -- tokens ----------------------------------------------------------------------------------------
-TEXTS = {"English": "The capital of France is Paris.", "Chinese": "北京是中国的首都。", "mixed": "GPU 与 NPU：显存 64 GB 🚀"}
+TEXTS = {"English": "The capital of France is Paris.", "Chinese": "北京是中国的首都。",
+         "mixed": "GPU 与 NPU：显存 64 GB 🚀"}
 
 
 def test_tokens_round_trip_to_the_text_and_mark_byte_pieces(tiny_engine, tmp_path):
@@ -249,7 +258,8 @@ def test_drift_of_an_engine_against_itself_is_zero_and_bf16_is_not(tiny_engine, 
 def test_first_departure_is_the_first_layer_outside_the_thresholds():
     import pandas as pd
 
-    frame = pd.DataFrame({"layer": [0, 0, 1, 1, 2], "position": [0, 1, 0, 1, 0], "reached": [True, True, True, False, False]})
+    frame = pd.DataFrame({"layer": [0, 0, 1, 1, 2], "position": [0, 1, 0, 1, 0],
+                          "reached": [True, True, True, False, False]})
     assert ins.first_departure(frame) == 1
 
 

@@ -41,11 +41,12 @@ def sampling_logits(logits: torch.Tensor, params: GenerationParams, seen: torch.
 
 def kept_tokens(logits: torch.Tensor, params: GenerationParams, seen: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean mask ``[B, V]``: the tokens :func:`select_tokens` may pick under ``params`` (the argmax
-    alone when greedy); the rest are what the sampler drops."""
+    alone when greedy, else those with a nonzero probability in what it draws from); the rest are what
+    the sampler drops."""
     shaped = sampling_logits(logits, params, seen)
     if not params.do_sample:
         return torch.zeros_like(shaped, dtype=torch.bool).scatter_(-1, shaped.argmax(dim=-1, keepdim=True), True)
-    return shaped > float("-inf")
+    return shaped.softmax(dim=-1) > 0
 
 
 def select_tokens(logits: torch.Tensor, params: GenerationParams, seen: torch.Tensor | None,

@@ -149,7 +149,8 @@ def step_anatomy(engine, input_len: int = 128, seed: int = 0, trace_path: str | 
     prompt = random_prompts(engine.config.vocab_size, 1, input_len, seed)[0]
     params = GenerationParams(max_new_tokens=2, ignore_eos=True)
     if input_len + params.max_new_tokens > engine.max_seq_len:
-        raise AscendNbError(f"input_len {input_len} + 2 tokens exceeds max_seq_len {engine.max_seq_len}: lower input_len")
+        raise AscendNbError(f"input_len {input_len} + 2 tokens exceeds max_seq_len {engine.max_seq_len}: "
+                            "lower input_len")
     if engine.step_observer is not None:
         raise AscendNbError("this engine's steps are already being watched: finish that generation first")
     engine.generate(prompt, params)  # warm-up: first-call allocations and kernel selection stay out
@@ -180,14 +181,12 @@ def decode_memory(engine, input_len: int = 128, decode_steps: int = 8, seed: int
     engine.generate(prompt, params.replace(max_new_tokens=2))
     timings = engine.generate(prompt, params).timings
     per_byte_ms = 1000.0 / (limit.bandwidth_gbs * 1e9)
-    rows = [
-        {"item": "weights read per step", "bytes": limit.weight_bytes, "ms": limit.weight_bytes * per_byte_ms},
-        {"item": f"KV cache read per step ({input_len} tokens)", "bytes": limit.kv_bytes, "ms": limit.kv_bytes * per_byte_ms},
-        {"item": "memory floor per token", "bytes": limit.bytes_per_step, "ms": limit.tpot_ms},
-        {"item": "measured decode step (TPOT)", "bytes": None, "ms": timings.tpot_ms},
-        {"item": "measured prefill per prompt token (TTFT / input_len)", "bytes": None, "ms": timings.ttft_ms / input_len},
-    ]
-    frame = pd.DataFrame(rows)
+    rows = [("weights read per step", limit.weight_bytes, limit.weight_bytes * per_byte_ms),
+            (f"KV cache read per step ({input_len} tokens)", limit.kv_bytes, limit.kv_bytes * per_byte_ms),
+            ("memory floor per token", limit.bytes_per_step, limit.tpot_ms),
+            ("measured decode step (TPOT)", None, timings.tpot_ms),
+            ("measured prefill per prompt token (TTFT / input_len)", None, timings.ttft_ms / input_len)]
+    frame = pd.DataFrame(rows, columns=["item", "bytes", "ms"])
     frame["bandwidth_gbs"] = limit.bandwidth_gbs
     frame["source"] = limit.bandwidth_source
     return frame

@@ -108,5 +108,6 @@ def next_token_probs(engine, prompt: str | Sequence[int], params: GenerationPara
                      top_k: int = 20) -> pd.DataFrame:
     """One row per step x candidate of a real generation (see :func:`step_candidates` for the columns)."""
     params = engine.params(params)
-    frames = [step_candidates(step, params, engine.tokenizer, top_k) for step in next_token_steps(engine, prompt, params)]
+    steps = next_token_steps(engine, prompt, params)
+    frames = [step_candidates(step, params, engine.tokenizer, top_k) for step in steps]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)

@@ -169,30 +169,25 @@ class NextTokenView:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def redraw(self) -> None:
+        """Draw the step of the step slider under the sampler settings of the other sliders."""
         if not self.steps:
             return
         table = self.candidates()
-        entropy = self.entropy
         index = self.step_slider.value
-        chosen = table[table["chosen"]].iloc[0]
-        title = (f"step {index}: picked {label(chosen['token'])!r} · the sampler keeps {int(table['kept_count'].iloc[0])} "
-                 f"of {self.steps[index].logits.numel()} tokens")
+        chosen = table.loc[table["chosen"], "token"].iloc[0]
+        kept = int(table["kept_count"].iloc[0])
+        ranks, labels = list(range(len(table))), table["token"].map(label).tolist()
         bars, sampler, line, dot = self.figure.data
-        updates = {
-            "bars": {"x": list(range(len(table))), "y": table["prob"].tolist(), "customdata": table["token"].map(label).tolist(),
-                     "marker.color": [KEPT_COLOR if k else DROPPED_COLOR for k in table["kept"]],
-                     "marker.line.width": [3 if c else 0 for c in table["chosen"]],
-                     "marker.line.color": CHOSEN_COLOR},
-            "sampler": {"x": list(range(len(table))), "y": table["sampler_prob"].tolist()},
-        }
         with self.figure.batch_update():
-            bars.update(**{k.replace(".", "_"): v for k, v in updates["bars"].items()})
-            sampler.update(**updates["sampler"])
-            line.update(x=list(range(len(entropy))), y=entropy)
-            dot.update(x=[index], y=[entropy[index]])
-            self.figure.layout.xaxis.update(tickvals=list(range(len(table))), ticktext=table["token"].map(label).tolist(),
-                                            tickangle=-45)
-            self.figure.layout.title.text = title
+            bars.update(x=ranks, y=table["prob"].tolist(), customdata=labels,
+                        marker={"color": [KEPT_COLOR if k else DROPPED_COLOR for k in table["kept"]],
+                                "line": {"width": [3 if c else 0 for c in table["chosen"]], "color": CHOSEN_COLOR}})
+            sampler.update(x=ranks, y=table["sampler_prob"].tolist())
+            line.update(x=list(range(len(self.entropy))), y=self.entropy)
+            dot.update(x=[index], y=[self.entropy[index]])
+            self.figure.layout.xaxis.update(tickvals=ranks, ticktext=labels, tickangle=-45)
+            self.figure.layout.title.text = (f"step {index}: picked {label(chosen)!r} · the sampler keeps {kept} "
+                                             f"of {self.steps[index].logits.numel()} tokens")
         self.status.value = f"<code>{len(self.steps)} steps</code>"
         if self._handle is not None:
             self._handle.update(self.figure)
@@ -235,7 +230,8 @@ def logit_lens_figure(lens: pd.DataFrame, title: str = "Logit lens: the top toke
     answers = answer_layers(lens)
     figure.add_trace(go.Scatter(x=[x[positions.index(p)] for p in answers["position"]], y=answers["first_layer"],
                                 mode="markers", name="answer appears",
-                                marker={"symbol": "circle-open", "size": 16, "color": CHOSEN_COLOR, "line": {"width": 2}}))
+                                marker={"symbol": "circle-open", "size": 16, "color": CHOSEN_COLOR,
+                                        "line": {"width": 2}}))
     figure.update_layout(title=title, height=max(420, 18 * len(layers) + 160),
                          xaxis={"title": "position (input token)", "tickangle": -45}, yaxis={"title": "layer"},
                          legend={"orientation": "h", "y": -0.3})
@@ -253,18 +249,17 @@ def anatomy_figure(anatomy: pd.DataFrame, memory: pd.DataFrame | None = None,
     for op_class in OP_CLASSES:
         rows = anatomy[anatomy["op_class"] == op_class]
         figure.add_bar(x=rows["phase"], y=rows["ms"], name=op_class, marker_color=CLASS_COLORS[op_class],
-                       customdata=rows["share"], hovertemplate=op_class + ": %{y:.3f} ms (%{customdata:.0%})<extra></extra>",
+                       customdata=rows["share"],
+                       hovertemplate=op_class + ": %{y:.3f} ms (%{customdata:.0%})<extra></extra>",
                        row=1, col=1)
     if memory is not None:
         items = memory.set_index("item")["ms"]
         weights, kv, tpot = items.iloc[0], items.iloc[1], items.iloc[3]
         bandwidth = memory["bandwidth_gbs"].iloc[0]
-        figure.add_bar(x=["floor at bandwidth", "measured"], y=[weights, 0], name="read weights", marker_color="#495057",
-                       showlegend=True, row=1, col=2)
-        figure.add_bar(x=["floor at bandwidth", "measured"], y=[kv, 0], name="read KV cache", marker_color="#adb5bd",
-                       row=1, col=2)
-        figure.add_bar(x=["floor at bandwidth", "measured"], y=[0, tpot], name="decode step (TPOT)",
-                       marker_color=CHOSEN_COLOR, row=1, col=2)
+        x = ["floor at bandwidth", "measured"]
+        for name, y, color in (("read weights", [weights, 0], "#495057"), ("read KV cache", [kv, 0], "#adb5bd"),
+                               ("decode step (TPOT)", [0, tpot], CHOSEN_COLOR)):
+            figure.add_bar(x=x, y=y, name=name, marker_color=color, row=1, col=2)
         figure.update_yaxes(title_text=f"ms per token ({bandwidth:.0f} GB/s)", row=1, col=2)
     figure.update_layout(title=title, barmode="stack", height=430, legend={"orientation": "h", "y": -0.2})
     figure.update_yaxes(title_text="ms", row=1, col=1)
@@ -284,7 +279,8 @@ def drift_figure(frame: pd.DataFrame, title: str = "Drift between two engines") 
                                     hovertemplate="%{y}, position %{x}: %{z:.6g}<extra>" + column + "</extra>"),
                          row=1, col=col)
     departure = first_departure(frame)
-    note = "every tensor within the thresholds" if departure is None else f"first outside the thresholds: {names[departure]}"
+    note = ("every tensor within the thresholds" if departure is None
+            else f"first outside the thresholds: {names[departure]}")
     if departure is not None:
         for col in (1, 2):
             figure.add_hline(y=names[departure], line_dash="dash", line_color=CHOSEN_COLOR, row=1, col=col)
