@@ -270,12 +270,12 @@ def anatomy_figure(anatomy: pd.DataFrame, memory: pd.DataFrame | None = None,
 def drift_figure(frame: pd.DataFrame, title: str = "Drift between two engines") -> go.Figure:
     """Layer x position heatmaps of Cosine and MaxAbsErr (:func:`ascend_nb.inspect.drift`); a dashed
     line marks the first layer that leaves the msprobe thresholds."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("Cosine", "MaxAbsErr"), horizontal_spacing=0.12)
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Cosine", "MaxAbsErr"), horizontal_spacing=0.2)
     names = frame.drop_duplicates("layer").sort_values("layer")["tensor"].tolist()
     for col, column, scale in ((1, "cosine", "RdBu"), (2, "max_abs_err", "Reds")):
         grid = frame.pivot(index="layer", columns="position", values=column)
         figure.add_trace(go.Heatmap(z=grid.to_numpy(), x=list(grid.columns), y=names, colorscale=scale,
-                                    colorbar={"x": 0.44 if col == 1 else 1.0, "len": 0.9},
+                                    colorbar={"x": 0.41 if col == 1 else 1.0, "len": 0.9},
                                     hovertemplate="%{y}, position %{x}: %{z:.6g}<extra>" + column + "</extra>"),
                          row=1, col=col)
     departure = first_departure(frame)
