@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,27 +37,47 @@ class OpTrace:
         return f"<p>Chrome trace: <code>{self.trace_path}</code></p>" + self.ops.to_html(index=False)
 
 
-def _profiler(device_type: str):
-    """A started-on-enter profiler context for the device type."""
+def _profiler(device_type: str, with_stack: bool = False):
+    """A started-on-enter profiler context for the device type (``with_stack``: Python calls too)."""
     if device_type == "npu":
         import torch_npu
 
         activities = [torch_npu.profiler.ProfilerActivity.CPU, torch_npu.profiler.ProfilerActivity.NPU]
-        return torch_npu.profiler.profile(activities=activities)
+        return torch_npu.profiler.profile(activities=activities, with_stack=with_stack)
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
-    return profile(activities=activities)
+    return profile(activities=activities, with_stack=with_stack)
 
 
-def _events(trace_path: Path) -> list[dict]:
-    data = json.loads(trace_path.read_text())
+def profile_to_file(device_type: str, run: Callable[[], object], path: str | Path, with_stack: bool = False) -> Path:
+    """Run ``run()`` under the device's profiler and write its Chrome trace to ``path`` (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _profiler(device_type, with_stack) as profiler:
+        run()
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        profiler.export_chrome_trace(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
+def trace_events(trace_path: str | Path) -> list[dict]:
+    """The complete (``ph == "X"``) events of a Chrome trace."""
+    data = json.loads(Path(trace_path).read_text())
     events = data["traceEvents"] if isinstance(data, dict) else data
     return [e for e in events if e.get("ph") == "X" and "dur" in e]
 
 
-def _self_times(events: list[dict]) -> list[tuple[dict, float]]:
-    """Each host event with its self time: its duration minus that of its direct children."""
+def nested_self_times(events: list[dict]) -> list[tuple[dict, float, tuple[dict, ...]]]:
+    """Each host event with its self time (its duration minus that of its direct children on the
+    same thread) and its enclosing events, outermost first."""
     by_thread = defaultdict(list)
     for event in events:
         by_thread[(event.get("pid"), event.get("tid"))].append(event)
@@ -64,26 +85,31 @@ def _self_times(events: list[dict]) -> list[tuple[dict, float]]:
     for thread_events in by_thread.values():
         thread_events.sort(key=lambda e: (float(e["ts"]), -float(e["dur"])))
         stack: list[list] = []  # [event, end, children's time]
+
+        def finish(item: list) -> None:
+            result.append((item[0], float(item[0]["dur"]) - item[2], tuple(entry[0] for entry in stack)))
+
         for event in thread_events:
             start, duration = float(event["ts"]), float(event["dur"])
             while stack and stack[-1][1] <= start:
-                done = stack.pop()
-                result.append((done[0], float(done[0]["dur"]) - done[2]))
+                finish(stack.pop())
             if stack:
                 stack[-1][2] += duration
             stack.append([event, start + duration, 0.0])
-        result.extend((item[0], float(item[0]["dur"]) - item[2]) for item in stack)
+        while stack:
+            finish(stack.pop())
     return result
 
 
 def op_table(trace_path: str | Path, top: int = 20) -> pd.DataFrame:
     """Top ``top`` host operators and top ``top`` device kernels of a Chrome trace by self time:
     ``kind, name, calls, self_ms, total_ms, self_pct`` (share of that kind's self time)."""
-    events = _events(Path(trace_path))
+    events = trace_events(trace_path)
     host = [e for e in events if e.get("cat") in HOST_CATEGORIES]
     device = [(e, float(e["dur"])) for e in events if str(e.get("cat", "")).lower() in DEVICE_CATEGORIES]
     frames = []
-    for kind, timed in (("device", device), ("host", _self_times(host))):
+    host_times = [(event, self_time) for event, self_time, _ in nested_self_times(host)]
+    for kind, timed in (("device", device), ("host", host_times)):
         if not timed:
             continue
         table = pd.DataFrame({"name": [e["name"] for e, _ in timed], "self_ms": [s / 1000 for _, s in timed],
@@ -107,20 +133,9 @@ def trace(engine, input_len: int = 128, decode_steps: int = 8, batch_size: int =
     require_local_model(engine)
     fields = run_fields(engine)
     path = Path(trace_path or Path("traces") / f"{fields['model']}_{fields['backend']}_{engine.device.type}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     prompts = random_prompts(engine.config.vocab_size, batch_size, input_len, seed)
     params = GenerationParams(max_new_tokens=decode_steps + 1, ignore_eos=True)
     for _ in range(warmup):
         engine.generate(prompts, params)
-    with _profiler(engine.device.type) as profiler:
-        engine.generate(prompts, params)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        profiler.export_chrome_trace(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    profile_to_file(engine.device.type, lambda: engine.generate(prompts, params), path)
     return OpTrace(ops=op_table(path, top), trace_path=path)

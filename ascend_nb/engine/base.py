@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,8 @@ class Engine(ABC):
         self.max_seq_len = max_seq_len
         self.eos_token_ids = self._eos_ids()
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        # called with (logits [B, V], tokens [B]) after each step's selection (ascend_nb.inspect watches here)
+        self.step_observer: Callable[[torch.Tensor, torch.Tensor], None] | None = None
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model={self.spec.name!r}, backend={self.backend!r}, device={str(self.device)!r}, "
@@ -207,6 +209,8 @@ class Engine(ABC):
         logits = self._prefill(input_ids, attention_mask)
         for step in range(params.max_new_tokens):
             tokens = select_tokens(logits.float(), params, seen, generator)
+            if self.step_observer is not None:
+                self.step_observer(logits, tokens)
             token_list = tokens.tolist()
             now = self._clock()
             for row, token in zip(rows, token_list):

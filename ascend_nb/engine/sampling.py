@@ -29,12 +29,30 @@ def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.
     return logits
 
 
-def select_tokens(logits: torch.Tensor, params: GenerationParams, seen: torch.Tensor | None,
-                  generator: torch.Generator | None) -> torch.Tensor:
-    """Next token per row from float logits ``[B, V]``; returns ``[B]`` int64 on the same device."""
+def sampling_logits(logits: torch.Tensor, params: GenerationParams, seen: torch.Tensor | None) -> torch.Tensor:
+    """The logits :func:`select_tokens` picks from: the repetition penalty, then (when sampling)
+    temperature, top-k and top-p, with every token the sampler may not pick at -inf."""
     if seen is not None:
         logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
     if not params.do_sample:
+        return logits
+    return filter_top_k_top_p(logits / params.temperature, params.top_k, params.top_p)
+
+
+def kept_tokens(logits: torch.Tensor, params: GenerationParams, seen: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean mask ``[B, V]``: the tokens :func:`select_tokens` may pick under ``params`` (the argmax
+    alone when greedy, else those with a nonzero probability in what it draws from); the rest are what
+    the sampler drops."""
+    shaped = sampling_logits(logits, params, seen)
+    if not params.do_sample:
+        return torch.zeros_like(shaped, dtype=torch.bool).scatter_(-1, shaped.argmax(dim=-1, keepdim=True), True)
+    return shaped.softmax(dim=-1) > 0
+
+
+def select_tokens(logits: torch.Tensor, params: GenerationParams, seen: torch.Tensor | None,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Next token per row from float logits ``[B, V]``; returns ``[B]`` int64 on the same device."""
+    logits = sampling_logits(logits, params, seen)
+    if not params.do_sample:
         return logits.argmax(dim=-1)
-    logits = filter_top_k_top_p(logits / params.temperature, params.top_k, params.top_p)
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)

@@ -19,6 +19,13 @@ _EXPORTS = {
     "ExplainBox": "ascend_nb.ui.explain_box",
     "fits_heatmap": "ascend_nb.ui.plan_plots",
     "LiveLoadPlot": "ascend_nb.ui.serve_plots",
+    "NextTokenView": "ascend_nb.ui.inspect_views",
+    "anatomy_figure": "ascend_nb.ui.inspect_views",
+    "attention_figure": "ascend_nb.ui.inspect_views",
+    "drift_figure": "ascend_nb.ui.inspect_views",
+    "logit_lens_figure": "ascend_nb.ui.inspect_views",
+    "token_stats_figure": "ascend_nb.ui.inspect_views",
+    "tokens_figure": "ascend_nb.ui.inspect_views",
 }
 
 __all__ = sorted(_EXPORTS)

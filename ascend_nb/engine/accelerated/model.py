@@ -229,10 +229,13 @@ class CompactLlama:
         h = self._layers(F.embedding(tokens[:, None], self.embed), positions[:, None], attend)
         return self.lm_head(h[:, -1])
 
-    def forward(self, input_ids: torch.Tensor, output_hidden_states: bool = False
-                ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    def forward(self, input_ids: torch.Tensor, output_hidden_states: bool = False,
+                attentions: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Logits ``[B, T, V]`` of whole sequences (no padding, no cache) and, if asked, the hidden
-        states as transformers returns them (embeddings, each layer's input, the final normed output)."""
+        states as transformers returns them (embeddings, each layer's input, the final normed output).
+
+        A list passed as ``attentions`` receives each layer's attention probabilities ``[B, heads, T, T]``
+        (float32), computed from the same q and k with the same scale and causal mask as the kernel."""
         b, t = input_ids.shape
         if t > self.max_seq_len:
             raise AscendNbError(f"the input ({t} tokens) exceeds max_seq_len {self.max_seq_len}")
@@ -240,6 +243,11 @@ class CompactLlama:
         collect: list[torch.Tensor] | None = [] if output_hidden_states else None
 
         def attend(i: int, q, k, v):
+            if attentions is not None:
+                keys = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # each kv head serves its query group
+                scores = (q @ keys.transpose(-1, -2)) * self.scale
+                causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+                attentions.append(scores.masked_fill(~causal, float("-inf")).softmax(-1, dtype=torch.float32))
             return self.kernels.prefill_attention(q, k, v, None, self.scale)
 
         h = self._layers(F.embedding(input_ids, self.embed), positions, attend, collect)

@@ -1,0 +1,192 @@
+"""Inside one prefill and one decode step: operator time by class, and bytes per token against bandwidth.
+
+:func:`step_anatomy` profiles a real two-token generation (torch.profiler; torch_npu's on Ascend,
+through :func:`ascend_nb.bench.trace.profile_to_file`) with Python calls recorded, splits the trace at
+the first and second token (a marker written from the engine's step observer), and adds up operator
+self time by class. An operator belongs to the innermost enclosing call that names a class (the
+model's ``nn.Linear`` / RMSNorm / rotary modules or our kernels' ``rms_norm``, ``rotary``, attention and
+linear calls, the sampler), else to its own name (``aten::linear``, ...), else to "other". On CPU the
+time is host operator self time (Python overhead left out); on a device it is kernel time, each
+kernel classed by the host call that launched it.
+
+:func:`decode_memory` puts the bytes one decode step must read (weights + KV cache, from
+:mod:`ascend_nb.bench.roofline`) over the measured bandwidth next to the measured time per token.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ascend_nb.bench.roofline import roofline
+from ascend_nb.bench.sweep import random_prompts
+from ascend_nb.bench.trace import nested_self_times, profile_to_file, trace_events
+from ascend_nb.engine.params import GenerationParams
+from ascend_nb.errors import AscendNbError
+from ascend_nb.inspect.engines import require_local
+
+OP_CLASSES = ("linear", "attention", "norm", "rotary", "sampling", "other")
+PHASES = ("prefill", "decode")
+MARKER = "ascend_nb::token"
+FUNCTION_CLASSES = {
+    "rms_norm": "norm", "rotary": "rotary", "rotate_half": "rotary", "apply_rotary_pos_emb": "rotary",
+    "prefill_attention": "attention", "decode_attention": "attention", "eager_attention_forward": "attention",
+    "sdpa_attention_forward": "attention", "flash_attention_forward": "attention", "gemv": "linear",
+    "select_tokens": "sampling",
+}
+OP_NAME_CLASSES = (  # an operator's own name, when no enclosing call names a class
+    (re.compile(r"^aten::(linear|addmm|mm|_weight_int8pack_mm)$|^mkldnn::_linear_pointwise$|gemv"), "linear"),
+    (re.compile(r"attention"), "attention"),
+    (re.compile(r"rms_norm"), "norm"),
+    (re.compile(r"rotary"), "rotary"),
+    (re.compile(r"^aten::multinomial$"), "sampling"),
+)
+_PY_CALL = re.compile(r"^(?P<file>.+)\((?P<line>\d+)\): (?P<func>.+)$")
+HOST_CATEGORIES = {"cpu_op", "python_function", "user_annotation", "cuda_runtime", "cuda_driver"}
+DEVICE_CATEGORIES = {"kernel", "gpu_memcpy", "gpu_memset"}
+
+
+def _code_key(code) -> tuple[str, int, str]:
+    return Path(code.co_filename).name, code.co_firstlineno, code.co_name
+
+
+def _method_classes(engine) -> dict[tuple[str, int, str], str]:
+    """The engine's own module forwards / linear calls, keyed as the profiler names Python calls."""
+    classes: dict[tuple[str, int, str], str] = {}
+
+    def add(kind: type, method: str, op_class: str) -> None:
+        for base in kind.__mro__[:-1]:  # the class and its parents (super() calls), not object
+            function = base.__dict__.get(method)
+            if base is not torch.nn.Module and hasattr(function, "__code__"):
+                # decorated forwards share their wrapper's code: key the wrapped function
+                classes.setdefault(_code_key(inspect.unwrap(function).__code__), op_class)
+
+    if engine.backend == "transformers":
+        for module in engine.model.modules():
+            name = type(module).__name__
+            if isinstance(module, torch.nn.Linear):
+                add(type(module), "forward", "linear")
+            elif "Norm" in name:
+                add(type(module), "forward", "norm")
+            elif "Rotary" in name:
+                add(type(module), "forward", "rotary")
+            elif name.endswith("Attention"):
+                add(type(module), "forward", "attention")
+    else:
+        model = engine.model
+        for layer in model.layers:
+            for linear in (layer.qkv, layer.o, layer.gate_up, layer.down):
+                add(type(linear), "__call__", "linear")
+        add(type(model.lm_head), "__call__", "linear")
+    return classes
+
+
+def _event_class(event: dict, methods: dict) -> str | None:
+    name = event["name"]
+    if event.get("cat") == "python_function":
+        call = _PY_CALL.match(name)
+        if call is None:
+            return None
+        key = (Path(call["file"]).name, int(call["line"]), call["func"])
+        return methods.get(key) or FUNCTION_CLASSES.get(call["func"])
+    for pattern, op_class in OP_NAME_CLASSES:
+        if pattern.search(name):
+            return op_class
+    return None
+
+
+def _classify(event: dict, ancestors: tuple[dict, ...], methods: dict) -> str:
+    for candidate in (event, *reversed(ancestors)):
+        op_class = _event_class(candidate, methods)
+        if op_class is not None:
+            return op_class
+    return "other"
+
+
+def _phase(ts: float, marks: list[float]) -> str | None:
+    if ts < marks[0]:
+        return "prefill"
+    return "decode" if len(marks) > 1 and ts < marks[1] else None
+
+
+def anatomy_table(events: list[dict], methods: dict) -> pd.DataFrame:
+    """``phase, op_class, ms, share`` from the events of a trace holding two :data:`MARKER` marks."""
+    marks = sorted(float(e["ts"]) for e in events if e["name"] == MARKER)
+    if len(marks) < 2:
+        raise AscendNbError("the trace holds fewer than two generated tokens: nothing to split into phases")
+    host = [e for e in events if e.get("cat") in HOST_CATEGORIES]
+    device = [e for e in events if str(e.get("cat", "")).lower() in DEVICE_CATEGORIES]
+    totals = {(phase, op_class): 0.0 for phase in PHASES for op_class in OP_CLASSES}
+    launches: dict[object, tuple[str | None, str]] = {}
+    for event, self_time, ancestors in nested_self_times(host):
+        op_class = _classify(event, ancestors, methods)
+        phase = _phase(float(event["ts"]), marks)
+        correlation = (event.get("args") or {}).get("correlation")
+        if correlation is not None:
+            launches[correlation] = (phase, op_class)
+        if not device and event.get("cat") == "cpu_op" and phase is not None:
+            totals[(phase, op_class)] += self_time / 1000
+    for kernel in device:  # a kernel runs later than its launch: it counts where it was launched
+        phase, op_class = launches.get((kernel.get("args") or {}).get("correlation"), (None, "other"))
+        if phase is not None:
+            totals[(phase, op_class)] += float(kernel["dur"]) / 1000
+    frame = pd.DataFrame([{"phase": p, "op_class": c, "ms": ms} for (p, c), ms in totals.items()])
+    frame["share"] = frame["ms"] / frame.groupby("phase")["ms"].transform("sum").where(lambda s: s > 0)
+    return frame
+
+
+@torch.inference_mode()
+def step_anatomy(engine, input_len: int = 128, seed: int = 0, trace_path: str | Path | None = None) -> pd.DataFrame:
+    """Operator time by class (:data:`OP_CLASSES`) for the prefill of ``input_len`` random tokens and
+    for one decode step after it: ``phase, op_class, ms, share`` (share of the phase's operator time).
+    ``trace_path`` keeps the Chrome trace (it opens in https://ui.perfetto.dev)."""
+    require_local(engine)
+    prompt = random_prompts(engine.config.vocab_size, 1, input_len, seed)[0]
+    params = GenerationParams(max_new_tokens=2, ignore_eos=True)
+    if input_len + params.max_new_tokens > engine.max_seq_len:
+        raise AscendNbError(f"input_len {input_len} + 2 tokens exceeds max_seq_len {engine.max_seq_len}: "
+                            "lower input_len")
+    if engine.step_observer is not None:
+        raise AscendNbError("this engine's steps are already being watched: finish that generation first")
+    engine.generate(prompt, params)  # warm-up: first-call allocations and kernel selection stay out
+
+    def mark(_logits, _tokens) -> None:
+        with torch.profiler.record_function(MARKER):
+            pass
+
+    engine.step_observer = mark
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = profile_to_file(engine.device.type, lambda: engine.generate(prompt, params),
+                                   trace_path or Path(tmp) / "anatomy.json", with_stack=True)
+            events = trace_events(path)
+    finally:
+        engine.step_observer = None
+    return anatomy_table(events, _method_classes(engine))
+
+
+def decode_memory(engine, input_len: int = 128, decode_steps: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Why decode is memory bound: per decode step, the bytes of weights and of KV cache (at
+    ``input_len`` tokens) read, the time they take at this device's measured bandwidth, and the
+    measured time per output token and per prompt token (``item, bytes, ms, bandwidth_gbs, source``)."""
+    require_local(engine)
+    limit = roofline(engine, seq_len=input_len)
+    prompt = random_prompts(engine.config.vocab_size, 1, input_len, seed)[0]
+    params = GenerationParams(max_new_tokens=decode_steps + 1, ignore_eos=True)
+    engine.generate(prompt, params.replace(max_new_tokens=2))
+    timings = engine.generate(prompt, params).timings
+    per_byte_ms = 1000.0 / (limit.bandwidth_gbs * 1e9)
+    rows = [("weights read per step", limit.weight_bytes, limit.weight_bytes * per_byte_ms),
+            (f"KV cache read per step ({input_len} tokens)", limit.kv_bytes, limit.kv_bytes * per_byte_ms),
+            ("memory floor per token", limit.bytes_per_step, limit.tpot_ms),
+            ("measured decode step (TPOT)", None, timings.tpot_ms),
+            ("measured prefill per prompt token (TTFT / input_len)", None, timings.ttft_ms / input_len)]
+    frame = pd.DataFrame(rows, columns=["item", "bytes", "ms"])
+    frame["bandwidth_gbs"] = limit.bandwidth_gbs
+    frame["source"] = limit.bandwidth_source
+    return frame

@@ -1,0 +1,18 @@
+import pytest
+
+from tests.notebook_runner import outputs_text, run_notebook
+
+
+@pytest.mark.slow
+def test_inside_the_model_runs_headless_and_answers_each_question(tmp_path):
+    notebook = run_notebook("06_inside_the_model.ipynb", {"DTYPE": "float32", "MAX_NEW_TOKENS": 8,
+                                                           "ANATOMY_INPUT_LEN": 32}, tmp_dir=tmp_path)
+    text = outputs_text(notebook)
+    assert "tokens_per_char" in text  # 1: tokens
+    assert "reply:" in text  # 2: the live next-token view followed a reply
+    assert "mean weight on the first token" in text  # 3: attention
+    assert "the model predicts ' Paris'" in text  # 3: logit lens, the answer read at some layer
+    assert "measured decode step (TPOT)" in text  # 4: one decode step against the memory floor
+    assert "the greedy replies" in text or "the replies part ways at token" in text  # 5: drift
+    errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
