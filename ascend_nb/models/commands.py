@@ -20,6 +20,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-len", type=int, default=None, help="prompt + output budget (static cache size)")
     parser.add_argument("--tp", type=int, default=1,
                         help="tensor-parallel ranks (--backend accelerated, under torchrun --nproc-per-node N)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip the checksums.sha256 check of the model files")
     served = parser.add_argument_group("served models (--backend openai)")
     served.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     served.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
@@ -38,7 +40,7 @@ def load_from_args(args: argparse.Namespace):
         raise AscendNbError(f"--tp {args.tp} needs --backend accelerated (the transformers backend runs on one device)")
     options = {"tp": args.tp} if args.tp != 1 else {}
     return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len,
-                **options)
+                verify=args.verify, **options)
 
 
 def is_main_process(engine) -> bool:
