@@ -96,29 +96,46 @@ def file_gone_under_manifest(d):
     (d / "generation_config.json").unlink()
 
 
-CASES = {
-    "truncated safetensors": (lambda d: truncate(d / "model.safetensors", 0.7), "model.safetensors is corrupt or truncated"),
-    "shard missing": (missing_shard, "shard model-00002-of-00002.safetensors listed in model.safetensors.index.json is missing"),
+def bad_eos(d):
+    edit_json(d / "generation_config.json", lambda c: {**c, "eos_token_id": "</s>"})
+
+
+def tokenizer_auto_map(d):
+    edit_json(d / "tokenizer_config.json", lambda c: {**c, "auto_map": {"AutoTokenizer": ["tok.Tok", None]}})
+
+
+def drop_tensor(d):
+    edit_tensors(d, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+
+
+def add_tensor(d):
+    edit_tensors(d, lambda t: t.update({"model.layers.2.mlp.up_proj.weight": torch.zeros(1)}))
+
+
+CASES = {  # name: (break the copy, the one-line error expected)
+    "truncated safetensors": (lambda d: truncate(d / "model.safetensors", 0.7),
+                              "model.safetensors is corrupt or truncated"),
+    "shard missing": (missing_shard,
+                      "shard model-00002-of-00002.safetensors listed in model.safetensors.index.json is missing"),
     "config without sizes": (lambda d: (d / "config.json").write_text('{"model_type": "llama"}'),
                              "does not state vocab_size, hidden_size, .*default size"),
     "broken tokenizer": (lambda d: truncate(d / "tokenizer.json", 0.5), "the tokenizer in .* cannot be loaded"),
     "broken generation config": (lambda d: (d / "generation_config.json").write_text('{"eos_token_id": '),
                                  "generation_config.json is corrupt"),
-    "generation config with a bad eos": (lambda d: edit_json(d / "generation_config.json", lambda c: {**c, "eos_token_id": "</s>"}),
-                                         "generation_config.json is corrupt .*eos_token_id"),
-    "auto_map only in tokenizer_config": (
-        lambda d: edit_json(d / "tokenizer_config.json", lambda c: {**c, "auto_map": {"AutoTokenizer": ["tok.Tok", None]}}),
-        r"needs remote code \(tokenizer_config.json has auto_map\)"),
+    "generation config with a bad eos": (bad_eos, "generation_config.json is corrupt .*eos_token_id"),
+    "auto_map only in tokenizer_config": (tokenizer_auto_map,
+                                          r"needs remote code \(tokenizer_config.json has auto_map\)"),
     "unsafe pickle": (unsafe_pickle, "pytorch_model.bin .*not unpickled|unsafe pickle"),
-    "missing tensor": (lambda d: edit_tensors(d, lambda t: t.pop("model.layers.1.mlp.up_proj.weight")),
-                       r"1 tensor\(s\) the model needs are missing .*first: model.layers.1.mlp.up_proj.weight"),
-    "unexpected tensor": (lambda d: edit_tensors(d, lambda t: t.update({"model.layers.2.mlp.up_proj.weight": torch.zeros(1)})),
-                          r"holds 1 tensor\(s\) this model does not have .*model.layers.2.mlp.up_proj.weight"),
+    "missing tensor": (drop_tensor, r"1 tensor\(s\) the model needs are missing .*first: model.layers.1.mlp.up_proj"),
+    "unexpected tensor": (add_tensor, r"holds 1 tensor\(s\) this model does not have .*model.layers.2.mlp.up_proj"),
     "wrong shape": (lambda d: edit_json(d / "config.json", lambda c: {**c, "intermediate_size": 96}),
-                    r"tensor model.layers.0.mlp.gate_proj.weight is \[128, 64\] in the checkpoint but config.json needs \[96, 64\]"),
+                    r"tensor model.layers.0.mlp.gate_proj.weight is \[128, 64\] in the checkpoint but config.json "
+                    r"needs \[96, 64\]"),
     "random bert": (random_bert, "holds a 'bert' model: ascend-nb runs Llama-family"),
-    "4 MB of 0xFF under a manifest": (flipped_bytes_under_manifest, "model.safetensors does not match its sha256 in checksums.sha256"),
-    "file gone under a manifest": (file_gone_under_manifest, r"generation_config.json is missing \(listed in checksums.sha256\)"),
+    "4 MB of 0xFF under a manifest": (flipped_bytes_under_manifest,
+                                      "model.safetensors does not match its sha256 in checksums.sha256"),
+    "file gone under a manifest": (file_gone_under_manifest,
+                                   r"generation_config.json is missing \(listed in checksums.sha256\)"),
 }
 
 

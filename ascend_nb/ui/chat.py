@@ -5,8 +5,8 @@ widget callbacks on a subshell thread while a cell runs, so the conversation is 
 a reply is stopped through a ``threading.Event`` (the engine checks it after every token), and the
 worker adopts the parent message of the cell that created the widget, so whatever it prints lands
 in that cell. An engine serves one request at a time: while another caller (a second widget, a
-cell) holds it, the reply shows that it is waiting for the engine. Everything the buttons do is also a method (``ask``, ``stop``, ``regenerate``,
-``clear``, ``wait``), for demos and tests.
+cell) holds it, the reply shows that it is waiting for the engine. Everything the buttons do is
+also a method (``ask``, ``stop``, ``regenerate``, ``clear``, ``wait``), for demos and tests.
 """
 
 from __future__ import annotations
@@ -448,7 +448,8 @@ class ChatWidget(widgets.VBox):
         """Show that the reply is queued behind another caller of the engine, or that it has started."""
         turn.started = time.perf_counter()
         footer = WAITING if waiting else "generating…"
-        turn.view.value = _bubble("assistant", self._title("assistant"), render_markdown(""), footer, typing=not waiting)
+        turn.view.value = _bubble("assistant", self._title("assistant"), render_markdown(""), footer,
+                                  typing=not waiting)
         self._notify(f"The reply is {WAITING}" if waiting else "")
 
     def _finish(self, turn: _Turn, result) -> None:
