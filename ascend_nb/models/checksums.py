@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from ascend_nb.convert.atomic import MANIFEST, sha256_file, verify_manifest
@@ -17,6 +18,7 @@ from ascend_nb.files import atomic_write_text
 from ascend_nb.models.embedded import home
 
 CACHE_FILE = "verified-checksums.json"
+ANNOUNCE_BYTES = 1 << 30
 SKIP_HINT = "load with verify=False (--no-verify) to skip this check"
 
 
@@ -38,6 +40,9 @@ class DigestCache:
         entry = self._entries.get(key)
         if isinstance(entry, list) and len(entry) == 3 and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
             return entry[2]
+        if stat.st_size >= ANNOUNCE_BYTES:  # minutes for a 7B shard set: say what is going on
+            print(f"ascend-nb: checking {path} against {MANIFEST} ({stat.st_size / 2**30:.1f} GiB; "
+                  "once per file change)", file=sys.stderr)
         digest = sha256_file(path)
         self._entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
         self._changed = True
