@@ -144,13 +144,15 @@ def test_bad_options_are_clear_errors(tiny_llama_dir, monkeypatch):
 
 
 def test_unsupported_architecture_is_a_clear_error(tmp_path, tiny_llama_dir):
-    import json
     import shutil
+
+    from transformers import AutoConfig, LlamaForCausalLM
 
     target = tmp_path / "biased"
     shutil.copytree(tiny_llama_dir, target)
-    config = json.loads((target / "config.json").read_text())
-    (target / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
+    config = AutoConfig.from_pretrained(target)
+    config.attention_bias = True
+    LlamaForCausalLM(config).save_pretrained(target)  # a sound biased model: its weights hold the biases
     with pytest.raises(AscendNbError, match="no projection biases"):
         ascend_nb.load(target, device="cpu", backend="accelerated")
 

@@ -10,6 +10,7 @@ import weakref
 
 import pytest
 
+import ascend_nb
 from ascend_nb import GenerationParams
 from ascend_nb.ui import ChatApp, ChatWidget, compare_chat
 from ascend_nb.ui.chat import PromptBox, format_stats, render_markdown
@@ -98,6 +99,47 @@ def test_overlong_prompt_shows_an_error_and_the_chat_keeps_working(tiny_engine):
     assert [m["role"] for m in chat.messages] == ["user", "assistant"] and chat.last_stats["tokens"] == 5
 
 
+def test_a_too_long_message_comes_back_above_the_draft_typed_meanwhile(tiny_engine):
+    chat = ChatWidget(tiny_engine, params=EXACT)
+    with chat._lock:  # the reply cannot fail (and put the message back) before the draft is typed
+        chat.prompt.value = "word " * 400
+        chat.send_button.click()
+        chat.prompt.value = "my next question"
+    chat.wait(60)
+    assert chat.prompt.value == ("word " * 400).strip() + "\n\nmy next question"
+    assert "back in the input box, above the draft" in chat.history.children[-1].value and chat.messages == []
+
+
+def test_a_reply_waits_visibly_while_another_caller_holds_the_engine(tiny_engine):
+    question = [{"role": "user", "content": "a question"}]
+    alone = tiny_engine.chat(question, EXACT).text
+    chat = ChatWidget(tiny_engine, params=EXACT)
+    holder = tiny_engine.stream([1, 42, 43], max_new_tokens=200, ignore_eos=True)
+    next(holder)  # a cell's stream holds the engine
+    chat.prompt.value = "a question"
+    chat.send_button.click()
+    deadline = time.monotonic() + 60
+    while "waiting for the engine" not in chat.history.children[-1].value:
+        assert time.monotonic() < deadline, "the waiting state was never shown"
+        time.sleep(0.01)
+    assert "waiting for the engine" in chat.notice.value and chat.busy
+    holder.close()
+    chat.wait(60)
+    assert chat.messages[-1]["content"] == alone and chat.notice.value == ""
+    assert "waiting" not in chat.history.children[-1].value
+
+    with tiny_engine.stream([1, 42, 43], max_new_tokens=200, ignore_eos=True) as holder:  # Stop while queued
+        next(holder)
+        chat.prompt.value = "another question"
+        chat.send_button.click()
+        while tiny_engine.requests.waiting == 0:
+            assert time.monotonic() < deadline + 60, "the reply never queued"
+            time.sleep(0.01)
+        chat.stop_button.click()
+        chat.wait(60)
+    assert chat.last_stats["finish_reason"] == "cancelled" and chat.last_stats["tokens"] == 0
+
+
 def test_compare_chat_answers_on_both_sides_one_after_the_other(tiny_engine):
     pair = compare_chat(tiny_engine, tiny_engine, params=EXACT)
     pair.prompt.value = "same question"
@@ -127,6 +169,32 @@ def test_embedded_model_answers_and_stops_mid_reply(embedded_engine):
     chat.wait(30)
     assert chat.last_stats["finish_reason"] == "cancelled" and chat.last_stats["tokens"] < 400
     assert chat.messages[-1]["content"] and len(chat.messages) == 4
+
+
+QUESTIONS = ("What is the capital of France?", "Name the three primary colors.")
+
+
+@pytest.fixture(scope="module", params=["transformers", "accelerated"])
+def shared_engine(request, embedded_engine):
+    if request.param == "transformers":
+        return embedded_engine
+    return ascend_nb.load("smollm2-135m-instruct", device="cpu", dtype="float32", backend="accelerated")
+
+
+@pytest.mark.slow
+def test_two_widgets_and_a_cell_on_one_engine_each_get_the_answer_they_get_alone(shared_engine):
+    first, second = (ChatWidget(shared_engine, params=GenerationParams(max_new_tokens=24)) for _ in range(2))
+    params = first.generation_params()
+    alone = [shared_engine.chat([{"role": "user", "content": q}], params).text for q in QUESTIONS]
+    assert first.ask(QUESTIONS[0]) and second.ask(QUESTIONS[1])  # two widgets at once
+    first.wait(240)
+    second.wait(240)
+    assert [first.messages[-1]["content"], second.messages[-1]["content"]] == alone
+
+    assert first.clear() and first.ask(QUESTIONS[1])  # a widget streaming while a cell generates on the main thread
+    cell = shared_engine.chat([{"role": "user", "content": QUESTIONS[0]}], params).text
+    first.wait(240)
+    assert [cell, first.messages[-1]["content"]] == alone
 
 
 def test_chat_app_swaps_models_and_frees_the_old_chat(tiny_llama_dir):

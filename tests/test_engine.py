@@ -2,6 +2,7 @@
 sampling, timings and errors behave the same on the transformers reference and the accelerated runtime."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -99,6 +100,64 @@ def test_forward_returns_logits_and_hidden_states(tiny_engine):
     logits, hidden = tiny_engine.forward(torch.tensor([PROMPT]), output_hidden_states=True)
     assert logits.shape == (1, len(PROMPT), 49152) and logits.dtype == torch.float32
     assert len(hidden) == tiny_engine.config.num_hidden_layers + 1
+
+
+def wait_until(condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def in_thread(call):
+    """Run ``call`` in a started thread; the thread's ``results`` list gets its return value."""
+    results = []
+    thread = threading.Thread(target=lambda: results.append(call()), daemon=True)
+    thread.results = results
+    thread.start()
+    return thread
+
+
+def test_two_threads_at_once_each_get_the_answer_they_get_alone(tiny_engine):
+    prompts = [PROMPT, [7] * 11]
+    alone = [tiny_engine.generate(p, max_new_tokens=24, ignore_eos=True).token_ids for p in prompts]
+    threads = [in_thread(lambda p=p: tiny_engine.generate(p, max_new_tokens=24, ignore_eos=True)) for p in prompts]
+    for thread in threads:
+        thread.join(120)
+    assert [t.results[0].token_ids for t in threads] == alone
+
+
+@pytest.mark.parametrize("leave", ["close", "drop"])
+def test_a_stream_holds_the_engine_from_its_first_piece_until_closed_or_dropped(tiny_engine, leave):
+    alone = tiny_engine.generate(PROMPT, max_new_tokens=6, ignore_eos=True).token_ids
+    unread = tiny_engine.stream([1, 42, 43], max_new_tokens=6)  # created but never read: holds nothing
+    assert tiny_engine.generate(PROMPT, max_new_tokens=6, ignore_eos=True).token_ids == alone
+    stream = tiny_engine.stream([1, 42, 43], max_new_tokens=50, ignore_eos=True)
+    next(stream)
+    with pytest.raises(AscendNbError, match="still has a request open on this engine"):
+        tiny_engine.generate(PROMPT, max_new_tokens=6)  # the same thread would wait for itself forever
+    other = in_thread(lambda: tiny_engine.generate(PROMPT, max_new_tokens=6, ignore_eos=True))
+    wait_until(lambda: tiny_engine.requests.waiting == 1)
+    assert other.is_alive() and not other.results  # queued behind the open stream
+    if leave == "close":
+        stream.close()
+    else:
+        del stream
+    other.join(60)
+    assert other.results[0].token_ids == alone and not tiny_engine.requests.busy
+    del unread
+
+
+def test_a_queued_request_stops_before_its_turn(tiny_engine):
+    stop = threading.Event()
+    with tiny_engine.stream(PROMPT, max_new_tokens=50, ignore_eos=True) as holder:
+        next(holder)
+        queued = in_thread(lambda: tiny_engine.generate(PROMPT, max_new_tokens=6, stop_event=stop))
+        wait_until(lambda: tiny_engine.requests.waiting == 1)
+        stop.set()
+        queued.join(60)
+        assert queued.results[0].finish_reason == "cancelled" and queued.results[0].token_ids == []
+    assert not tiny_engine.requests.busy and tiny_engine.requests.waiting == 0
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,14 +50,16 @@ def write_manifest(directory: Path) -> Path:
     return target
 
 
-def verify_manifest(directory: Path) -> list[str]:
-    """Names of files whose checksum no longer matches the manifest (missing files included)."""
+def verify_manifest(directory: Path, digest_of: Callable[[Path], str] = sha256_file) -> list[str]:
+    """Names of files whose checksum no longer matches the manifest (missing files included).
+
+    ``digest_of`` computes a file's sha256 (a cache may answer for files that did not change)."""
     directory = Path(directory)
     bad = []
     for line in (directory / MANIFEST).read_text().splitlines():
         digest, name = line.split("  ", 1)
         path = directory / name
-        if not path.is_file() or sha256_file(path) != digest:
+        if not path.is_file() or digest_of(path) != digest:
             bad.append(name)
     return bad
 

@@ -4,14 +4,20 @@ A backend implements three hooks on top of a loaded model:
 ``_prefill(input_ids, attention_mask)`` -> last-position logits ``[B, V]`` (starting a new KV cache),
 ``_decode(tokens)`` -> logits ``[B, V]`` for one new token per row, and ``forward(input_ids)`` ->
 full logits (and hidden states) for precision tools. Everything else lives here, once.
+
+Requests are served one at a time (:class:`~ascend_nb.engine.request_queue.RequestQueue`): the
+hooks share one cache, so two callers of one engine (two chat widgets, a widget and a cell) take
+turns instead of corrupting each other's answers.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +25,7 @@ import torch
 
 from ascend_nb import device as devices
 from ascend_nb.engine.params import GenerationParams, GenerationResult, Timings
+from ascend_nb.engine.request_queue import RequestQueue
 from ascend_nb.engine.sampling import select_tokens
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import ModelSpec
@@ -36,20 +43,37 @@ class _Row:
     token_times: list[float] = field(default_factory=list)
     finish_reason: str | None = None
     text: str = ""
+    start: float = 0.0  # clock at the start of the request's prefill
+    peak_memory_mb: float | None = None
 
 
 class TextStream:
-    """Iterator over the text pieces of one streamed reply; ``result`` is set once it is exhausted."""
+    """Iterator over the text pieces of one streamed reply; ``result`` is set once it is exhausted.
+
+    A local engine is reserved for the stream from its first piece until it is exhausted, closed
+    (``close()``, or leaving a ``with`` block) or dropped; a stream created but never read holds nothing.
+    """
 
     def __init__(self, engine, prompt, params: GenerationParams, stop_event: threading.Event | None):
-        self._pieces = engine._stream_pieces(prompt, params, stop_event, self)
+        # the backend holds the stream weakly, so dropping the stream closes the generation and frees the engine
+        self._pieces = engine._stream_pieces(prompt, params, stop_event, weakref.proxy(self))
         self.result: GenerationResult | None = None
 
     def __iter__(self) -> Iterator[str]:
-        return self._pieces
+        return self
 
     def __next__(self) -> str:
         return next(self._pieces)
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop generating here and free the engine for other requests (``result`` stays None if unfinished)."""
+        self._pieces.close()
 
     def finish(self) -> GenerationResult:
         """Consume the rest of the stream and return its result."""
@@ -82,6 +106,7 @@ class Engine(ABC):
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
         # called with (logits [B, V], tokens [B]) after each step's selection (ascend_nb.inspect watches here)
         self.step_observer: Callable[[torch.Tensor, torch.Tensor], None] | None = None
+        self.requests = RequestQueue()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model={self.spec.name!r}, backend={self.backend!r}, device={str(self.device)!r}, "
@@ -183,16 +208,31 @@ class Engine(ABC):
         devices.synchronize(self.device)
         return time.perf_counter()
 
-    @torch.inference_mode()
     def _run(self, prompts: list[list[int]], params: GenerationParams, stop_event: threading.Event | None,
              live_text: bool = False) -> Iterator[list[_Row]]:
         """Generate for a batch, yielding the rows after every step (the caller may stop consuming).
+
+        The request waits for its turn on this engine first and holds it until the generator ends
+        (exhausted, closed or dropped); a ``stop_event`` set while it waits cancels it with no tokens.
+        """
+        self._check_fits(prompts, params)
+        if not self.requests.acquire(stop_event):
+            yield [_Row(prompt_len=len(p), finish_reason="cancelled") for p in prompts]
+            return
+        try:
+            yield from self._steps(prompts, params, stop_event, live_text)
+        finally:
+            self.requests.release()
+
+    @torch.inference_mode()
+    def _steps(self, prompts: list[list[int]], params: GenerationParams, stop_event: threading.Event | None,
+               live_text: bool) -> Iterator[list[_Row]]:
+        """The generation loop of one request (the caller holds the engine).
 
         Rows' text is decoded after every token only when streaming (``live_text``) or when stop strings
         must be watched; otherwise once at the end, so timings carry no per-token decoding.
         """
         live_text = live_text or bool(params.stop)
-        self._check_fits(prompts, params)
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor([[self.pad_token_id] * (width - len(p)) + p for p in prompts], device=self.device)
         attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
@@ -203,9 +243,9 @@ class Engine(ABC):
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        rows = [_Row(prompt_len=len(p)) for p in prompts]
         devices.reset_peak_memory(self.device)
-        self._start = self._clock()
+        start = self._clock()
+        rows = [_Row(prompt_len=len(p), start=start) for p in prompts]
         logits = self._prefill(input_ids, attention_mask)
         for step in range(params.max_new_tokens):
             tokens = select_tokens(logits.float(), params, seen, generator)
@@ -229,11 +269,12 @@ class Engine(ABC):
             if seen is not None:
                 seen.scatter_(1, tokens[:, None], True)
             logits = self._decode(tokens)
+        peak_mb = devices.memory_stats(self.device)["peak_mb"]
         for row in rows:
             row.finish_reason = row.finish_reason or "length"
+            row.peak_memory_mb = peak_mb
             if not live_text:
                 row.text = self.decode(row.token_ids)
-        self._peak_memory_mb = devices.memory_stats(self.device)["peak_mb"]
 
     def _append(self, row: _Row, token: int, now: float, params: GenerationParams, live_text: bool) -> None:
         row.token_times.append(now)
@@ -252,22 +293,23 @@ class Engine(ABC):
     def _result(self, row: _Row) -> GenerationResult:
         times = row.token_times
         timings = Timings(
-            ttft_ms=(times[0] - self._start) * 1000 if times else 0.0,
+            ttft_ms=(times[0] - row.start) * 1000 if times else 0.0,
             itl_ms=[(b - a) * 1000 for a, b in zip(times, times[1:])],
-            e2e_ms=(times[-1] - self._start) * 1000 if times else 0.0,
-            tokens=len(times), prompt_tokens=row.prompt_len, peak_memory_mb=self._peak_memory_mb)
+            e2e_ms=(times[-1] - row.start) * 1000 if times else 0.0,
+            tokens=len(times), prompt_tokens=row.prompt_len, peak_memory_mb=row.peak_memory_mb)
         return GenerationResult(text=row.text, token_ids=row.token_ids, finish_reason=row.finish_reason,
                                 timings=timings)
 
     def _stream_pieces(self, prompt_ids: list[int], params: GenerationParams,
                        stop_event: threading.Event | None, stream: TextStream) -> Iterator[str]:
         emitted = 0
-        for (row,) in self._run([prompt_ids], params, stop_event, live_text=True):
-            safe = (len(row.text) if row.finish_reason == "stop"  # cut short: drop a half character, no stop to watch
-                    else _safe_prefix_len(row.text, () if row.finish_reason else params.stop))
-            if safe > emitted:
-                yield row.text[emitted:safe]
-                emitted = safe
+        with closing(self._run([prompt_ids], params, stop_event, live_text=True)) as steps:
+            for (row,) in steps:
+                safe = (len(row.text) if row.finish_reason == "stop"  # cut short: drop a half character, no stop to watch
+                        else _safe_prefix_len(row.text, () if row.finish_reason else params.stop))
+                if safe > emitted:
+                    yield row.text[emitted:safe]
+                    emitted = safe
         stream.result = self._result(row)
 
 

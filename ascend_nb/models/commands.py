@@ -22,6 +22,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tensor-parallel ranks (--backend accelerated, under torchrun --nproc-per-node N)")
     parser.add_argument("--kernels", default=None,
                         help="kernel path of --backend accelerated (default: this machine's fastest; e.g. cpu-onednn)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip the checksums.sha256 check of the model files")
     served = parser.add_argument_group("served models (--backend openai)")
     served.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     served.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
@@ -44,7 +46,7 @@ def load_from_args(args: argparse.Namespace):
     if args.kernels:
         options["kernels"] = args.kernels
     return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len,
-                **options)
+                verify=args.verify, **options)
 
 
 def is_main_process(engine) -> bool:

@@ -9,6 +9,7 @@ from ascend_nb import device as devices
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import read_config_json
 from ascend_nb.models.registry import MODELS, ModelSpec, detect_spec, get_spec
+from ascend_nb.models.validation import validate_model_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # backend name -> "module:class"; each class has from_directory(**engine_kwargs)
@@ -51,7 +52,7 @@ def read_config(model_dir: Path) -> dict:
 
 def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
          backend: str = "transformers", max_seq_len: int | None = None, trust_remote_code: bool = False,
-         template: str | None = None, **backend_options):
+         template: str | None = None, verify: bool = True, **backend_options):
     """Load a model and return an engine with ``generate``, ``stream`` and ``chat``.
 
     ``model`` is a registry name (``smollm2-135m-instruct`` is embedded) or a local directory in
@@ -59,15 +60,15 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     ``device`` is ``auto`` (npu > cuda > cpu), ``npu``, ``cuda`` or ``cpu``; ``dtype`` is ``auto``
     (fp16 on NPU, bf16 on CUDA/CPU where supported, else fp32) or a dtype name. ``max_seq_len``
     bounds prompt + new tokens (default: the model's ``max_position_embeddings``). Remote code is
-    off unless ``trust_remote_code=True``. ``backend="openai"`` connects to an OpenAI-compatible
+    off unless ``trust_remote_code=True``. The directory is checked first (:mod:`ascend_nb.models.validation`:
+    config, tokenizer, every tensor's name and shape, and ``checksums.sha256`` unless ``verify=False``);
+    a broken one is refused in one line. ``backend="openai"`` connects to an OpenAI-compatible
     server instead (``model`` is the served model's name; ``base_url``, ``api_key`` and ``timeout``
     options, defaulting to ``$OPENAI_BASE_URL`` / ``$OPENAI_API_KEY``).
     Accelerated-backend options: ``quantize``, ``graphs``, ``tp`` and ``kernels`` (a kernel path of
     :data:`ascend_nb.device.KERNEL_PATHS`, default the fastest this machine runs; also
     ``$ASCEND_NB_KERNELS``), decided together by :func:`ascend_nb.device.place`.
     """
-    from transformers import AutoConfig, AutoTokenizer
-
     if backend not in BACKENDS:
         raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "openai":  # a served model: nothing to load here
@@ -76,15 +77,11 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
         return OpenAIEngine(str(model), **backend_options)
     model_dir = resolve_model_dir(model)
     raw_config = read_config(model_dir)
-    if raw_config.get("auto_map") and not trust_remote_code:
-        raise AscendNbError(f"{model_dir} needs remote code (config.json has auto_map): convert it with "
-                            "`ascend-nb convert baichuan2|aquila SRC DST`, or pass trust_remote_code=True")
+    config, tokenizer = validate_model_dir(model_dir, raw_config, trust_remote_code, verify)
     placement = devices.place(device, dtype, backend, kernels=backend_options.pop("kernels", None),
                               graphs=backend_options.pop("graphs", None), tp=backend_options.pop("tp", 1))
     if backend == "accelerated":
         backend_options["placement"] = placement
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
     spec: ModelSpec = detect_spec(model_dir, raw_config, bool(getattr(tokenizer, "chat_template", None)))
     if template is not None:
         from dataclasses import replace

@@ -4,8 +4,9 @@ Replies are generated in a worker thread so the kernel stays responsive. ipykern
 widget callbacks on a subshell thread while a cell runs, so the conversation is guarded by one lock,
 a reply is stopped through a ``threading.Event`` (the engine checks it after every token), and the
 worker adopts the parent message of the cell that created the widget, so whatever it prints lands
-in that cell. Everything the buttons do is also a method (``ask``, ``stop``, ``regenerate``,
-``clear``, ``wait``), for demos and tests.
+in that cell. An engine serves one request at a time: while another caller (a second widget, a
+cell) holds it, the reply shows that it is waiting for the engine. Everything the buttons do is
+also a method (``ask``, ``stop``, ``regenerate``, ``clear``, ``wait``), for demos and tests.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from markdown_it import MarkdownIt
 
 from ascend_nb.device import available_device_types, set_thread_device
 from ascend_nb.engine.params import GenerationParams
+from ascend_nb.engine.request_queue import on_wait
 from ascend_nb.errors import AscendNbError
 
 REFRESH_S = 0.05  # at most 20 redraws a second while streaming
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
 _STOP_NOTES = {"cancelled": "stopped", "length": "max_new_tokens reached"}
+WAITING = "waiting for the engine: another request is using it…"
 
 CSS = """
 .anb-chat .widget-html-content { line-height: normal; }
@@ -197,6 +200,7 @@ class _Turn:
     content: str
     view: widgets.HTML
     stats: dict | None = None
+    started: float = 0.0  # when generation started (after any wait for the engine)
 
 
 def _button(description: str, icon: str, style: str = "", tooltip: str = "", disabled: bool = False) -> widgets.Button:
@@ -411,7 +415,8 @@ class ChatWidget(widgets.VBox):
         self._worker.start()
 
     def _reply(self, turn: _Turn, conversation: list[dict[str, str]], stream: bool) -> None:
-        with _output_parent(self._parent):
+        turn.started = time.perf_counter()
+        with _output_parent(self._parent), on_wait(lambda waiting: self._show_waiting(turn, waiting)):
             try:
                 set_thread_device(self.engine.device)  # torch_npu needs it in every thread
                 params = self.generation_params()
@@ -427,7 +432,6 @@ class ChatWidget(widgets.VBox):
                 self._finish(turn, result)
 
     def _stream_into(self, turn: _Turn, conversation: list[dict[str, str]], params: GenerationParams):
-        started = time.perf_counter()
         stream = self.engine.chat(conversation, params, stream=True, stop_event=self._stop)
         text, first, drawn = "", None, 0.0
         for piece in stream:
@@ -435,10 +439,18 @@ class ChatWidget(widgets.VBox):
             now = time.perf_counter()
             first = first or now
             if now - drawn >= REFRESH_S:
-                live = f"TTFT ≈ {(first - started) * 1000:.0f} ms · generating… {now - started:.1f} s"
+                live = f"TTFT ≈ {(first - turn.started) * 1000:.0f} ms · generating… {now - turn.started:.1f} s"
                 turn.view.value = _bubble("assistant", self._title("assistant"), render_markdown(text), live, True)
                 drawn = now
         return stream.result
+
+    def _show_waiting(self, turn: _Turn, waiting: bool) -> None:
+        """Show that the reply is queued behind another caller of the engine, or that it has started."""
+        turn.started = time.perf_counter()
+        footer = WAITING if waiting else "generating…"
+        turn.view.value = _bubble("assistant", self._title("assistant"), render_markdown(""), footer,
+                                  typing=not waiting)
+        self._notify(f"The reply is {WAITING}" if waiting else "")
 
     def _finish(self, turn: _Turn, result) -> None:
         stats = {**result.timings.as_dict(), "finish_reason": result.finish_reason}
@@ -458,9 +470,13 @@ class ChatWidget(widgets.VBox):
             self._turns.remove(turn)
             if self._turns and self._turns[-1].role == "user":
                 asked = self._turns.pop()
-                if not self.prompt.value.strip():
+                draft = self.prompt.value.strip()
+                if draft and draft != asked.content:  # typed while the reply was running: keep it below
+                    self.prompt.value = f"{asked.content}\n\n{draft}"
+                    message += " (your message is back in the input box, above the draft you were typing)"
+                else:
                     self.prompt.value = asked.content
-                message += " (your message is back in the input box)"
+                    message += " (your message is back in the input box)"
             self._turns.append(self._new_turn("error", message))
             self._pending = None
             self._set_running(False)

@@ -15,9 +15,10 @@ def show_stream(stream) -> GenerationResult:
 
     handle = display(Markdown("…"), display_id=True)
     text = ""
-    for piece in stream:
-        text += piece
-        handle.update(Markdown(text))
+    with stream:  # an interrupted display frees the engine at once
+        for piece in stream:
+            text += piece
+            handle.update(Markdown(text))
     handle.update(Markdown(stream.result.text))
     return stream.result
 
