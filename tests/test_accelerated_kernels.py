@@ -197,7 +197,7 @@ def test_graph_mode_static_step_equals_eager_decoding(tiny_llama_dir, monkeypatc
     again = graphs.generate(prompts[1], max_new_tokens=8, ignore_eos=True)  # another batch size: another graph
     assert [r.token_ids for r in static] == [r.token_ids for r in expected]
     assert again.token_ids == expected[1].token_ids
-    assert sorted(graphs._steps) == [1, 2] and all(step._replay is not None for step in graphs._steps.values())
+    assert sorted(graphs._decode_steps) == [1, 2] and all(step._replay is not None for step in graphs._decode_steps.values())
 
 
 @pytest.mark.slow
@@ -268,12 +268,12 @@ def test_npu_kernels_run_a_model_like_the_twin(engine, tiny_llama_dir):
     mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
     with torch.inference_mode():
         for model in (reference, npu_model):
-            engine.model, engine._steps = model, {}  # a decode step is bound to its model
+            engine.model, engine._decode_steps = model, {}  # a decode step is bound to its model
             try:
                 logits = [engine._prefill(ids, mask)]
                 logits += [engine._decode(torch.tensor([7, 9])) for _ in range(3)]
             finally:
-                engine.model, engine._steps = reference, {}
+                engine.model, engine._decode_steps = reference, {}
             model.logits = torch.stack(logits)
     torch.testing.assert_close(npu_model.logits, reference.logits, rtol=1e-4, atol=1e-4)
     assert fake.calls["rms_norm"] == 4 * (2 * 2 + 1)

@@ -27,7 +27,7 @@ class AcceleratedEngine(Engine):
         self.tp = placement.tp  # this rank's tensor-parallel place, None on one device
         self.quantize = quantize
         self.graphs = placement.graphs
-        self._steps: dict[int, DecodeStep] = {}
+        self._decode_steps: dict[int, DecodeStep] = {}
         self._step: DecodeStep | None = None
 
     @classmethod
@@ -72,9 +72,9 @@ class AcceleratedEngine(Engine):
             # a padding query attends to itself only, so no softmax row is empty
             mask = (causal & key_valid[:, None, None, :t]) | torch.eye(t, dtype=torch.bool, device=self.device)
         logits = self.model.prefill(input_ids, positions, mask)
-        if b not in self._steps:
-            self._steps[b] = DecodeStep(self.model, b, self.graphs)
-        self._step = self._steps[b]
+        if b not in self._decode_steps:
+            self._decode_steps[b] = DecodeStep(self.model, b, self.graphs)
+        self._step = self._decode_steps[b]
         self._step.start(positions[:, -1] + 1, t, key_valid)
         return logits
 
