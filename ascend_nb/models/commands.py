@@ -56,7 +56,8 @@ def is_main_process(engine) -> bool:
 
 
 def register(subparsers) -> None:
-    fetch = subparsers.add_parser("fetch", help="prepare the embedded default model (download + convert once)")
+    fetch = subparsers.add_parser("fetch", help="prepare the embedded default model (download + convert once) "
+                                                "and build the native CPU kernels")
     fetch.add_argument("--print-path", action="store_true", help="only print the model directory")
     fetch.set_defaults(func=run_fetch)
 
@@ -77,7 +78,16 @@ def register(subparsers) -> None:
 def run_fetch(args: argparse.Namespace) -> int:
     from ascend_nb.models.embedded import embedded_model_dir, ensure_embedded_model
 
-    print(embedded_model_dir() if args.print_path else ensure_embedded_model())
+    if args.print_path:
+        print(embedded_model_dir())
+        return 0
+    print(ensure_embedded_model())
+    from ascend_nb import device as devices
+
+    # set-up builds the native CPU kernels too (once per machine), rather than the first load
+    paths = devices.runnable_kernel_paths("cpu")
+    print(f"CPU kernel paths here ({devices.cpu_features().cpu_class}): {', '.join(paths)}; "
+          f"default {devices.place('cpu', 'float32', 'accelerated').kernels}", file=sys.stderr)
     return 0
 
 
