@@ -197,10 +197,11 @@ def set_thread_device(device: str | torch.device) -> None:
 KERNEL_PATHS = {
     "npu": ("npu-torch_npu", "torch"),
     "cuda": ("cuda-sdpa", "torch"),
-    "cpu": ("cpu-avx512-gemv", "cpu-onednn", "cpu-avx2-gemv", "cpu-aten", "torch"),
+    "cpu": ("cpu-avx512bf16-gemv", "cpu-avx512-gemv", "cpu-onednn", "cpu-avx2-gemv", "cpu-aten", "torch"),
 }
 # what a CPU kernel path needs: (CPU features, native GEMV instruction set or None)
 CPU_PATH_NEEDS = {
+    "cpu-avx512bf16-gemv": (lambda cpu: cpu.avx512f and cpu.avx512bw and cpu.avx512_bf16, "avx512bf16"),
     "cpu-avx512-gemv": (lambda cpu: cpu.avx512f and cpu.avx512bw, "avx512"),
     "cpu-onednn": (lambda cpu: cpu.onednn_bf16, None),
     "cpu-avx2-gemv": (lambda cpu: cpu.avx2 and cpu.fma, "avx2"),

@@ -3,7 +3,7 @@
 ATen's bf16 GEMV and ``_weight_int8pack_mm`` are compute-bound on a CPU without native bf16
 (about 4 GMAC/s a core on AVX2); decoding only needs to stream each weight once. The sources are
 ``ascend_nb/csrc/gemv.h`` (the driver) and one file per instruction set (``gemv_avx2.cpp``,
-``gemv_avx512.cpp``), each built into its own library by ``torch.utils.cpp_extension`` (ninja,
+``gemv_avx512.cpp``, ``gemv_avx512bf16.cpp``: bf16 dot products), each built into its own library by ``torch.utils.cpp_extension`` (ninja,
 with its own file lock, cached under ``$ASCEND_NB_HOME/kernels``) and loaded only on a CPU that has
 the instruction set. ``ascend-nb fetch`` (so ``make lab`` / ``make test``) builds them at set-up;
 a first use builds what is missing. Each op has a fake implementation, so ``torch.compile``
@@ -26,7 +26,8 @@ MAX_ROWS = 8
 CSRC = Path(__file__).resolve().parent / "csrc"
 # instruction set -> (source file, compiler flags)
 ISAS = {"avx2": ("gemv_avx2.cpp", ["-mavx2", "-mfma"]),
-        "avx512": ("gemv_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma"])}
+        "avx512": ("gemv_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma"]),
+        "avx512bf16": ("gemv_avx512bf16.cpp", ["-mavx512f", "-mavx512bw", "-mavx512bf16", "-mfma"])}
 
 
 def _build(isa: str) -> None:

@@ -4,9 +4,9 @@
 // over the threads with at::parallel_for.
 //
 // This header is the ISA-independent driver. Each translation unit that includes it first defines
-// `struct Vec` (one SIMD register of float32 lanes: zero, loadx, loadw for bf16 and int8, fma, sum)
-// and GEMV_OP (the op's name), and is compiled with that ISA's flags into its own library, loaded
-// only on a CPU that has the ISA (see ascend_nb/engine/accelerated/cpu_gemv.py).
+// `struct Vec` (one SIMD register of float32 lanes: zero, loadx, loadw for bf16 and int8, fma, sum),
+// GEMV_OP (the op's name) and, for AVX512-BF16, GEMV_BF16_DOT; it is compiled with that ISA's flags
+// into its own library, loaded only on a CPU that has the ISA (see ascend_nb/native.py).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -56,6 +56,64 @@ void rows(const float* x, const Wt* w, const float* scales, T* out, int64_t n0, 
   if (n < n1) rows<M, 1>(x, w, scales, out, n, n1, K, N);
 }
 
+#ifdef GEMV_BF16_DOT
+// bf16 activations x bf16 weights: VDPBF16PS multiplies 32 pairs and adds them into 16 float32
+// lanes per instruction, so no widening instructions run at all (K a multiple of 32).
+template <int M, int R, typename T>
+void dot_rows(const at::BFloat16* x, const at::BFloat16* w, const float* scales, T* out, int64_t n0, int64_t n1,
+              int64_t K, int64_t N) {
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) {
+    __m512 acc[R * M];
+#pragma GCC unroll 32
+    for (int i = 0; i < R * M; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+      __m512bh xs[M];
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) xs[m] = (__m512bh)_mm512_loadu_si512(x + m * K + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const at::BFloat16* wk = w + (n + r) * K + k;
+        _mm_prefetch(reinterpret_cast<const char*>(wk + R * K), _MM_HINT_T0);
+        __m512bh wv = (__m512bh)_mm512_loadu_si512(wk);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m) acc[r * M + m] = _mm512_dpbf16_ps(acc[r * M + m], wv, xs[m]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        float s = _mm512_reduce_add_ps(acc[r * M + m]);
+        out[m * N + n + r] = static_cast<T>(scales ? s * scales[n + r] : s);
+      }
+    }
+  }
+  if (n < n1) dot_rows<M, 1>(x, w, scales, out, n, n1, K, N);
+}
+
+template <int M, typename T>
+void dot_m(const at::BFloat16* x, const at::BFloat16* w, const float* scales, T* out, int64_t K, int64_t N) {
+  constexpr int R = M == 1 ? 8 : (M == 2 ? 4 : (M <= 4 ? 2 : 1));
+  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) { dot_rows<M, R>(x, w, scales, out, n0, n1, K, N); });
+}
+
+template <typename T>
+void dot_out(const at::BFloat16* x, const at::BFloat16* w, const float* scales, T* out, int64_t M, int64_t K,
+             int64_t N) {
+  switch (M) {
+    case 1: return dot_m<1>(x, w, scales, out, K, N);
+    case 2: return dot_m<2>(x, w, scales, out, K, N);
+    case 3: return dot_m<3>(x, w, scales, out, K, N);
+    case 4: return dot_m<4>(x, w, scales, out, K, N);
+    case 5: return dot_m<5>(x, w, scales, out, K, N);
+    case 6: return dot_m<6>(x, w, scales, out, K, N);
+    case 7: return dot_m<7>(x, w, scales, out, K, N);
+    default: return dot_m<8>(x, w, scales, out, K, N);
+  }
+}
+#endif
+
 template <int M, typename Wt, typename T>
 void gemv_m(const float* x, const Wt* w, const float* scales, T* out, int64_t K, int64_t N) {
   constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);
@@ -97,6 +155,19 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::option
   const at::ScalarType dtype = out_dtype.value_or(x.scalar_type());
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "gemv: out_dtype float32 or bfloat16");
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const float* sp = scales ? scales->data_ptr<float>() : nullptr;
+  at::Tensor out = at::empty({M, N}, x.options().dtype(dtype));
+#ifdef GEMV_BF16_DOT
+  if (x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 && K % 32 == 0) {
+    at::Tensor xc = x.contiguous();
+    if (dtype == at::kBFloat16) {
+      dot_out(xc.data_ptr<at::BFloat16>(), weight.data_ptr<at::BFloat16>(), sp, out.data_ptr<at::BFloat16>(), M, K, N);
+    } else {
+      dot_out(xc.data_ptr<at::BFloat16>(), weight.data_ptr<at::BFloat16>(), sp, out.data_ptr<float>(), M, K, N);
+    }
+    return out;
+  }
+#endif
   std::vector<float> xbuf;
   const float* xf;
   at::Tensor xc = x.contiguous();
@@ -107,8 +178,6 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::option
     xbuf.assign(xb, xb + M * K);
     xf = xbuf.data();
   }
-  const float* sp = scales ? scales->data_ptr<float>() : nullptr;
-  at::Tensor out = at::empty({M, N}, x.options().dtype(dtype));
   if (weight.scalar_type() == at::kBFloat16) {
     gemv_out(xf, weight.data_ptr<at::BFloat16>(), sp, out, M, K, N);
   } else {

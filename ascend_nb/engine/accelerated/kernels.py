@@ -195,9 +195,10 @@ class Kernels:
 class CpuKernels(Kernels):
     """CPU: fused RMSNorm and one linear kernel per kernel path (see :data:`ascend_nb.device.KERNEL_PATHS`):
 
-    - ``cpu-avx512-gemv`` / ``cpu-avx2-gemv``: decoding rows through the native GEMV of that
-      instruction set (bf16 and int8 weights); prompts through oneDNN where the CPU has native bf16
-      (AVX512 path) or one float32 GEMM (AVX2 path, as on a CPU without native bf16);
+    - ``cpu-avx512bf16-gemv`` / ``cpu-avx512-gemv`` / ``cpu-avx2-gemv``: decoding rows through the
+      native GEMV of that instruction set (bf16 and int8 weights; bf16 dot products on AVX512-BF16);
+      prompts through oneDNN where the CPU has native bf16 (AVX512 paths) or one float32 GEMM (AVX2
+      path, as on a CPU without native bf16);
     - ``cpu-onednn``: oneDNN's packed bf16 linear for every row count (int8: ``_weight_int8pack_mm``);
     - ``cpu-aten``: ATen alone (no compiler needed): bf16 GEMV / float32 GEMM, ``_weight_int8pack_mm``.
 
@@ -207,7 +208,7 @@ class CpuKernels(Kernels):
     def __init__(self, placement: Placement):
         self.name = placement.kernels
         self.isa = gemv_isa(self.name)
-        self.onednn_prompts = self.name == "cpu-onednn" or (self.isa == "avx512" and placement.cpu.onednn_bf16)
+        self.onednn_prompts = self.name == "cpu-onednn" or (self.isa in ("avx512", "avx512bf16") and placement.cpu.onednn_bf16)
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         if not hasattr(F, "rms_norm"):  # torch < 2.4
