@@ -208,7 +208,8 @@ class CpuKernels(Kernels):
     def __init__(self, placement: Placement):
         self.name = placement.kernels
         self.isa = gemv_isa(self.name)
-        self.onednn_prompts = self.name == "cpu-onednn" or (self.isa in ("avx512", "avx512bf16") and placement.cpu.onednn_bf16)
+        native_bf16 = placement.cpu.onednn_bf16
+        self.onednn_prompts = self.name == "cpu-onednn" or (self.isa in ("avx512", "avx512bf16") and native_bf16)
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         if not hasattr(F, "rms_norm"):  # torch < 2.4
@@ -218,8 +219,12 @@ class CpuKernels(Kernels):
     def _linear(self, weight: torch.Tensor, quantize: str | None) -> Linear:
         if quantize == "int8":
             int8 = quantize_int8(weight)
-            prompt = Int8PackLinear(int8)
-            return GemvLinear(int8.qweight, self.isa, prompt, int8.scales.float()) if self.isa else prompt
+            if not self.isa:
+                return Int8PackLinear(int8)
+            # prompts: where the CPU has native bf16 GEMMs the twin itself (int8 -> bf16 is exact, then
+            # one bf16 GEMM and the scales) is the fastest; else one float32 GEMM (Int8PackLinear)
+            prompt = Int8Linear(int8) if self.onednn_prompts else Int8PackLinear(int8)
+            return GemvLinear(int8.qweight, self.isa, prompt, int8.scales.float())
         if weight.dtype not in (torch.bfloat16, torch.float16):
             return DenseLinear(weight)
         prompt = OneDnnLinear(weight) if self.onednn_prompts else UpcastLinear(weight)
