@@ -63,12 +63,17 @@ def test_embedded_model_tp3_answers_like_tp1(embedded_model_dir):
     assert "Paris" in done.stdout
 
 
+# the default kernel path, and oneDNN's where it runs (where tp=3 bf16 once answered "L'Étoile, la Marseillaise")
+TP_PATHS = [p for p in devices.runnable_kernel_paths("cpu")
+            if p in (devices.place("cpu", "float32", "accelerated").kernels, "cpu-onednn")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kernels", [p for p in devices.runnable_kernel_paths("cpu") if p != "torch"])
+@pytest.mark.parametrize("kernels", TP_PATHS)
 def test_embedded_model_tp3_in_bf16_follows_tp1(tmp_path, embedded_model_dir, kernels):
-    """tp=3 in bfloat16 on every CPU kernel path: the chat reply follows tp=1's under the closeness
-    rule (the rank count changes the summation order, so bf16 near-ties may flip); on the GEMV paths
-    partial sums and logits stay float32 and the answer itself is kept."""
+    """tp=3 in bfloat16: the chat reply follows tp=1's under the closeness rule (the rank count
+    changes the summation order, so bf16 near-ties may flip); on the GEMV paths partial sums and
+    logits stay float32 and the answer itself is kept."""
     done = torchrun(3, str(WORKER), "smollm2-135m-instruct", str(tmp_path / "tp3.pt"), "bfloat16", kernels)
     assert done.returncode == 0, done.stderr[-2000:]
     sharded = torch.load(tmp_path / "tp3.pt")
