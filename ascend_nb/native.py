@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -37,6 +39,10 @@ def _build(isa: str) -> None:
     source, flags = ISAS[isa]
     build_dir = home() / "kernels" / f"torch-{torch.__version__}" / isa
     build_dir.mkdir(parents=True, exist_ok=True)
+    # the `ninja` this environment installed (a dependency), also when its bin/ is not on PATH
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
     load(name=f"ascend_nb_gemv_{isa}", sources=[str(CSRC / source)], extra_include_paths=[str(CSRC)],
          extra_cflags=["-O3", "-std=c++17", "-fopenmp", *flags], extra_ldflags=["-fopenmp"],
          build_directory=str(build_dir), is_python_module=False, verbose=False)
