@@ -369,6 +369,14 @@ def check_devices(p: Probe, request: Request) -> Iterator[Check]:
 
     yield row("CPU", "pass", f"{p.cpu.name}, {p.cpu_count} cores, native bf16 {'yes' if p.cpu.supports_bf16 else 'no'}",
               "always available (float32, or bf16 where the CPU has it)")
+    if p.cpu_features is not None:
+        paths = ", ".join(p.cpu_kernel_paths)
+        slower = "" if p.cpu_kernel_paths[0].endswith("-gemv") or p.cpu_features.cpu_class in ("neon", "generic") else \
+            " (the native GEMVs did not build: install g++ and ninja, then `ascend-nb fetch`)"
+        yield row("CPU kernels", "pass" if not slower else "warn",
+                  f"{p.cpu_features.cpu_class}: {' '.join(p.cpu_features.flags)}; kernel paths {paths}",
+                  "the fastest path this CPU runs is the accelerated backend's default" + slower,
+                  "force one with ASCEND_NB_KERNELS=PATH or --kernels PATH")
 
     expected = "npu on an Ascend machine, else cuda, else cpu"
     if npus and p.auto_device != "npu":

@@ -20,6 +20,7 @@ import torch
 from packaging.requirements import Requirement
 
 from ascend_nb import device as devices
+from ascend_nb.cpu_features import CpuFeatures, cpu_features
 from ascend_nb.doctor import ascend_files, npu_smi
 from ascend_nb.doctor.ascend_files import AtbInfo, ToolkitInfo, VersionInfo
 from ascend_nb.doctor.npu_smi import NpuSmiResult
@@ -68,6 +69,8 @@ class Probe:
     disk_path: Path
     disk_free: int
     packages: tuple[PackageState, ...] = field(default=())
+    cpu_features: CpuFeatures | None = None
+    cpu_kernel_paths: tuple[str, ...] = ()  # the accelerated backend's CPU kernel paths runnable here, fastest first
 
     @property
     def ascend_present(self) -> bool:
@@ -175,7 +178,8 @@ def collect(ascend_root: str | Path | None = None, env: Mapping[str, str] | None
         auto_device=devices.available_device_types()[0],
         ram_total=ram_total, ram_available=ram_available,
         disk_path=disk_path, disk_free=shutil.disk_usage(disk_path).free,
-        packages=_packages(),
+        packages=_packages(), cpu_features=cpu_features(),
+        cpu_kernel_paths=tuple(devices.runnable_kernel_paths("cpu")),
     )
 
 
