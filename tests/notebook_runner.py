@@ -17,6 +17,7 @@ import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # Warnings printed as text (warnings.showwarning, logging) rather than to stderr.
+NOTE_PREFIX = "ascend-nb: note: "
 WARNING_TEXT = re.compile(r"\b\w*Warning: |^WARNING[: ]", re.MULTILINE)
 
 
@@ -43,11 +44,13 @@ def _kept_as_string(value: str) -> bool:
     return False
 
 
-def run_notebook(name: str | Path, parameters: dict | None = None, timeout: int = 600, tmp_dir: Path | None = None):
+def run_notebook(name: str | Path, parameters: dict | None = None, timeout: int = 600, tmp_dir: Path | None = None,
+                 expect_error: bool = False):
     """Run ``notebooks/<name>`` (or the notebook at a path) with ``papermill`` (``parameters`` as ``-p``/``-y``); return the output notebook.
 
     The kernel works in ``tmp_dir`` (default: the notebooks folder). Raises on a cell error and on
-    any output we did not print (see :func:`unexpected_outputs`).
+    any output we did not print (see :func:`unexpected_outputs`); with ``expect_error`` a cell must
+    fail instead, and the notebook up to that cell is returned as papermill wrote it.
     """
     work = Path(tmp_dir or NOTEBOOKS)
     source = name if isinstance(name, Path) else NOTEBOOKS / name
@@ -56,6 +59,9 @@ def run_notebook(name: str | Path, parameters: dict | None = None, timeout: int 
                "--cwd", str(work), "--start-timeout", "180", "--execution-timeout", str(timeout),
                *papermill_arguments(parameters or {})]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout * 4)
+    if expect_error:
+        assert done.returncode, f"{name} ran through, but a cell was expected to fail"
+        return nbformat.read(output, as_version=4)
     if done.returncode:
         raise AssertionError(f"papermill failed on {name} (exit {done.returncode}):\n{done.stderr[-4000:]}")
     notebook = nbformat.read(output, as_version=4)
@@ -65,13 +71,14 @@ def run_notebook(name: str | Path, parameters: dict | None = None, timeout: int 
 
 
 def unexpected_outputs(notebook) -> list[str]:
-    """Each stderr stream or warning text in the outputs, as ``cell N: <text>``."""
+    """Each stderr stream (but our own notes) or warning text in the outputs, as ``cell N: <text>``."""
     found = []
     for index, cell in enumerate(notebook.cells):
         for output in cell.get("outputs", []):
             text = output.get("text", "") if output.get("output_type") == "stream" else \
                 output.get("data", {}).get("text/plain", "")
-            if output.get("name") == "stderr" or WARNING_TEXT.search(text):
+            ours = all(line.startswith(NOTE_PREFIX) for line in text.splitlines())  # errors.note_once
+            if (output.get("name") == "stderr" and not ours) or WARNING_TEXT.search(text):
                 found.append(f"cell {index}: {text[:500]}")
     return found
 

@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 
 from ascend_nb import device as devices
-from ascend_nb.errors import AscendNbError
+from ascend_nb.errors import AscendNbError, note_once
 from ascend_nb.files import read_config_json
 from ascend_nb.models.registry import MODELS, ModelSpec, detect_spec, get_spec
 
@@ -78,6 +78,9 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
                             "`ascend-nb convert baichuan2|aquila SRC DST`, or pass trust_remote_code=True")
     torch_device = devices.resolve_device(device)
     torch_dtype = devices.resolve_dtype(dtype, torch_device)
+    if torch_dtype == devices.DTYPES["float16"] and torch_device.type == "cpu":
+        note_once("float16 on CPU is slow (emulated) and rounds unlike an NPU's fp16 kernels: "
+                  "use bfloat16 or float32 on CPU, float16 on the NPU")
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
     spec: ModelSpec = detect_spec(model_dir, raw_config, bool(getattr(tokenizer, "chat_template", None)))
