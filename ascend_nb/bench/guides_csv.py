@@ -54,6 +54,8 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         raise AscendNbError(f"{path} does not exist: give the path of a sweep or guides' performance CSV")
     table = pd.read_csv(path)
     table.columns = [column.strip() for column in table.columns]
+    if "flags" in table:  # text; an empty cell means no flag, not a missing value
+        table["flags"] = table["flags"].astype(object).where(table["flags"].notna(), "").astype(str)
     ours = {"batch_size", "input_len", "output_len", "ttft_ms", "tpot_ms", "e2e_ms"}
     if not ours <= set(table.columns) and not set(GUIDE_COLUMNS) <= set(table.columns):
         raise AscendNbError(f"{path} is not a performance CSV: it needs the guides' columns "
