@@ -18,30 +18,34 @@ HEADER = CELL + "; font-weight: bold; border-bottom: 1px solid #999"
 
 
 class Table:
-    """A DataFrame shown with inline styles, no index and ``decimals`` digits after the point.
+    """A DataFrame shown with inline styles and ``decimals`` digits after the point (an int for every
+    float column, or per column: an int, or a format spec such as ``".2e"``). A meaningful index
+    (not 0..n-1) becomes the first column; a plain one is hidden.
 
     ``styles`` maps a column name to a function of the cell value returning CSS for that cell
     (e.g. a status colour); ``drop_empty`` leaves out columns that are empty in every row.
     """
 
-    def __init__(self, frame: pd.DataFrame, decimals: int | Mapping[str, int] = 2,
+    def __init__(self, frame: pd.DataFrame, decimals: int | Mapping[str, int | str] = 2,
                  styles: Mapping[str, Callable[[object], str]] | None = None, drop_empty: bool = False):
-        frame = frame.reset_index(drop=True)
+        plain = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1
+        frame = frame.reset_index(drop=True) if plain else frame.reset_index(names=frame.index.name or "")
         if drop_empty:
             frame = frame.loc[:, [c for c in frame.columns if not frame[c].isna().all()]]
         self.frame, self.decimals, self.styles = frame, decimals, dict(styles or {})
         self._integral = {c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])
                           and frame[c].dropna().map(float.is_integer).all()}  # e.g. lengths made float by a NaN
 
-    def _digits(self, column: str) -> int:
-        return self.decimals.get(column, 2) if isinstance(self.decimals, Mapping) else self.decimals
+    def _spec(self, column: str) -> str:
+        digits = self.decimals.get(column, 2) if isinstance(self.decimals, Mapping) else self.decimals
+        return digits if isinstance(digits, str) else f".{digits}f"
 
     def cell_text(self, column: str, value: object) -> str:
         """How one cell reads: floats rounded (a column of whole numbers as integers), missing values blank."""
         if value is None or (isinstance(value, float) and pd.isna(value)):
             return ""
         if isinstance(value, float):
-            return f"{value:.0f}" if column in self._integral else f"{value:.{self._digits(column)}f}"
+            return f"{value:.0f}" if column in self._integral else format(value, self._spec(column))
         return str(value)
 
     def _repr_html_(self) -> str:

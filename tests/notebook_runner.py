@@ -83,6 +83,22 @@ def unexpected_outputs(notebook) -> list[str]:
     return found
 
 
+def static_figures(notebook) -> dict[int, list[dict]]:
+    """Per code cell index: the static plotly figures (plotly JSON + HTML) in its outputs."""
+    figures = {}
+    for index, cell in enumerate(notebook.cells):
+        found = [o["data"]["application/vnd.plotly.v1+json"] for o in cell.get("outputs", [])
+                 if {"application/vnd.plotly.v1+json", "text/html"} <= set(o.get("data", {}))]
+        if cell.cell_type == "code":
+            figures[index] = found
+    return figures
+
+
+def widget_views(cell) -> int:
+    """How many outputs of a cell only a live kernel can draw (ipywidgets views)."""
+    return sum("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cell.get("outputs", []))
+
+
 def outputs_text(notebook) -> str:
     """All text/plain, stream and text/html outputs of an executed notebook, joined."""
     parts = []

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ascend_nb.bench.sweep import random_prompts, require_local_model, run_fields
 from ascend_nb.engine.params import GenerationParams
+from ascend_nb.tables import Table
 
 HOST_CATEGORIES = {"cpu_op"}
 DEVICE_CATEGORIES = {"kernel", "gpu_memcpy", "gpu_memset"}
@@ -33,7 +34,7 @@ class OpTrace:
     trace_path: Path
 
     def _repr_html_(self) -> str:
-        return f"<p>Chrome trace: <code>{self.trace_path}</code></p>" + self.ops.to_html(index=False)
+        return f"<p>Chrome trace: <code>{self.trace_path}</code></p>" + Table(self.ops, decimals=3)._repr_html_()
 
 
 def _profiler(device_type: str):

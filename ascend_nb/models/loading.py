@@ -49,6 +49,28 @@ def read_config(model_dir: Path) -> dict:
     return config
 
 
+def check_loadable(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
+                   backend: str = "transformers", trust_remote_code: bool = False):
+    """What :func:`load` checks before it reads any weight: the backend, the model directory and its
+    config, the device and the dtype. Raises :class:`AscendNbError` on the first problem; returns
+    ``(model_dir, config dict, torch device, torch dtype)``, or None for the ``openai`` backend."""
+    if backend not in BACKENDS:
+        raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "openai":
+        return None
+    model_dir = resolve_model_dir(model)
+    raw_config = read_config(model_dir)
+    if raw_config.get("auto_map") and not trust_remote_code:
+        raise AscendNbError(f"{model_dir} needs remote code (config.json has auto_map): convert it with "
+                            "`ascend-nb convert baichuan2|aquila SRC DST`, or pass trust_remote_code=True")
+    torch_device = devices.resolve_device(device)
+    torch_dtype = devices.resolve_dtype(dtype, torch_device)
+    if torch_dtype == devices.DTYPES["float16"] and torch_device.type == "cpu":
+        note_once("float16 on CPU is slow (emulated) and rounds unlike an NPU's fp16 kernels: "
+                  "use bfloat16 or float32 on CPU, float16 on the NPU")
+    return model_dir, raw_config, torch_device, torch_dtype
+
+
 def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
          backend: str = "transformers", max_seq_len: int | None = None, trust_remote_code: bool = False,
          template: str | None = None, **backend_options):
@@ -65,22 +87,12 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    if backend not in BACKENDS:
-        raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if backend == "openai":  # a served model: nothing to load here
+    checked = check_loadable(model, device, dtype, backend, trust_remote_code)
+    if checked is None:  # a served model: nothing to load here
         from ascend_nb.engine.openai_backend import OpenAIEngine
 
         return OpenAIEngine(str(model), **backend_options)
-    model_dir = resolve_model_dir(model)
-    raw_config = read_config(model_dir)
-    if raw_config.get("auto_map") and not trust_remote_code:
-        raise AscendNbError(f"{model_dir} needs remote code (config.json has auto_map): convert it with "
-                            "`ascend-nb convert baichuan2|aquila SRC DST`, or pass trust_remote_code=True")
-    torch_device = devices.resolve_device(device)
-    torch_dtype = devices.resolve_dtype(dtype, torch_device)
-    if torch_dtype == devices.DTYPES["float16"] and torch_device.type == "cpu":
-        note_once("float16 on CPU is slow (emulated) and rounds unlike an NPU's fp16 kernels: "
-                  "use bfloat16 or float32 on CPU, float16 on the NPU")
+    model_dir, raw_config, torch_device, torch_dtype = checked
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
     spec: ModelSpec = detect_spec(model_dir, raw_config, bool(getattr(tokenizer, "chat_template", None)))
