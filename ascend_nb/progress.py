@@ -60,7 +60,8 @@ class NotebookProgress:
                              f"<code>{escape(self.text())}</code>"}
 
     def _draw(self) -> None:
-        self._handle.update(self._bundle(), raw=True)
+        if self._handle is not None:  # None outside IPython
+            self._handle.update(self._bundle(), raw=True)
 
     def update(self, n: int = 1) -> None:
         self.n += n

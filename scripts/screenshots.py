@@ -42,6 +42,7 @@ def execute(workdir: Path) -> dict[str, Path]:
     env = {"PATH": f"{FIXTURES / 'bin'}{os.pathsep}{os.environ['PATH']}",  # the stand-in 310P box of the tests
            "NPU_SMI_SAMPLE": str(FIXTURES / "npu_smi" / "310p.txt")}
     os.environ.update(env)
+    workdir.mkdir(parents=True, exist_ok=True)
     done = {}
     for name, parameters in EXECUTED.items():
         print(f"executing {name} ...", flush=True)

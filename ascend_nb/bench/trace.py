@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -98,6 +99,26 @@ def op_table(trace_path: str | Path, top: int = 20) -> pd.DataFrame:
         columns=["kind", "name", "calls", "self_ms", "total_ms", "self_pct"])
 
 
+@contextlib.contextmanager
+def _without_profiler_chatter():
+    """Drop the ``USDT: ... profiler_start`` / ``profiler_stop`` lines torch's C++ profiler writes to
+    file descriptor 2 (they would land in a notebook's stderr); anything else written there is kept."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("USDT:")]
+            if kept:
+                sys.stderr.write("".join(kept))
+
+
 def trace(engine, input_len: int = 128, decode_steps: int = 8, batch_size: int = 1,
           trace_path: str | Path | None = None, top: int = 20, warmup: int = 1, seed: int = 0) -> OpTrace:
     """Profile one prefill of ``input_len`` random tokens and ``decode_steps`` decode steps.
@@ -113,7 +134,7 @@ def trace(engine, input_len: int = 128, decode_steps: int = 8, batch_size: int =
     params = GenerationParams(max_new_tokens=decode_steps + 1, ignore_eos=True)
     for _ in range(warmup):
         engine.generate(prompts, params)
-    with _profiler(engine.device.type) as profiler:
+    with _without_profiler_chatter(), _profiler(engine.device.type) as profiler:
         engine.generate(prompts, params)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)

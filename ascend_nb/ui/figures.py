@@ -14,6 +14,8 @@ import json
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from ascend_nb.progress import in_jupyter_kernel
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
@@ -21,11 +23,9 @@ def widget_frontend_likely() -> bool:
     """True inside a Jupyter kernel with anywidget installed (what plotly's FigureWidget needs)."""
     try:
         import anywidget  # noqa: F401
-        from IPython import get_ipython
     except ImportError:
         return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
+    return in_jupyter_kernel()
 
 
 def static_bundle(figure: go.Figure) -> dict[str, object]:

@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import atomic_write_text
-from ascend_nb.ui.figures import FigureDisplay, widget_frontend_likely  # noqa: F401  (re-exported)
+from ascend_nb.ui.figures import FigureDisplay
 
 PANELS = ("TTFT vs input length", "TPOT vs output length", "Decode tokens/s", "% of decode roofline")
 _HEAT = {"decode_tokens_per_s": (0, "tok/s", "Viridis"), "pct_of_roofline": (1, "% of roofline", "RdYlGn")}
