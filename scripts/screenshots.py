@@ -3,7 +3,9 @@
 The performance, precision and environment notebooks are executed headless first with papermill
 (small parameters, so it takes minutes), then opened in JupyterLab as anyone opens an executed
 notebook: what the PNGs show is what an executed copy shows. The chat runs live. Usage:
-``python scripts/screenshots.py [OUT_DIR]`` (default ``docs/images``).
+``python scripts/screenshots.py [OUT_DIR] [--reuse]`` (default ``docs/images``); the executed copies
+are kept in ``tests/artifacts/screenshots/``, and ``--reuse`` takes them instead of running again
+(for retakes of the same run; a changed figure needs a new run).
 """
 
 from __future__ import annotations
@@ -37,17 +39,23 @@ SHOTS = [
 ]
 
 
-def execute(workdir: Path) -> dict[str, Path]:
-    """Run each notebook of :data:`EXECUTED` with papermill; return the executed copies."""
+RUNS = ROOT / "tests" / "artifacts" / "screenshots"
+
+
+def execute(workdir: Path, reuse: bool = False) -> dict[str, Path]:
+    """Run each notebook of :data:`EXECUTED` with papermill (unless ``reuse`` finds its executed copy);
+    return the executed copies."""
     env = {"PATH": f"{FIXTURES / 'bin'}{os.pathsep}{os.environ['PATH']}",  # the stand-in 310P box of the tests
            "NPU_SMI_SAMPLE": str(FIXTURES / "npu_smi" / "310p.txt")}
     os.environ.update(env)
     workdir.mkdir(parents=True, exist_ok=True)
     done = {}
     for name, parameters in EXECUTED.items():
+        done[name] = workdir / f"executed_{name}"
+        if reuse and done[name].is_file():
+            continue
         print(f"executing {name} ...", flush=True)
         run_notebook(name, parameters, timeout=1200, tmp_dir=workdir)
-        done[name] = workdir / f"executed_{name}"
     return done
 
 
@@ -56,14 +64,14 @@ def cell_index(notebook: Path, marker: str) -> int:
     return next(i for i, c in enumerate(cells) if marker in "".join(c["source"]))
 
 
-def main(out_dir: str = "docs/images") -> None:
+def main(out_dir: str = "docs/images", reuse: bool = False) -> None:
     from playwright.sync_api import sync_playwright
 
     out = (ROOT / out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ascend-nb-shots-") as tmp:
         workdir = Path(tmp)
-        executed = execute(workdir / "runs")
+        executed = execute(RUNS, reuse)
         with running_lab(workdir) as (base, token), sync_playwright() as playwright:
             tracker = workdir / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
             tracker.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +81,8 @@ def main(out_dir: str = "docs/images") -> None:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
             page = browser.new_page(viewport={"width": 1600, "height": 1200}, device_scale_factor=1)
             try:
-                for png, name, marker, selector in SHOTS:
-                    page.goto(f"{base}/lab/tree/executed_{name}?token={token}")
+                for png, name, marker, selector in SHOTS:  # a workspace per shot: only that notebook open
+                    page.goto(f"{base}/lab/workspaces/{Path(png).stem}/tree/executed_{name}?token={token}")
                     cell = page.locator(".jp-Notebook .jp-Cell").nth(cell_index(executed[name], marker))
                     target = cell.locator(selector).first
                     target.wait_for(timeout=60_000)
@@ -95,4 +103,5 @@ def main(out_dir: str = "docs/images") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    arguments = [a for a in sys.argv[1:] if a != "--reuse"]
+    main(*arguments, reuse="--reuse" in sys.argv[1:])

@@ -30,7 +30,7 @@ def _colorbar_beside(figure: go.Figure, axis: str, title: str) -> dict:
     """A colour bar standing right of the subplot whose x axis is ``axis``, as tall as its row."""
     x_domain = figure.layout[axis].domain
     y_domain = figure.layout["y" + axis[1:]].domain
-    return {"title": {"text": title, "side": "right"}, "x": x_domain[1] + 0.008, "xanchor": "left",
+    return {"title": {"text": title, "side": "top"}, "x": x_domain[1] + 0.008, "xanchor": "left",
             "y": (y_domain[0] + y_domain[1]) / 2, "len": y_domain[1] - y_domain[0], "thickness": 12}
 
 
@@ -60,9 +60,9 @@ class LiveSweepPlot:
         for col, axis in ((1, "input length (tokens)"), (2, "output length (tokens)")):
             figure.update_xaxes(title_text=axis, type="log", row=1, col=col)
             figure.update_yaxes(title_text="ms", row=1, col=col)
-        for col in (1, 2):
+        for col in (1, 2):  # the two heatmaps share their rows: labels on the left one only
             figure.update_xaxes(title_text="output length", type="category", row=2, col=col)
-            figure.update_yaxes(type="category", autorange="reversed", row=2, col=col)
+            figure.update_yaxes(type="category", autorange="reversed", showticklabels=col == 1, row=2, col=col)
         self._display = FigureDisplay(figure, widget)
         self.widget, self.figure = self._display.widget, self._display.figure
         self.rows: list[dict] = [dict(row) for row in rows]
