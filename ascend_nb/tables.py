@@ -13,7 +13,8 @@ from html import escape
 
 import pandas as pd
 
-CELL = "text-align: left; padding: 2px 8px; vertical-align: top; white-space: pre-wrap; max-width: 48em"
+CELL = "text-align: left; padding: 2px 8px; vertical-align: top; white-space: pre-wrap; overflow-wrap: anywhere"
+LONG_TEXT = 60  # a table with a cell longer than this spans the output width, so its long cells wrap
 HEADER = CELL + "; font-weight: bold; border-bottom: 1px solid #999"
 
 
@@ -57,7 +58,9 @@ class Table:
                 style = CELL + ("; " + self.styles[column](value) if column in self.styles else "")
                 cells.append(f'<td style="{style}">{escape(self.cell_text(column, value))}</td>')
             rows.append("<tr>" + "".join(cells) + "</tr>")
-        return (f'<table style="border-collapse: collapse"><thead><tr>{head}</tr></thead>'
+        long_text = any(len(self.cell_text(c, v)) > LONG_TEXT for c in self.frame.columns for v in self.frame[c])
+        width = "; width: 100%" if long_text else ""
+        return (f'<table style="border-collapse: collapse{width}"><thead><tr>{head}</tr></thead>'
                 f'<tbody>{"".join(rows)}</tbody></table>')
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -91,9 +92,10 @@ def main(out_dir: str = "docs/images", reuse: bool = False) -> None:
                     target.screenshot(path=str(out / png))
                     print(f"wrote {out / png}", flush=True)
                 run_all_cells(page, base, token, "03_chat.ipynb")
-                page.locator("textarea.anb-chat-prompt").fill(QUESTION)
+                page.locator("textarea.anb-chat-prompt").fill(f"{QUESTION} (法国的首都是哪里？)")  # CJK renders
                 page.get_by_role("button", name="Send").click()
-                page.locator(".anb-chat-row.assistant .anb-chat-stats").last.wait_for(timeout=180_000)
+                page.locator(".anb-chat-row.assistant .anb-chat-stats", has_text=re.compile(r"TPOT \d")).last.wait_for(
+                    timeout=180_000)  # the finished reply's line, not the live "generating…" one
                 chat = page.locator(".anb-chat").first
                 chat.scroll_into_view_if_needed()
                 chat.screenshot(path=str(out / "chat_widget.png"))

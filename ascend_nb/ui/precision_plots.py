@@ -173,6 +173,8 @@ def layer_comparison_figure(report, title: str | None = None) -> go.Figure:
                          height=460, margin={"t": 90}, legend={"orientation": "h", "y": -0.2})
     figure.update_xaxes(title_text="hidden state (0 = embeddings)")
     figure.update_yaxes(title_text="Cosine", secondary_y=False)
+    largest = max(float(table["MaxAbsErr"].max()), 1.0)
     figure.update_yaxes(title_text=f"MaxAbsErr (log; 0 drawn at {MAX_ABS_ERR_FLOOR:g})", type="log",
-                        exponentformat="power", secondary_y=True)
+                        exponentformat="power", dtick=1, secondary_y=True,  # one tick per decade
+                        range=[math.log10(MAX_ABS_ERR_FLOOR) - 1, math.ceil(math.log10(largest)) + 0.2])
     return figure
