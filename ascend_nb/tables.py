@@ -2,8 +2,8 @@
 
 :class:`Table` renders a DataFrame as HTML with *inline* styles (JupyterLab strips ``<style>``
 blocks from untrusted, e.g. executed, notebooks, which loses a pandas Styler's colours), without
-the index, with floats rounded, nothing clipped (pandas' ``max_colwidth`` ``...``) and every cell
-HTML-escaped (so ``<atb>/cxx_abi_1`` reads as written). Its text form is the full ``to_string``.
+the index, with floats rounded, nothing clipped (pandas' ``max_colwidth`` ``...``; long paths may
+break after a ``/``) and every cell HTML-escaped (so ``<atb>/cxx_abi_1`` reads as written). Its text form is the full ``to_string``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from html import escape
 
 import pandas as pd
 
-CELL = "text-align: left; padding: 2px 8px; vertical-align: top; white-space: pre-wrap; overflow-wrap: anywhere"
+CELL = ("text-align: left; padding: 2px 8px; vertical-align: top; white-space: pre-wrap; word-wrap: break-word; "
+        "overflow-wrap: anywhere; word-break: break-word")
 LONG_TEXT = 60  # a table with a cell longer than this spans the output width, so its long cells wrap
 HEADER = CELL + "; font-weight: bold; border-bottom: 1px solid #999"
 
@@ -56,11 +57,12 @@ class Table:
             cells = []
             for column, value in zip(self.frame.columns, record):
                 style = CELL + ("; " + self.styles[column](value) if column in self.styles else "")
-                cells.append(f'<td style="{style}">{escape(self.cell_text(column, value))}</td>')
+                text = escape(self.cell_text(column, value)).replace("/", "/<wbr>")  # long paths may wrap
+                cells.append(f'<td style="{style}">{text}</td>')
             rows.append("<tr>" + "".join(cells) + "</tr>")
         long_text = any(len(self.cell_text(c, v)) > LONG_TEXT for c in self.frame.columns for v in self.frame[c])
-        width = "; width: 100%" if long_text else ""
-        return (f'<table style="border-collapse: collapse{width}"><thead><tr>{head}</tr></thead>'
+        width = "; width: 100%" if long_text else ""  # JupyterLab's own table CSS is table-layout: fixed
+        return (f'<table style="border-collapse: collapse; table-layout: auto{width}"><thead><tr>{head}</tr></thead>'
                 f'<tbody>{"".join(rows)}</tbody></table>')
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ def test_rounds_hides_the_index_escapes_and_keeps_long_text():
     html = table._repr_html_()
     assert "1667.1" in html and "1667.09" not in html and ">32<" in html  # a column of whole numbers stays whole
     assert long_hint.strip() in html and "..." not in html and "width: 100%" in html  # wraps, never clipped
-    assert "&lt;atb&gt;/cxx_abi_1" in html and ">0<" not in html  # escaped; no 0..n-1 index
+    assert "&lt;atb&gt;/<wbr>cxx_abi_1" in html and ">0<" not in html  # escaped; no 0..n-1 index
     assert repr(table).splitlines()[0].split() == ["op", "ms", "len", "hint"]
 
 
