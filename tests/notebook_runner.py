@@ -16,8 +16,8 @@ from pathlib import Path
 import nbformat
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTE_PREFIX = "ascend-nb: note: "  # ascend_nb.errors.note_once: stderr we print on purpose
 # Warnings printed as text (warnings.showwarning, logging) rather than to stderr.
-NOTE_PREFIX = "ascend-nb: note: "
 WARNING_TEXT = re.compile(r"\b\w*Warning: |^WARNING[: ]", re.MULTILINE)
 
 
@@ -46,7 +46,8 @@ def _kept_as_string(value: str) -> bool:
 
 def run_notebook(name: str | Path, parameters: dict | None = None, timeout: int = 600, tmp_dir: Path | None = None,
                  expect_error: bool = False):
-    """Run ``notebooks/<name>`` (or the notebook at a path) with ``papermill`` (``parameters`` as ``-p``/``-y``); return the output notebook.
+    """Run ``notebooks/<name>`` (or the notebook at a path) with ``papermill``, ``parameters`` as
+    ``-p``/``-y``; return the output notebook.
 
     The kernel works in ``tmp_dir`` (default: the notebooks folder). Raises on a cell error and on
     any output we did not print (see :func:`unexpected_outputs`); with ``expect_error`` a cell must
