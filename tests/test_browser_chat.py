@@ -132,7 +132,7 @@ def test_chat_notebook_answers_in_a_real_browser(tmp_path, embedded_model_dir):
             expect(stop).to_be_disabled()
 
             page.get_by_placeholder("registry name or local directory").fill("/nonexistent/dir")
-            page.get_by_role("button", name="Load").click()
+            page.locator("button[title='Load this model and start a new chat']").click()
             error = page.locator(".anb-chat-error")
             expect(error).to_contain_text("Could not load /nonexistent/dir")
             expect(error).to_contain_text("the current chat is kept")
