@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ascend-nb-installed
 LAB_PORT ?= 8888
 
-.PHONY: setup model browser lab test test-fast clean
+.PHONY: setup model browser screenshots lab test test-fast clean
 
 setup: $(STAMP)
 
@@ -22,10 +22,16 @@ $(STAMP): pyproject.toml
 model: setup
 	$(VENV)/bin/ascend-nb fetch
 
+# Debian's chromium, and a CJK font so Chinese (C-Eval, chat) renders instead of boxes.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; } || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; }
+
+# PNGs of the chat widget, the sweep figure, the environment table and the precision plots for the
+# README (docs/images/), taken from JupyterLab in headless chromium; rerun when the UI changes.
+screenshots: model browser
+	$(PY) scripts/screenshots.py docs/images
 
 lab: model
 	$(VENV)/bin/jupyter lab notebooks/ --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser \

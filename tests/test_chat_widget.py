@@ -201,14 +201,42 @@ def test_chat_app_swaps_models_and_frees_the_old_chat(tiny_llama_dir):
     app = ChatApp(tiny_llama_dir, device="cpu", dtype="float32", system_prompt="Be brief.")
     app.chat.system_prompt.value = "Be very brief."
     first_engine = weakref.ref(app.chat.engine)
+    kept = weakref.ref(app.chat)
     app.model.value = "/no/such/model"
-    app.load_button.click()
-    app.wait(60)
-    assert "Could not load" in app.status.value and app.chat is None
-    gc.collect()
-    assert first_engine() is None  # the old model was freed before loading the next one
+    assert app.reload() is False  # checked before the old model is freed: the chat stays
+    assert app.chat is kept() and app.children[-1] is kept() and first_engine() is not None
+    assert 'class="anb-chat-error"' in app.status.value and "/no/such/model" in app.status.value
+    assert "current chat is kept" in app.status.value
     app.model.value = str(tiny_llama_dir)
     app.load_button.click()
     app.wait(120)
-    assert app.children[-1] is app.chat and app.chat.engine.model_dir == tiny_llama_dir
+    gc.collect()
+    assert first_engine() is None  # the old model was freed before loading the next one
+    assert app.children[-1] is app.chat and kept() is None and app.chat.engine.model_dir == tiny_llama_dir
     assert app.chat.system_prompt.value == "Be very brief." and app.status.value == ""
+
+
+def test_send_and_stop_show_the_busy_state(tiny_engine):
+    chat = ChatWidget(tiny_engine, params=EXACT.replace(max_new_tokens=200))
+    assert chat.stop_button.disabled and chat.stop_button.button_style == ""  # grey, not an orange "live" Stop
+    chat.ask("tell me a long story")
+    assert chat.send_button.disabled and not chat.stop_button.disabled and chat.stop_button.button_style == "warning"
+    assert chat.regenerate_button.disabled and chat.clear_button.disabled
+    chat.stop()
+    chat.wait(30)
+    assert not chat.send_button.disabled and chat.stop_button.disabled and chat.stop_button.button_style == ""
+
+
+def test_greedy_regenerate_says_it_repeats_itself_and_offers_sampling(tiny_engine):
+    chat = ChatWidget(tiny_engine, params=EXACT)
+    ask(chat, "a question")
+    answer = chat.messages[1]["content"]
+    assert not chat.do_sample.value and chat.settings.selected_index is None
+    chat.regenerate_button.click()
+    chat.wait(60)
+    assert chat.messages[1]["content"] == answer
+    assert "Greedy decoding" in chat.notice.value and chat.settings.selected_index == 0  # Sample is in view
+    chat.do_sample.value = True
+    chat.regenerate_button.click()
+    chat.wait(60)
+    assert "Greedy" not in chat.notice.value

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ascend_nb import doctor
+from ascend_nb.doctor.report import STATUS_STYLES
 from ascend_nb.cli import main
 from ascend_nb.doctor.checks import STEPS, TOOLKIT_ENV, Request, evaluate, facts
 from ascend_nb.doctor.probe import collect
@@ -267,9 +269,25 @@ def test_report_fixes_list_failures_first_and_exit_code():
 
 def test_style_table_colours_each_status():
     report = doctor.Report([doctor.Check(s, s) for s in ("pass", "warn", "fail", "skip")])
-    html = doctor.style_table(report.table).to_html()
-    for colour in ("#c8e6c9", "#ffe0b2", "#ffcdd2", "#eeeeee"):
-        assert colour in html
+    html = doctor.style_table(report.table)._repr_html_()
+    for status, colour in (("pass", "#c8e6c9"), ("warn", "#ffe0b2"), ("fail", "#ffcdd2"), ("skip", "#eeeeee")):
+        assert f'background-color: {colour}; color: {STATUS_STYLES[status].split("color: ")[-1]}">{status}</td>' in html
+    assert "<style" not in html  # inline: JupyterLab keeps it in an untrusted (executed) notebook
+
+
+def test_atb_home_path_row_expects_a_real_path_when_atb_is_missing(tmp_path):
+    row = {c.name: c for c in doctor.run(tmp_path).checks}["ATB_HOME_PATH"]
+    assert row.expected == f"{tmp_path}/nnal/atb/latest/atb/cxx_abi_{int(torch.compiled_with_cxx11_abi())}"
+
+
+def test_step_summary_counts_each_status_per_step():
+    report = doctor.Report([doctor.Check("a", "pass", step="system"), doctor.Check("b", "fail", step="system"),
+                            doctor.Check("c", "skip", step="atb")])
+    summary = report.step_summary()
+    assert summary.to_dict("records") == [{"step": "system", "pass": 1, "warn": 0, "fail": 1, "skip": 0},
+                                          {"step": "atb", "pass": 0, "warn": 0, "fail": 0, "skip": 1}]
+    html = doctor.style_table(summary)._repr_html_()
+    assert 'background-color: #ffcdd2; color: #b71c1c">1</td>' in html
 
 
 def test_cli_json(monkeypatch, capsys):

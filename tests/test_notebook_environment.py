@@ -46,6 +46,8 @@ def test_notebook_on_this_machine(tmp_path, monkeypatch):
     assert "npu-smi not on PATH" in text and "torch_npu not installed" in text
     assert _colour("pass") in text and _colour("skip") in text
     assert '"cann_version": null' in text
+    assert "2.12.0, 2.11.0, 2.10.0.post4, 2.9.0.post6, 2.7.1.post8" in text  # the CANN 9.1.0 row, not clipped
+    assert f"{tmp_path}/nnal/atb/latest/atb/cxx_abi_" in text  # the ATB_HOME_PATH row names a real path
 
 
 def test_notebook_on_a_stand_in_310p_box(tmp_path, monkeypatch):

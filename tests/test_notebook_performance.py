@@ -8,26 +8,26 @@ import pytest
 from ascend_nb.bench.guides_csv import read_csv
 from ascend_nb.bench.mindie_csv import read_mindie_csv
 from ascend_nb.models.loading import BACKENDS
-from tests.notebook_runner import outputs_text, run_notebook
+from tests.notebook_runner import outputs_text, run_notebook, static_figures, widget_views
 
-GRID = {"BATCH_SIZES": [1], "INPUT_LENS": [8, 16], "OUTPUT_LENS": [2, 4]}
+GRID = {"BATCH_SIZES": [1], "INPUT_LENS": [8, 16], "OUTPUT_LENS": [2, 4]}  # the GRID parameter's lists, tiny
 
 
 def figure_points(notebook) -> list[int]:
-    """Bar points (one per sweep point) of every figure in the outputs, as last re-rendered."""
-    counts = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            figure = output.get("data", {}).get("application/vnd.plotly.v1+json")
-            if figure:
-                counts.append(sum(len(trace.get("y", [])) for trace in figure["data"] if trace["type"] == "bar"))
-    return counts
+    """Roofline heatmap cells (one per sweep point) of every static figure, in cell order."""
+    return [sum(v is not None for row in figure["data"][1]["z"] for v in row)
+            for figures in static_figures(notebook).values() for figure in figures]
+
+
+def plot_cells(notebook) -> list[int]:
+    return [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and "LiveSweepPlot(" in cell.source
+            and "import" not in cell.source]
 
 
 @pytest.mark.slow
 def test_performance_notebook_runs_headless(tmp_path):
     notebook = run_notebook("04_performance.ipynb", {
-        **GRID, "DTYPE": "float32", "REPEAT": 1, "WARMUP": 0, "LIVE_WIDGET": False,
+        **GRID, "DTYPE": "float32", "REPEAT": 1, "WARMUP": 0,  # LIVE_WIDGET default: the FigureWidget, as in JupyterLab
         "TRACE_INPUT_LEN": 16, "TRACE_DECODE_STEPS": 2, "TP_SIZES": [1, 3], "TP_LENS": (16, 4)},
         timeout=900, tmp_dir=tmp_path)
     text = outputs_text(notebook)
@@ -37,10 +37,17 @@ def test_performance_notebook_runs_headless(tmp_path):
     assert len(results) == (8 if compared else 4)
     tp_table = next(o["data"]["text/plain"] for c in notebook.cells if "bench_tensor_parallel(" in c.source
                     for o in c.outputs if o["output_type"] == "execute_result")
-    assert [line.split()[1] for line in tp_table.splitlines()[1:]] == ["1", "3"]  # one row per tp size
-    assert figure_points(notebook)[0] == 4  # the live figure, re-rendered once per point
+    assert [line.split()[0] for line in tp_table.splitlines()[1:]] == ["1", "3"]  # one row per tp size
+    figures = static_figures(notebook)
+    for cell in plot_cells(notebook):  # each live figure ends as one static figure; no widget left behind
+        assert len(figures[cell]) == (1 if compared or cell == plot_cells(notebook)[0] else 0)
+        assert widget_views(notebook.cells[cell]) == 0
+    assert "sweep transformers: 4/4 points" in text and "done" in text  # the progress bar's final state
+    assert figure_points(notebook)[0] == 4
+    assert "best decode:" in text and "decode roofline: median" in text
     if compared:
         assert figure_points(notebook)[1] == 8
+        assert "accelerated vs transformers (geometric mean over 4 points)" in text
         assert "next_token_speedup" in text
     else:
         assert "No backend comparison" in text

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ascend_nb.models.loading import BACKENDS
-from tests.notebook_runner import outputs_text, run_notebook
+from tests.notebook_runner import outputs_text, run_notebook, static_figures, widget_views
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +15,15 @@ pytestmark = pytest.mark.slow
 def test_precision_notebook_runs_both_protocols_and_the_layer_comparison(tmp_path):
     parameters = {"DEVICE": "cpu", "DTYPE": "float32", "LIMIT": 1, "OUTPUT_DIR": str(tmp_path / "runs"),
                   "COMPARE_PROMPTS": ["The capital of France is"]}
-    text = outputs_text(run_notebook("05_precision.ipynb", parameters, timeout=900, tmp_dir=tmp_path))
+    notebook = run_notebook("05_precision.ipynb", parameters, timeout=900, tmp_dir=tmp_path)
+    text = outputs_text(notebook)
+    figures = static_figures(notebook)
+    plot_cells = [i for i, c in enumerate(notebook.cells) if "AccuracyPlot(" in c.source and "import" not in c.source
+                  or "show_static(layer_comparison_figure" in c.source]
+    assert len(plot_cells) == 3
+    for cell in plot_cells:  # the live accuracy bars end as static figures, as does the layer chart
+        assert len(figures[cell]) == 1 and widget_views(notebook.cells[cell]) == 0
+    assert "<b>" in figures[plot_cells[-1]][0]["layout"]["title"]["text"]  # the verdict on its own line
     assert "protocol logits (official C-Eval" in text and "protocol generate (Ascend harness" in text
     assert "5 questions" in text and "Avg acc" in text
     assert "Aquila-7B · A100 (guide)" in text and "0.41159" in text

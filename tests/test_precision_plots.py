@@ -10,7 +10,8 @@ import pytest
 
 from ascend_nb.precision import binomial_interval, load_aquila_reference, precision_table
 from ascend_nb.precision.compare import compare_models
-from ascend_nb.ui.precision_plots import AccuracyPlot, accuracy_comparison_figure, layer_comparison_figure
+from ascend_nb.ui.precision_plots import (MAX_ABS_ERR_FLOOR, REFERENCE_COLORS, RUN_COLOR, AccuracyPlot,
+                                         accuracy_comparison_figure, layer_comparison_figure)
 from tests.test_precision_compare import hand_made
 
 
@@ -64,6 +65,9 @@ def test_side_by_side_figure_skips_the_compare_column():
     table = precision_table({"A": reference["Atlas 800I A2"], "B": reference["A100"]})
     figure = accuracy_comparison_figure(table)
     assert [trace.name for trace in figure.data] == ["A", "B"]
+    guides = precision_table({"smollm2 · generate": reference["A100"], "Aquila-7B · A100 (guide)": reference["A100"]})
+    colors = [trace.marker.color for trace in accuracy_comparison_figure(guides).data]
+    assert colors == [RUN_COLOR, REFERENCE_COLORS[0]]  # the same colours as the live AccuracyPlot
     assert list(figure.data[0].x) == list(table.index)
 
 
@@ -72,7 +76,11 @@ def test_layer_curve_plots_cosine_and_max_abs_err_per_hidden_state():
     figure = layer_comparison_figure(report)
     by_name = {trace.name: trace for trace in figure.data}
     assert list(by_name["Cosine"].x) == [0, 1, 2] and list(by_name["Cosine (logits)"].x) == [3]
-    assert list(by_name["MaxAbsErr"].y) == pytest.approx(report.table["MaxAbsErr"][:3].tolist())
+    raw = report.table["MaxAbsErr"][:3]
+    assert raw.iloc[0] == 0  # the embeddings agree exactly: drawn at the floor, the real 0 in the hover data
+    assert list(by_name["MaxAbsErr"].y) == pytest.approx(raw.clip(lower=MAX_ABS_ERR_FLOOR).tolist())
+    assert list(by_name["MaxAbsErr"].customdata) == pytest.approx(raw.tolist())
+    assert f"0 drawn at {MAX_ABS_ERR_FLOOR:g}" in figure.layout.yaxis2.title.text
     assert "NOT reached" in figure.layout.title.text
     assert figure.layout.yaxis2.type == "log"
 

@@ -89,8 +89,16 @@ def test_cpu_bandwidth_is_measured_once_per_process():
     assert measure_bandwidth("cpu") == first
     assert time.perf_counter() - start < 0.01
     assert 0.1 < first < 10_000  # GB/s: any real machine
-    limit = roofline(TINY, device="cpu", dtype="float32")
-    assert (limit.bandwidth_gbs, limit.bandwidth_source) == (first, "measured (cpu)")
+    limit = roofline(TINY, device="cpu", dtype="float32")  # tiny weights: measured over the 64 MiB floor
+    assert (limit.bandwidth_gbs, limit.bandwidth_source) == (measure_bandwidth("cpu", 1), "measured (cpu, 67 MB read)")
+
+
+def test_the_roofline_measures_over_the_weights_size():
+    medium = {**TINY, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 6}
+    limit = roofline(medium, device="cpu", dtype="float32")
+    assert 64 * 2**20 < limit.weight_bytes < 2**30
+    assert limit.bandwidth_source == f"measured (cpu, {limit.weight_bytes // 2**20 * 2**20 / 1e6:.0f} MB read)"
+    assert limit.bandwidth_gbs == measure_bandwidth("cpu", limit.weight_bytes)
 
 
 def test_roofline_table_lists_every_device_and_this_one():

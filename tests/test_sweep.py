@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,8 @@ import pytest
 
 from ascend_nb.bench import sweep as sweep_module
 from ascend_nb.bench.guides_csv import read_csv, read_rows, write_guides_csv
-from ascend_nb.bench.sweep import CSV_COLUMNS, KEY_FIELDS, SweepPoint, plan_sweep, point_memory_bytes, sweep
+from ascend_nb.bench.sweep import (CSV_COLUMNS, KEY_FIELDS, SweepPoint, flags, grid_lengths, plan_sweep,
+                                   point_memory_bytes, sweep)
 from ascend_nb.errors import AscendNbError
 
 BANDWIDTH_GBS = 10.0  # fixed, so these tests do not depend on (or spend time measuring) this machine
@@ -23,7 +25,7 @@ def engine(tiny_engine):
 
 
 def run(engine, csv_path=None, **grid):
-    grid = {"batch_sizes": [1], "input_lens": [4, 8], "output_lens": [2, 3], **grid}
+    grid = {"batch_sizes": [1], "input_lens": [4, 8], "output_lens": [2, 3], "repeat": 1, **grid}
     return list(sweep(engine, **grid, csv_path=csv_path, progress=False, bandwidth_gbs=BANDWIDTH_GBS))
 
 
@@ -75,6 +77,29 @@ def test_rows_have_exact_lengths_consistent_fields_and_the_guides_columns(engine
         assert row["forward_next_token_time(ms)"] == row["tpot_ms"]
     # A larger batch shares the weight reads: its roofline is higher.
     assert rows[4]["roofline_tokens_per_s"] > rows[0]["roofline_tokens_per_s"]
+
+
+def test_three_timed_runs_by_default_with_their_minimum_and_spread(engine):
+    [row] = list(sweep(engine, [1], [4], [3], progress=False, bandwidth_gbs=BANDWIDTH_GBS))
+    assert row["repeat"] == 3
+    for metric in ("ttft", "tpot"):
+        assert 0 < row[f"{metric}_ms_min"] <= row[f"{metric}_ms"]
+        assert row[f"{metric}_spread_pct"] >= 100 * (row[f"{metric}_ms"] - row[f"{metric}_ms_min"]) / row[f"{metric}_ms"]
+    assert row["flags"] == flags(row)
+
+
+def test_noisy_points_and_points_above_the_roofline_are_flagged():
+    assert flags({"ttft_spread_pct": 3.0, "tpot_spread_pct": 10.0, "pct_of_roofline": 80.0}) == ""
+    assert flags({"ttft_spread_pct": 140.0, "tpot_spread_pct": 10.0, "pct_of_roofline": 120.0}) == \
+        "ttft spread 140%; above roofline"
+
+
+def test_the_quick_grid_is_the_default_and_the_guides_grid_one_name_away():
+    assert grid_lengths("guides") == ((32, 64, 128, 256, 512, 1024),) * 2
+    quick = grid_lengths("quick")
+    assert len(quick[0]) * len(quick[1]) <= 6 and inspect.signature(sweep).parameters["input_lens"].default == quick[0]
+    with pytest.raises(AscendNbError, match="unknown grid 'full'"):
+        grid_lengths("full")
 
 
 def test_csv_holds_exactly_the_yielded_rows(engine, tmp_path):

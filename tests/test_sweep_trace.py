@@ -9,8 +9,9 @@ import pytest
 from ascend_nb.bench.trace import op_table, trace
 
 
-def test_trace_ranks_operators_and_writes_a_chrome_trace(tiny_engine, tmp_path):
+def test_trace_ranks_operators_and_writes_a_chrome_trace(tiny_engine, tmp_path, capfd):
     result = trace(tiny_engine, input_len=16, decode_steps=3, trace_path=tmp_path / "trace.json")
+    assert "profiler_start" not in capfd.readouterr().err  # torch's C++ profiler chatter stays out of notebooks
     events = json.loads(result.trace_path.read_text())["traceEvents"]
     assert any(event.get("cat") == "cpu_op" for event in events)
     ops = result.ops.set_index("name")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ascend_nb.bench.guides_csv import read_csv
@@ -106,3 +107,31 @@ def compare(results: Results, reference: Results, labels: tuple[str, str] = ("re
     if not rows:
         raise AscendNbError("results and reference share no batch size and lengths: compare runs of the same grid")
     return pd.DataFrame(rows)
+
+
+def headline(results: Results, baseline: str | None = None) -> str:
+    """A sweep's summary in three lines: the best decode tokens/s (and where), the geometric-mean
+    TTFT / TPOT speed-up of every other backend over ``baseline`` on the points both ran, and the
+    median and best % of the decode roofline; flagged points are counted."""
+    frame = _frame(results)
+    best = frame.loc[frame["decode_tokens_per_s"].idxmax()]
+    lines = [f"best decode: {best['decode_tokens_per_s']:.1f} tok/s ({best.get('backend', '')}, batch "
+             f"{int(best['batch_size'])}, in {int(best['input_len'])}, out {int(best['output_len'])})"]
+    if "backend" in frame and frame["backend"].nunique() > 1:
+        baseline = baseline or str(frame["backend"].iloc[0])
+        points = ["batch_size", "input_len", "output_len"]
+        base = frame[frame["backend"] == baseline].set_index(points)
+        for backend, group in frame[frame["backend"] != baseline].groupby("backend"):
+            joined = group.set_index(points).join(base[["ttft_ms", "tpot_ms"]].add_suffix("_base"), how="inner")
+            if joined.empty:
+                continue
+            speedups = {m: float(np.exp(np.log(joined[f"{m}_base"] / joined[m]).mean())) for m in ("ttft_ms", "tpot_ms")}
+            lines.append(f"{backend} vs {baseline} (geometric mean over {len(joined)} points): "
+                         f"TTFT {speedups['ttft_ms']:.2f}x, TPOT {speedups['tpot_ms']:.2f}x faster")
+    if "pct_of_roofline" in frame and frame["pct_of_roofline"].notna().any():
+        pct = frame["pct_of_roofline"].dropna()
+        lines.append(f"decode roofline: median {pct.median():.0f}%, best {pct.max():.0f}%")
+    flagged = int((frame["flags"].fillna("") != "").sum()) if "flags" in frame else 0
+    if flagged:
+        lines.append(f"{flagged} flagged point(s) (noisy runs or above the roofline): see the flags column")
+    return "\n".join(lines)

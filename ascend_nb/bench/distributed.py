@@ -8,9 +8,8 @@ import sys
 from collections.abc import Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
-
 from ascend_nb.errors import AscendNbError
+from ascend_nb.progress import progress_bar
 
 
 def bench_tensor_parallel(model: str, tp_sizes: Sequence[int] = (1, 2), device: str = "auto", dtype: str = "auto",
@@ -19,7 +18,8 @@ def bench_tensor_parallel(model: str, tp_sizes: Sequence[int] = (1, 2), device: 
     """Run ``ascend-nb bench --backend accelerated --tp N --json`` under ``torchrun --nproc-per-node N``
     for each N and return one row per size (the bench JSON fields, ``tp`` included)."""
     rows = []
-    for tp in tqdm(tp_sizes, desc="tensor parallel", unit="size"):
+    bar = progress_bar(len(tp_sizes), desc="tensor parallel", unit="size")
+    for tp in tp_sizes:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(tp), "-m", "ascend_nb",
                    "bench", "--backend", "accelerated", "--tp", str(tp), "--model", str(model), "--device", device,
                    "--dtype", dtype, "--batch-size", str(batch_size), "--input-len", str(input_len),
@@ -30,4 +30,6 @@ def bench_tensor_parallel(model: str, tp_sizes: Sequence[int] = (1, 2), device: 
                           f"exit code {done.returncode}")
             raise AscendNbError(f"tp={tp} benchmark failed: {reason.strip()}")
         rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
+        bar.update(1)
+    bar.close()
     return pd.DataFrame(rows)

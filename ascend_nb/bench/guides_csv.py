@@ -58,6 +58,8 @@ def read_csv(path: str | Path) -> pd.DataFrame:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AscendNbError(f"{path} is not a CSV file ({first[:120]}): give a sweep or guides' performance CSV") from exc
     table.columns = [column.strip() for column in table.columns]
+    if "flags" in table:  # text; an empty cell means no flag, not a missing value
+        table["flags"] = table["flags"].astype(object).where(table["flags"].notna(), "").astype(str)
     ours = {"batch_size", "input_len", "output_len", "ttft_ms", "tpot_ms", "e2e_ms"}
     if not ours <= set(table.columns) and not set(GUIDE_COLUMNS) <= set(table.columns):
         raise AscendNbError(f"{path} is not a performance CSV: it needs the guides' columns "

@@ -137,10 +137,12 @@ def kv_cache_bytes(model, dtype: str | torch.dtype, seq_len: float, batch_size: 
     return int(per_token * seq_len * batch_size)
 
 
+MIN_WORKING_SET, MAX_WORKING_SET = 64 * 2**20, 2**30  # below: a cache's speed; above: DRAM's, and costly to allocate
+
+
 @functools.cache
-def _measured_bandwidth_gbs(device: str) -> float:
-    size = (256 if device == "cpu" else 1024) * 2**20 // 4
-    data = torch.ones(size, dtype=torch.float32, device=device)
+def _measured_bandwidth_gbs(device: str, size_bytes: int) -> float:
+    data = torch.ones(size_bytes // 4, dtype=torch.float32, device=device)
     best = float("inf")
     for _ in range(6):
         devices.synchronize(device)
@@ -151,20 +153,32 @@ def _measured_bandwidth_gbs(device: str) -> float:
     return data.numel() * 4 / best / 1e9
 
 
-def measure_bandwidth(device: str | torch.device = "cpu") -> float:
-    """Memory read bandwidth of a torch device in GB/s (best of a few full reads of a buffer much
-    larger than the caches); measured once per process and device."""
-    return _measured_bandwidth_gbs(str(devices.resolve_device(device)))
+def _working_set(device: str, working_set_bytes: int | None) -> int:
+    if working_set_bytes is None:
+        return (256 if device == "cpu" else 1024) * 2**20
+    return min(MAX_WORKING_SET, max(MIN_WORKING_SET, int(working_set_bytes) // 2**20 * 2**20))  # whole MiB
 
 
-def resolve_bandwidth(device: str | torch.device) -> tuple[float, str]:
+def measure_bandwidth(device: str | torch.device = "cpu", working_set_bytes: int | None = None) -> float:
+    """Memory read bandwidth of a torch device in GB/s: best of a few full reads of a buffer of
+    ``working_set_bytes`` (64 MiB to 1 GiB; default 256 MiB on CPU, 1 GiB elsewhere). Decode reads
+    every weight once per token, so the roofline measures over the weights' size: a CPU whose L3
+    holds a buffer reads it faster than its DRAM. Measured once per process, device and size."""
+    name = str(devices.resolve_device(device))
+    return _measured_bandwidth_gbs(name, _working_set(name, working_set_bytes))
+
+
+def resolve_bandwidth(device: str | torch.device, working_set_bytes: int | None = None) -> tuple[float, str]:
     """``(GB/s, source)``: the spec-sheet ceiling of a device named in ``data/devices.csv``, else
-    the measured bandwidth of the torch device."""
+    the bandwidth of the torch device measured over ``working_set_bytes`` (see :func:`measure_bandwidth`)."""
     name = str(device)
     known = reference.devices()
     if name in set(known["device"]):
         return float(reference.device_spec(name)["bandwidth_gbs_max"]), f"spec sheet ({name})"
-    return measure_bandwidth(device), f"measured ({devices.resolve_device(device)})"
+    torch_device = str(devices.resolve_device(device))
+    size_mb = _working_set(torch_device, working_set_bytes) / 1e6
+    return (measure_bandwidth(device, working_set_bytes),
+            f"measured ({torch_device}, {size_mb:.0f} MB read)")
 
 
 @dataclass(frozen=True)
@@ -205,7 +219,8 @@ def roofline(model, device: str | torch.device | None = None, dtype: str | torch
 
     ``model`` is an engine (its device, dtype and ``quantize`` are the defaults), a transformers
     config, a config dict or a known model name (``aquila-7b``, ``baichuan2-7b-chat``, ``llama-2-7b``).
-    ``device`` is a torch device (bandwidth measured here) or a ``data/devices.csv`` name (spec sheet);
+    ``device`` is a torch device (bandwidth measured here, over a buffer the size of the weights) or
+    a ``data/devices.csv`` name (spec sheet);
     ``bandwidth_gbs`` overrides both.
     """
     device = device if device is not None else getattr(model, "device", None)
@@ -213,12 +228,13 @@ def roofline(model, device: str | torch.device | None = None, dtype: str | torch
     quantize = quantize if quantize is not None else getattr(model, "quantize", None)
     if device is None or dtype is None:
         raise AscendNbError("roofline needs a device and a dtype: pass an engine, or device= and dtype=")
+    weights = weight_bytes(model, dtype, quantize)
     if bandwidth_gbs is None:
-        bandwidth_gbs, source = resolve_bandwidth(device)
+        bandwidth_gbs, source = resolve_bandwidth(device, working_set_bytes=weights)
     else:
         source = "given"
     return Roofline(device=str(device), bandwidth_gbs=float(bandwidth_gbs), bandwidth_source=source,
-                    weight_bytes=weight_bytes(model, dtype, quantize),
+                    weight_bytes=weights,
                     kv_bytes=kv_cache_bytes(model, dtype, seq_len, batch_size),
                     batch_size=batch_size, seq_len=seq_len)
 

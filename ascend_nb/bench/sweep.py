@@ -1,8 +1,10 @@
 """Latency sweeps over batch size x input length x output length, as the guides' performance test.
 
 Each grid point runs random input ids (fixed seed) with EOS disabled, so the output length is
-exact; ``warmup`` untimed short runs of the same shape come first, then ``repeat`` timed runs whose
-medians make the row. Rows are yielded as they finish and appended to ``csv_path`` (the whole
+exact; ``warmup`` untimed short runs of the same shape come first, then ``repeat`` (default 3)
+timed runs whose medians make the row, beside their minimum and spread; a row whose runs spread
+more than ``SPREAD_FLAG_PCT`` or that beats the roofline is flagged. The default grid is a quick
+one (``GRIDS["quick"]``); the guides' full 2^5..2^10 grid is ``GRIDS["guides"]``. Rows are yielded as they finish and appended to ``csv_path`` (the whole
 file is rewritten atomically, so a crash or a kernel restart loses at most the point in flight);
 a later call with the same CSV skips the points already there.
 """
@@ -21,19 +23,24 @@ from ascend_nb import device as devices
 from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, guide_values
 from ascend_nb.bench.planner import prefill_activation_bytes
 from ascend_nb.bench.results_csv import ResultsCsv
-from ascend_nb.bench.roofline import kv_cache_bytes, model_shape, resolve_bandwidth, roofline
+from ascend_nb.bench.roofline import kv_cache_bytes, model_shape, roofline
 from ascend_nb.engine.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import MODELS
+from ascend_nb.progress import progress_bar
 
 GUIDE_LENS = (32, 64, 128, 256, 512, 1024)  # the guides' 2^5..2^10
+QUICK_INPUT_LENS, QUICK_OUTPUT_LENS = (32, 256, 1024), (32, 128)  # 6 points: a first run in minutes
+GRIDS = {"quick": (QUICK_INPUT_LENS, QUICK_OUTPUT_LENS), "guides": (GUIDE_LENS, GUIDE_LENS)}
+SPREAD_FLAG_PCT = 25.0  # (max - min) / median of the timed runs above this: a noisy point
 WARMUP_TOKENS = 4  # new tokens per warm-up run: enough to run prefill and the decode path once
 RUN_FIELDS = ("backend", "model", "device", "device_name", "dtype", "quantize", "kernels", "graphs")
 KEY_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "batch_size", "input_len",
               "output_len")
 RESULT_FIELDS = RUN_FIELDS + ("batch_size", "input_len", "output_len", "repeat", "ttft_ms", "tpot_ms",
                               "decode_tokens_per_s", "e2e_ms", "peak_memory_mb", "roofline_tokens_per_s",
-                              "pct_of_roofline")
+                              "pct_of_roofline",
+                              "ttft_ms_min", "tpot_ms_min", "ttft_spread_pct", "tpot_spread_pct", "flags")
 CSV_COLUMNS = RESULT_FIELDS + tuple(c for c in GUIDE_COLUMNS if c not in RESULT_FIELDS)
 _INT_FIELDS = {"batch_size", "input_len", "output_len", "repeat", "input_seq_len(Encoding)",
                "output_seq_len(Decoding)"}
@@ -91,8 +98,15 @@ def require_local_model(engine) -> None:
                             "use the transformers or accelerated backend")
 
 
-def plan_sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] = GUIDE_LENS,
-               output_lens: Sequence[int] = GUIDE_LENS) -> SweepPlan:
+def grid_lengths(grid: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(input lengths, output lengths)`` of a named grid: ``quick`` or ``guides``."""
+    if grid not in GRIDS:
+        raise AscendNbError(f"unknown grid {grid!r}: use one of {', '.join(GRIDS)}")
+    return GRIDS[grid]
+
+
+def plan_sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] = QUICK_INPUT_LENS,
+               output_lens: Sequence[int] = QUICK_OUTPUT_LENS) -> SweepPlan:
     """The grid in the guides' order (batch, then input, then output), without the points that do not
     fit ``engine.max_seq_len`` or the memory free now."""
     require_local_model(engine)
@@ -132,8 +146,23 @@ def random_prompts(vocab_size: int, batch_size: int, input_len: int, seed: int) 
     return torch.randint(0, vocab_size, (batch_size, input_len), generator=generator).tolist()
 
 
-def measure_point(engine, point: SweepPoint, repeat: int = 1, warmup: int = 1, seed: int = 0) -> dict:
-    """Median TTFT / TPOT / E2E over ``repeat`` timed runs of one grid point (after ``warmup`` short runs)."""
+def _spread_pct(values: list[float]) -> float:
+    """(max - min) / median of the timed runs, in %; 0 for one run."""
+    return 100.0 * (max(values) - min(values)) / statistics.median(values)
+
+
+def flags(row: dict) -> str:
+    """Why a row should not be trusted at a glance: noisy runs, or faster than the roofline allows."""
+    found = [f"{metric} spread {row[f'{metric}_spread_pct']:.0f}%" for metric in ("ttft", "tpot")
+             if (row.get(f"{metric}_spread_pct") or 0) > SPREAD_FLAG_PCT]
+    if (row.get("pct_of_roofline") or 0) > 100:
+        found.append("above roofline")
+    return "; ".join(found)
+
+
+def measure_point(engine, point: SweepPoint, repeat: int = 3, warmup: int = 1, seed: int = 0) -> dict:
+    """Median, minimum and spread of TTFT / TPOT (median E2E) over ``repeat`` timed runs of one grid
+    point, after ``warmup`` short runs."""
     prompts = random_prompts(engine.config.vocab_size, point.batch_size, point.input_len, seed)
     params = GenerationParams(max_new_tokens=point.output_len, ignore_eos=True)
     for _ in range(warmup):
@@ -142,16 +171,19 @@ def measure_point(engine, point: SweepPoint, repeat: int = 1, warmup: int = 1, s
     if any(t.tokens != point.output_len for t in timings):
         raise AscendNbError(f"the {engine.backend} backend stopped before {point.output_len} tokens with "
                             "ignore_eos=True: its EOS handling is broken")
-    tpot_ms = statistics.median(t.tpot_ms for t in timings)
+    ttfts, tpots = [t.ttft_ms for t in timings], [t.tpot_ms for t in timings]
+    tpot_ms = statistics.median(tpots)
     peaks = [t.peak_memory_mb for t in timings if t.peak_memory_mb is not None]
     return {"batch_size": point.batch_size, "input_len": point.input_len, "output_len": point.output_len,
-            "repeat": repeat, "ttft_ms": statistics.median(t.ttft_ms for t in timings), "tpot_ms": tpot_ms,
+            "repeat": repeat, "ttft_ms": statistics.median(ttfts), "tpot_ms": tpot_ms,
             "decode_tokens_per_s": 1000.0 * point.batch_size / tpot_ms,
-            "e2e_ms": statistics.median(t.e2e_ms for t in timings), "peak_memory_mb": max(peaks, default=None)}
+            "e2e_ms": statistics.median(t.e2e_ms for t in timings), "peak_memory_mb": max(peaks, default=None),
+            "ttft_ms_min": min(ttfts), "tpot_ms_min": min(tpots), "ttft_spread_pct": _spread_pct(ttfts),
+            "tpot_spread_pct": _spread_pct(tpots)}
 
 
-def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] = GUIDE_LENS,
-          output_lens: Sequence[int] = GUIDE_LENS, repeat: int = 1, warmup: int = 1,
+def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] = QUICK_INPUT_LENS,
+          output_lens: Sequence[int] = QUICK_OUTPUT_LENS, repeat: int = 3, warmup: int = 1,
           csv_path: str | Path | None = None, resume: bool = True, seed: int = 0, progress: bool = True,
           bandwidth_gbs: float | None = None) -> Iterator[dict]:
     """Run the latency grid on ``engine`` and yield one row per point as it finishes.
@@ -159,27 +191,34 @@ def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] =
     Rows carry the bench field names (``backend, model, device, dtype, quantize, batch_size,
     input_len, output_len, ttft_ms, tpot_ms, decode_tokens_per_s, e2e_ms, peak_memory_mb``), the
     decode roofline at the point's mean context (``roofline_tokens_per_s``, ``pct_of_roofline``;
-    bandwidth measured here unless ``bandwidth_gbs`` is given) and the guides' columns.
+    bandwidth measured here over the weights' size unless ``bandwidth_gbs`` is given), the runs'
+    minimum and spread, ``flags`` (see :func:`flags`) and the guides' columns. The progress bar
+    (a notebook output that keeps its final state, or tqdm) shows an ETA.
     With ``csv_path`` every row is appended to that CSV as it lands; with ``resume`` (default) the
     points of this run already in the CSV are yielded from it instead of measured again, while
     ``resume=False`` starts the file over. Points that do not fit ``max_seq_len`` or free memory
     are skipped (see :func:`plan_sweep`).
     """
-    from tqdm.auto import tqdm
-
     if repeat < 1 or warmup < 0:
         raise AscendNbError(f"repeat must be >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
     plan = plan_sweep(engine, batch_sizes, input_lens, output_lens)
     if not plan.points:
         raise AscendNbError(f"no grid point fits (max_seq_len {engine.max_seq_len}, free memory): "
                             "use shorter input/output lengths or smaller batch sizes")
-    results = ResultsCsv(csv_path, CSV_COLUMNS, KEY_FIELDS, text_fields=RUN_FIELDS, int_fields=_INT_FIELDS,
-                         resume=resume, kind="sweep")
+    results = ResultsCsv(csv_path, CSV_COLUMNS, KEY_FIELDS, text_fields=(*RUN_FIELDS, "flags"),
+                         int_fields=_INT_FIELDS, resume=resume, kind="sweep")
     identity = run_fields(engine)
-    bandwidth = bandwidth_gbs if bandwidth_gbs is not None else resolve_bandwidth(engine.device)[0]
+    if bandwidth_gbs is None:
+        ceiling = roofline(engine)
+        bandwidth, bandwidth_note = ceiling.bandwidth_gbs, f"{ceiling.bandwidth_gbs:.1f} GB/s, {ceiling.bandwidth_source}"
+    else:
+        bandwidth, bandwidth_note = bandwidth_gbs, f"{bandwidth_gbs:.1f} GB/s, given"
     todo = [p for p in plan.points if results.find({**identity, **vars(p)}) is None]
-    bar = tqdm(total=len(plan.points), initial=len(plan.points) - len(todo), desc=f"sweep {engine.backend}",
-               unit="point", disable=not progress)
+    bar = progress_bar(len(plan.points), initial=len(plan.points) - len(todo), desc=f"sweep {engine.backend}",
+                       unit="points", disable=not progress)
+    if todo and progress:
+        bar.write(f"sweep {engine.backend}: {len(todo)} point(s) x ({warmup} warm-up + {repeat} timed) runs; "
+                  f"decode roofline at {bandwidth_note}")
     if plan.skipped:
         bar.write(f"skipping {len(plan.skipped)} grid point(s), e.g. {vars(plan.skipped[0][0])}: {plan.skipped[0][1]}")
     try:
@@ -193,6 +232,7 @@ def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] =
                              bandwidth_gbs=bandwidth)
             row["roofline_tokens_per_s"] = limit.tokens_per_s
             row["pct_of_roofline"] = limit.percent(row["decode_tokens_per_s"])
+            row["flags"] = flags(row)
             row.update(guide_values(row))
             results.append(row)
             bar.update(1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import pandas as pd
 
 from ascend_nb.bench.sweep import random_prompts, require_local_model, run_fields
 from ascend_nb.engine.params import GenerationParams
+from ascend_nb.tables import Table
 
 HOST_CATEGORIES = {"cpu_op"}
 DEVICE_CATEGORIES = {"kernel", "gpu_memcpy", "gpu_memset"}
@@ -34,7 +36,7 @@ class OpTrace:
     trace_path: Path
 
     def _repr_html_(self) -> str:
-        return f"<p>Chrome trace: <code>{self.trace_path}</code></p>" + self.ops.to_html(index=False)
+        return f"<p>Chrome trace: <code>{self.trace_path}</code></p>" + Table(self.ops, decimals=3)._repr_html_()
 
 
 def _profiler(device_type: str, with_stack: bool = False):
@@ -50,11 +52,31 @@ def _profiler(device_type: str, with_stack: bool = False):
     return profile(activities=activities, with_stack=with_stack)
 
 
+@contextlib.contextmanager
+def _without_profiler_chatter():
+    """Drop the ``USDT: ... profiler_start`` / ``profiler_stop`` lines torch's C++ profiler writes to
+    file descriptor 2 (they would land in a notebook's stderr); anything else written there is kept."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("USDT:")]
+            if kept:
+                sys.stderr.write("".join(kept))
+
+
 def profile_to_file(device_type: str, run: Callable[[], object], path: str | Path, with_stack: bool = False) -> Path:
     """Run ``run()`` under the device's profiler and write its Chrome trace to ``path`` (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _profiler(device_type, with_stack) as profiler:
+    with _without_profiler_chatter(), _profiler(device_type, with_stack) as profiler:
         run()
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)

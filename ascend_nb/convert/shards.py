@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from ascend_nb.convert.checkpoint import SAFETENSORS_INDEX
 from ascend_nb.errors import AscendNbError
+from ascend_nb.progress import progress_bar
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -96,7 +96,7 @@ def write_safetensors(directory: Path, tensors: Sequence[PlannedTensor], max_sha
     shards = plan_shards(tensors, parse_size(max_shard_size))
     files = shard_file_names(len(shards))
     weight_map: dict[str, str] = {}
-    bar = tqdm(total=len(tensors), desc=f"write {Path(directory).name}", unit="tensor", disable=not progress)
+    bar = progress_bar(len(tensors), desc=f"write {Path(directory).name}", unit="tensor", disable=not progress)
     with bar:
         for file_name, shard in zip(files, shards):
             bar.set_postfix_str(file_name)

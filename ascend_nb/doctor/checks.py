@@ -19,6 +19,7 @@ from packaging.version import Version
 
 from ascend_nb import device as devices
 from ascend_nb.doctor import versions
+from ascend_nb.doctor.ascend_files import ATB_DIR
 from ascend_nb.doctor.probe import Probe
 from ascend_nb.doctor.report import Check
 from ascend_nb.errors import AscendNbError
@@ -299,7 +300,7 @@ def check_atb(p: Probe, request: Request) -> Iterator[Check]:
         reason = f"not installed under {p.ascend_root}/nnal/atb" + ("" if p.ascend_present else f": {_not_ascend(p)}")
         yield row("ATB", "skip", reason, "only the guides' ATB model code needs it", f"to install: {install}")
         yield row("ATB ABI", "skip", "ATB not installed", abi_expected, f"to install: {install}")
-        yield row("ATB_HOME_PATH", "skip", "ATB not installed", f"<atb>/cxx_abi_{abi}")
+        yield row("ATB_HOME_PATH", "skip", "ATB not installed", f"{p.ascend_root}/{ATB_DIR}/latest/atb/cxx_abi_{abi}")
         return
 
     detail = ", ".join(x for x in (atb.build, atb.platform) if x)

@@ -1,7 +1,8 @@
 """The doctor's result: check rows (pass / warn / fail / skip with found, expected, hint) and facts.
 
-``Report.table`` is a pandas DataFrame, ``style_table`` colours it for notebooks, ``to_text`` renders
-it for a terminal and ``as_dict`` is the ``--json`` object.
+``Report.table`` is a pandas DataFrame, ``style_table`` colours it for notebooks (inline styles, so
+an executed copy keeps the colours), ``step_summary`` counts statuses per install step, ``to_text``
+renders it for a terminal and ``as_dict`` is the ``--json`` object.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pandas.io.formats.style import Styler
+
+    from ascend_nb.tables import Table
 
 STATUSES = ("pass", "warn", "fail", "skip")
 COLUMNS = ("check", "status", "found", "expected", "hint")
@@ -60,6 +62,14 @@ class Report:
     def step_table(self, step: str) -> pd.DataFrame:
         """The rows of one install step (see ``ascend_nb.doctor.checks.STEPS``)."""
         return _frame([c for c in self.checks if c.step == step])
+
+    def step_summary(self) -> pd.DataFrame:
+        """One row per install step (in the guides' order): how many checks pass / warn / fail / skip."""
+        import pandas as pd
+
+        steps = list(dict.fromkeys(c.step for c in self.checks))
+        return pd.DataFrame([{"step": step, **{s: sum(c.step == step and c.status == s for c in self.checks)
+                                               for s in STATUSES}} for step in steps])
 
     def by_status(self, status: str) -> list[Check]:
         return [c for c in self.checks if c.status == status]
@@ -111,9 +121,15 @@ def _row(cells: tuple[str, ...], widths: list[int]) -> str:
                      for i in range(height))
 
 
-def style_table(table: pd.DataFrame) -> Styler:
-    """A pandas Styler: the status column green / amber / red / grey, left-aligned text, no index."""
-    return (table.style.map(lambda status: STATUS_STYLES.get(status, ""), subset=["status"])
-            .set_properties(**{"text-align": "left", "white-space": "pre-wrap"})
-            .set_table_styles([{"selector": "th", "props": "text-align: left;"}])
-            .hide(axis="index"))
+def _count_style(status: str):
+    return lambda count: STATUS_STYLES[status] if count else "color: #999"
+
+
+def style_table(table: pd.DataFrame) -> Table:
+    """The check table for notebooks: the status column green / amber / red / grey (inline styles),
+    left-aligned, unclipped text, no index. A :meth:`Report.step_summary` gets its counts coloured."""
+    from ascend_nb.tables import Table
+
+    if "status" in table:
+        return Table(table, styles={"status": lambda status: STATUS_STYLES.get(status, "")})
+    return Table(table, styles={status: _count_style(status) for status in STATUSES if status in table})

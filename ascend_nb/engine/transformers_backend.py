@@ -27,10 +27,17 @@ class TransformersEngine(Engine):
     def from_directory(cls, trust_remote_code: bool = False, **engine_kwargs) -> TransformersEngine:
         """Load the weights of ``engine_kwargs["model_dir"]`` onto its device in its dtype."""
         from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
 
-        model = AutoModelForCausalLM.from_pretrained(
-            engine_kwargs["model_dir"], dtype=engine_kwargs["dtype"], trust_remote_code=trust_remote_code,
-            local_files_only=True)
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a tqdm widget that an executed notebook shows frozen at 0 %
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                engine_kwargs["model_dir"], dtype=engine_kwargs["dtype"], trust_remote_code=trust_remote_code,
+                local_files_only=True)
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         return cls(model.to(engine_kwargs["device"]).eval(), **engine_kwargs)
 
     def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -40,14 +47,14 @@ class TransformersEngine(Engine):
         self._attention_mask = attention_mask
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                         past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+                         cache=self._cache, use_cache=True, logits_to_keep=1)
         self._next_position = positions[:, -1:] + 1
         return out.logits[:, -1]
 
     def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
         self._attention_mask = torch.cat([self._attention_mask, self._attention_mask.new_ones(len(tokens), 1)], dim=1)
         out = self.model(input_ids=tokens[:, None], attention_mask=self._attention_mask,
-                         position_ids=self._next_position, past_key_values=self._cache, use_cache=True)
+                         position_ids=self._next_position, cache=self._cache, use_cache=True)
         self._next_position = self._next_position + 1
         return out.logits[:, -1]
 

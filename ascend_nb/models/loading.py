@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import torch
+
 from ascend_nb import device as devices
-from ascend_nb.errors import AscendNbError
+from ascend_nb.errors import AscendNbError, note_once
 from ascend_nb.files import read_config_json
 from ascend_nb.models.registry import MODELS, ModelSpec, detect_spec, get_spec
 from ascend_nb.models.validation import validate_model_dir
@@ -50,6 +52,26 @@ def read_config(model_dir: Path) -> dict:
     return config
 
 
+def check_loadable(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
+                   backend: str = "transformers", kernels: str | None = None, graphs: bool | None = None,
+                   tp: int = 1):
+    """What :func:`load` decides before it reads any file but ``config.json``: the backend, the model
+    directory and the placement (:func:`ascend_nb.device.place`: device, dtype, kernel path, graphs,
+    tensor-parallel group). Raises :class:`AscendNbError` on the first problem; returns
+    ``(model_dir, config dict, placement)``, or None for the ``openai`` backend."""
+    if backend not in BACKENDS:
+        raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "openai":
+        return None
+    model_dir = resolve_model_dir(model)
+    raw_config = read_config(model_dir)
+    placement = devices.place(device, dtype, backend, kernels=kernels, graphs=graphs, tp=tp)
+    if placement.dtype == torch.float16 and placement.device.type == "cpu":
+        note_once("float16 on CPU is slow (emulated) and rounds unlike an NPU's fp16 kernels: "
+                  "use bfloat16 or float32 on CPU, float16 on the NPU")
+    return model_dir, raw_config, placement
+
+
 def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
          backend: str = "transformers", max_seq_len: int | None = None, trust_remote_code: bool = False,
          template: str | None = None, verify: bool = True, **backend_options):
@@ -69,17 +91,14 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     :data:`ascend_nb.device.KERNEL_PATHS`, default the fastest this machine runs; also
     ``$ASCEND_NB_KERNELS``), decided together by :func:`ascend_nb.device.place`.
     """
-    if backend not in BACKENDS:
-        raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if backend == "openai":  # a served model: nothing to load here
+    checked = check_loadable(model, device, dtype, backend, kernels=backend_options.pop("kernels", None),
+                             graphs=backend_options.pop("graphs", None), tp=backend_options.pop("tp", 1))
+    if checked is None:  # a served model: nothing to load here
         from ascend_nb.engine.openai_backend import OpenAIEngine
 
         return OpenAIEngine(str(model), **backend_options)
-    model_dir = resolve_model_dir(model)
-    raw_config = read_config(model_dir)
+    model_dir, raw_config, placement = checked
     config, tokenizer = validate_model_dir(model_dir, raw_config, trust_remote_code, verify)
-    placement = devices.place(device, dtype, backend, kernels=backend_options.pop("kernels", None),
-                              graphs=backend_options.pop("graphs", None), tp=backend_options.pop("tp", 1))
     if backend == "accelerated":
         backend_options["placement"] = placement
     spec: ModelSpec = detect_spec(model_dir, raw_config, bool(getattr(tokenizer, "chat_template", None)))

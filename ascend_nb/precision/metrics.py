@@ -26,6 +26,10 @@ TOP1_AGREEMENT = "Top-1 Agreement"
 REFERENCE_ABS_MAX = "RefAbsMax"
 METRICS = (COSINE, MAX_ABS_ERR, MAX_RELATIVE_ERR, MEAN_ABS_ERR, ONE_THOUSANDTH, FIVE_THOUSANDTHS, KL_DIVERGENCE,
            TOP1_AGREEMENT, REFERENCE_ABS_MAX)
+# How each metric reads in a table (ascend_nb.tables.Table decimals): Cosine to 6 places, errors and
+# KL in scientific notation, ratios to 4 places: one format per column, the same in every table.
+DISPLAY_FORMATS = {COSINE: 6, MAX_ABS_ERR: ".2e", MAX_RELATIVE_ERR: ".2e", MEAN_ABS_ERR: ".2e", ONE_THOUSANDTH: 4,
+                   FIVE_THOUSANDTHS: 4, KL_DIVERGENCE: ".2e", TOP1_AGREEMENT: 4, REFERENCE_ABS_MAX: 4}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ from ascend_nb.errors import AscendNbError
 
 REFRESH_S = 0.05  # at most 20 redraws a second while streaming
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
+GREEDY_NOTE = ("Greedy decoding (Sample off) gives the same answer again: tick Sample in the settings "
+               "(opened below) for a different one.")
 _STOP_NOTES = {"cancelled": "stopped", "length": "max_new_tokens reached"}
 WAITING = "waiting for the engine: another request is using it…"
 
@@ -77,6 +79,10 @@ CSS = """
 .anb-chat-totals { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
   color: var(--jp-ui-font-color2, #555); }
 .anb-chat-notice { font-size: 12.5px; color: var(--jp-warn-color0, #bf360c); }
+.anb-chat-error { font-size: 12.5px; padding: 6px 10px; border-radius: 6px; margin: 4px 0;
+  border: 1px solid var(--jp-error-color1, #d32f2f); color: var(--jp-error-color1, #d32f2f);
+  background: color-mix(in srgb, var(--jp-error-color1, #d32f2f) 10%, var(--jp-layout-color1, #fff)); }
+.anb-chat button:disabled { opacity: 0.45; filter: grayscale(1); cursor: not-allowed; }
 """
 
 
@@ -201,11 +207,18 @@ class _Turn:
     view: widgets.HTML
     stats: dict | None = None
     started: float = 0.0  # when generation started (after any wait for the engine)
+    repeats: str | None = None  # a greedy regeneration: the answer it replaces (the same one comes back)
 
 
 def _button(description: str, icon: str, style: str = "", tooltip: str = "", disabled: bool = False) -> widgets.Button:
     return widgets.Button(description=description, icon=icon, button_style=style, tooltip=tooltip, disabled=disabled,
                           layout=widgets.Layout(width="auto", min_width="92px"))
+
+
+def _enable(button: widgets.Button, enabled: bool, style: str) -> None:
+    """Enable a button in its colour, or disable it grey (a disabled coloured button still looks live)."""
+    button.disabled = not enabled
+    button.button_style = style if enabled else ""
 
 
 def _slider(kind, description: str, value, low, high, step, fmt: str | None = None):
@@ -246,7 +259,7 @@ class ChatWidget(widgets.VBox):
         self.prompt = PromptBox(placeholder="Ask something. Enter sends, Shift+Enter adds a line.",
                                 layout=widgets.Layout(width="100%"))
         self.send_button = _button("Send", "paper-plane", "primary", "Send the message (Enter)")
-        self.stop_button = _button("Stop", "stop", "warning", "Stop the reply within one token", disabled=True)
+        self.stop_button = _button("Stop", "stop", "", "Stop the reply within one token", disabled=True)
         self.regenerate_button = _button("Regenerate", "refresh", tooltip="Answer the last message again")
         self.clear_button = _button("Clear", "trash", tooltip="Forget the conversation")
         self.stream_toggle = widgets.Checkbox(value=True, description="Stream", indent=False,
@@ -267,7 +280,7 @@ class ChatWidget(widgets.VBox):
                                           0.8, 2.0, 0.01, ".2f")
         self.do_sample.observe(lambda _: self._show_sampling(), "value")
         self._show_sampling()
-        settings = widgets.Accordion([widgets.VBox([
+        self.settings = settings = widgets.Accordion([widgets.VBox([
             self.system_prompt, self.do_sample, self.max_new_tokens, self.temperature, self.top_p, self.top_k,
             self.repetition_penalty])], titles=("Settings: system prompt, sampling",))
 
@@ -332,7 +345,8 @@ class ChatWidget(widgets.VBox):
         self._stop.set()
 
     def regenerate(self) -> bool:
-        """Drop the last answer and answer the last user turn again."""
+        """Drop the last answer and answer the last user turn again. When greedy decoding gives the
+        same answer again, a notice says so and the settings open on the Sample box."""
         with self._lock:
             if self._refuse_if_busy():
                 return False
@@ -340,8 +354,10 @@ class ChatWidget(widgets.VBox):
             if last_user is None:
                 self._notify("Nothing to regenerate yet: send a message first.")
                 return False
+            previous = [t.content for t in self._turns[last_user + 1:] if t.role == "assistant"]
             del self._turns[last_user + 1:]
             self._start_reply()
+            self._pending.repeats = previous[-1] if previous and not self.do_sample.value else None
             return True
 
     def clear(self) -> bool:
@@ -459,7 +475,10 @@ class ChatWidget(widgets.VBox):
             turn.view.value = self._turn_html(turn)
             self._replies.append(stats)
             self._pending = None
-            self._notify("")
+            same_again = turn.repeats is not None and turn.repeats == result.text
+            self._notify(GREEDY_NOTE if same_again else "")
+            if same_again:
+                self.settings.selected_index = 0
             self._set_running(False)
             self._show_totals()
 
@@ -541,8 +560,8 @@ class ChatWidget(widgets.VBox):
         return True
 
     def _set_running(self, running: bool) -> None:
-        self.stop_button.disabled = not running
-        self.regenerate_button.disabled = self.clear_button.disabled = running
+        _enable(self.stop_button, running, "warning")
+        self.send_button.disabled = self.regenerate_button.disabled = self.clear_button.disabled = running
 
     def _show_sampling(self) -> None:
         for slider in (self.temperature, self.top_p, self.top_k):
@@ -565,7 +584,7 @@ class CompareChat(widgets.VBox):
         self.prompt = PromptBox(placeholder="Ask both models. Enter sends, Shift+Enter adds a line.",
                                 layout=widgets.Layout(width="100%"))
         self.send_button = _button("Send", "paper-plane", "primary", "Send to both models (Enter)")
-        self.stop_button = _button("Stop", "stop", "warning", "Stop both replies", disabled=True)
+        self.stop_button = _button("Stop", "stop", "", "Stop both replies", disabled=True)
         self.clear_button = _button("Clear", "trash", tooltip="Forget both conversations")
         self.stream_toggle = widgets.Checkbox(value=True, description="Stream", indent=False,
                                               layout=widgets.Layout(width="auto", margin="0 0 0 12px"))
@@ -595,7 +614,7 @@ class CompareChat(widgets.VBox):
                 return False
             self.notice.value = ""
             self._stop.clear()
-            self.stop_button.disabled = False
+            _enable(self.stop_button, True, "warning")
             self._worker = threading.Thread(target=self._ask_both, args=(text,), name="ascend-nb-compare",
                                             daemon=True)
             self._worker.start()
@@ -630,7 +649,7 @@ class CompareChat(widgets.VBox):
                 if self._stop.is_set() or not chat.ask(text):
                     break
                 chat.wait()
-            self.stop_button.disabled = True
+            _enable(self.stop_button, False, "warning")
 
 
 def compare_chat(engine_a, engine_b, system_prompt: str | None = None,
@@ -670,18 +689,30 @@ class ChatApp(widgets.VBox):
         self.status = widgets.HTML()
         self.load_button.on_click(lambda _: self.reload())
         self.chat: ChatWidget | None = ChatWidget(self._load(), system_prompt)
-        picker = widgets.VBox([widgets.HBox([self.model, self.load_button]),
+        picker = widgets.VBox([widgets.HTML(f"<style>{CSS}</style>", layout=widgets.Layout(display="none")),
+                               widgets.HBox([self.model, self.load_button]),
                                widgets.HBox([self.backend, self.device, self.dtype]), self.status])
         super().__init__([picker, self.chat], layout=widgets.Layout(width="100%"))
+        self.add_class("anb-chat")
 
     def reload(self) -> bool:
         """Free the current model, then load the picked one in a worker thread with a fresh chat.
 
-        The old model goes first because two 7B models rarely fit on one device. False while a reply
-        or a load is running."""
+        The old model goes first because two 7B models rarely fit on one device, so the choice is
+        checked first (:func:`~ascend_nb.models.loading.check_loadable`: path, config, placement):
+        a bad one shows an error and keeps the current chat. False while a reply or a load is running,
+        or when the check fails."""
+        from ascend_nb.models.loading import check_loadable
+
         with self._lock:
             if self._loading or (self.chat is not None and self.chat.busy):
                 self.status.value = _line("anb-chat-notice", "Busy: wait for the reply or the load to finish.")
+                return False
+            try:
+                check_loadable(self.model.value.strip(), self.device.value, self.dtype.value, self.backend.value)
+            except AscendNbError as exc:
+                kept = " (the current chat is kept)" if self.chat is not None else ""
+                self.status.value = _line("anb-chat-error", f"Could not load {self.model.value.strip()}: {exc}{kept}")
                 return False
             self._loading = self.load_button.disabled = True
             self.status.value = _line("anb-chat-header", f"Loading {self.model.value}…")
@@ -717,7 +748,7 @@ class ChatApp(widgets.VBox):
             except Exception as exc:  # noqa: BLE001 - shown under the picker; Load can be pressed again
                 if not isinstance(exc, AscendNbError):
                     traceback.print_exc()
-                self.status.value = _line("anb-chat-notice", f"Could not load: {exc}")
+                self.status.value = _line("anb-chat-error", f"Could not load: {exc}")
             else:
                 self.chat = chat
                 self.children = (self.children[0], chat)

@@ -22,7 +22,7 @@ from ascend_nb.inspect.anatomy import OP_CLASSES
 from ascend_nb.inspect.layer_drift import first_departure
 from ascend_nb.inspect.lens import answer_layers
 from ascend_nb.inspect.next_token import Step, entropy_bits, next_token_steps, step_candidates
-from ascend_nb.ui.perf_plots import widget_frontend_likely
+from ascend_nb.ui.figures import widget_frontend_likely
 
 KEPT_COLOR = "#1c7ed6"
 DROPPED_COLOR = "#ced4da"

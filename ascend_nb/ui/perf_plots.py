@@ -1,10 +1,11 @@
 """Live latency-sweep figure: four panels that fill in as each sweep point lands.
 
 TTFT vs input length and TPOT vs output length (one line per backend and batch size, averaged
-over the other length), a heatmap of decode tokens/s over the grid, and a bar per point of the
-share of the decode roofline reached. In a Jupyter kernel it is a plotly ``FigureWidget`` updated
-in place with ``batch_update``; without a widget frontend (``widget=False``: headless runs,
-exported notebooks) it is a plain figure re-rendered through ``display(..., display_id=True)``.
+over the other length, ticks at the measured lengths), and two heatmaps over the grid with their
+colour bars beside them: decode tokens/s and the share of the decode roofline reached (cells above
+100 % and noisy points are marked). Live it is a plotly ``FigureWidget`` (or, with ``widget=False``,
+a figure re-rendered in place); when the sweep ends the output becomes a static plotly figure, so
+executed and exported notebooks show it (see :class:`ascend_nb.ui.figures.FigureDisplay`).
 :class:`LiveFigure` holds that machinery for every live figure (the sweep's, the load benchmark's).
 """
 
@@ -18,57 +19,58 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ascend_nb.files import atomic_write_text
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import atomic_write_text
+from ascend_nb.ui.figures import FigureDisplay
 
 PANELS = ("TTFT vs input length", "TPOT vs output length", "Decode tokens/s", "% of decode roofline")
+_HEAT = {"decode_tokens_per_s": (0, "tok/s", "Viridis"), "pct_of_roofline": (1, "% of roofline", "RdYlGn")}
 
 
-def widget_frontend_likely() -> bool:
-    """True inside a Jupyter kernel with anywidget installed (what plotly's FigureWidget needs)."""
-    try:
-        import anywidget  # noqa: F401
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
+def _colorbar_beside(figure: go.Figure, axis: str, title: str) -> dict:
+    """A colour bar standing right of the subplot whose x axis is ``axis``, as tall as its row."""
+    x_domain = figure.layout[axis].domain
+    y_domain = figure.layout["y" + axis[1:]].domain
+    return {"title": {"text": title, "side": "top"}, "x": x_domain[1] + 0.008, "xanchor": "left",
+            "y": (y_domain[0] + y_domain[1]) / 2, "len": y_domain[1] - y_domain[0], "thickness": 12}
 
 
 class LiveFigure:
-    """A figure re-drawn from its rows after each added row: a ``FigureWidget`` updated in place when
-    ``widget`` (``None``: when :func:`widget_frontend_likely`), else re-rendered through a display
-    handle. Subclasses build the figure and implement ``_render`` (rows -> traces)."""
+    """A figure re-drawn from its rows after each added row, in one notebook output that is live
+    while rows come and static once they end (:class:`~ascend_nb.ui.figures.FigureDisplay`; ``widget``
+    None: a FigureWidget when a widget frontend is likely). Subclasses build the figure and implement
+    ``_render`` (rows -> traces)."""
 
     def __init__(self, figure: go.Figure, rows: Iterable[Mapping] = (), widget: bool | None = None):
-        self.widget = widget_frontend_likely() if widget is None else widget
-        self.figure = go.FigureWidget(figure) if self.widget else figure
+        self._display = FigureDisplay(figure, widget)
+        self.widget, self.figure = self._display.widget, self._display.figure
         self.rows: list[dict] = [dict(row) for row in rows]
-        self._handle = None
         if self.rows:
             self._render()
 
     def show(self) -> None:
         """Display the figure in the notebook (call once, before the rows start coming)."""
-        from IPython.display import display
-
-        if self.widget:
-            display(self.figure)
-        else:  # the raw bundle: a figure's own _ipython_display_ would ignore the display_id
-            self._handle = display(self.figure._repr_mimebundle_(), raw=True, display_id=True)
+        self._display.show()
 
     def add(self, row: Mapping) -> None:
         """Add one row and update every panel in one batch."""
         self.rows.append(dict(row))
         self._render()
-        if self._handle is not None:
-            self._handle.update(self.figure._repr_mimebundle_(), raw=True)
+        self._display.refresh()
 
     def follow(self, rows: Iterable[Mapping]) -> pd.DataFrame:
-        """Add rows as they come (e.g. from a generator of results); return them all."""
-        for row in rows:
-            self.add(row)
+        """Add rows as they come (e.g. from a generator of results); return them all.
+        When they end (or fail), the figure is left as a static output."""
+        try:
+            for row in rows:
+                self.add(row)
+        finally:
+            self.finish()
         return self.frame()
+
+    def finish(self) -> None:
+        """Leave the figure as it is now as a static plotly output (for executed/exported notebooks)."""
+        self._display.finish()
 
     def frame(self) -> pd.DataFrame:
         """The rows added so far."""
@@ -90,33 +92,45 @@ class LiveFigure:
 
 class LiveSweepPlot(LiveFigure):
     """A sweep figure that updates once per added row. ``widget=None`` picks the FigureWidget when
-    :func:`widget_frontend_likely`, else the ``display_id`` fallback."""
+    :func:`~ascend_nb.ui.figures.widget_frontend_likely`, else the ``display_id`` fallback.
+    ``roofline_note`` (e.g. where the bandwidth came from) is printed under the figure."""
 
-    def __init__(self, rows: Iterable[Mapping] = (), widget: bool | None = None, title: str = "Latency sweep"):
-        figure = make_subplots(rows=2, cols=2, subplot_titles=PANELS, vertical_spacing=0.16, horizontal_spacing=0.1)
-        figure.add_trace(go.Heatmap(x=[], y=[], z=[], colorscale="Viridis", name="decode tokens/s",
-                                    colorbar={"title": "tok/s", "len": 0.42, "y": 0.2},
-                                    hovertemplate="%{y}, out %{x}: %{z:.1f} tok/s<extra></extra>"), row=2, col=1)
-        figure.add_trace(go.Bar(x=[], y=[], name="% of roofline", showlegend=False,
-                                hovertemplate="%{x}: %{y:.1f}%<extra></extra>"), row=2, col=2)
-        figure.update_layout(title=title, height=720, legend={"orientation": "h", "y": 1.08})
+    def __init__(self, rows: Iterable[Mapping] = (), widget: bool | None = None, title: str = "Latency sweep",
+                 roofline_note: str | None = None):
+        figure = make_subplots(rows=2, cols=2, subplot_titles=PANELS, vertical_spacing=0.14, horizontal_spacing=0.16)
+        for metric, (offset, unit, scale) in _HEAT.items():
+            axis = ("xaxis3", "xaxis4")[offset]
+            figure.add_trace(go.Heatmap(x=[], y=[], z=[], text=[], texttemplate="%{text}", colorscale=scale,
+                                        name=unit, colorbar=_colorbar_beside(figure, axis, unit),
+                                        zmin=0 if offset else None, zmax=100 if offset else None,
+                                        hovertemplate="%{y}, out %{x}: %{z:.1f} " + unit + "<extra></extra>"),
+                             row=2, col=1 + offset)
+        note = "▲ above the roofline · ! runs spread more than 25 %"
+        if roofline_note:
+            note = f"roofline: {roofline_note} · {note}"
+        figure.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.1, showarrow=False,
+                              xanchor="left", font={"size": 11, "color": "#555"})
+        figure.update_layout(title=title, height=820, width=1100, margin={"r": 200, "b": 90},
+                             legend={"x": 1.06, "y": 1, "xanchor": "left", "yanchor": "top",
+                                     "title": {"text": "backend, batch"}})
         for col, axis in ((1, "input length (tokens)"), (2, "output length (tokens)")):
             figure.update_xaxes(title_text=axis, type="log", row=1, col=col)
             figure.update_yaxes(title_text="ms", row=1, col=col)
-        figure.update_xaxes(title_text="output length", type="category", row=2, col=1)
-        figure.update_yaxes(type="category", row=2, col=1)
-        figure.update_yaxes(title_text="% of roofline", row=2, col=2)
+        for col in (1, 2):  # the two heatmaps share their rows: labels on the left one only
+            figure.update_xaxes(title_text="output length", type="category", row=2, col=col)
+            figure.update_yaxes(type="category", autorange="reversed", showticklabels=col == 1, row=2, col=col)
         self._series: dict[tuple[str, int], tuple[int, int]] = {}  # (backend, batch) -> trace indices
         super().__init__(figure, rows, widget)
 
-    def _series_label(self, backend: str, batch_size: int, several_backends: bool) -> str:
-        return f"{backend} b{batch_size}" if several_backends else f"batch {batch_size}"
+    @staticmethod
+    def _series_label(backend: str, batch_size: int, several_backends: bool) -> str:
+        return f"{backend} · batch {batch_size}" if several_backends else f"batch {batch_size}"
 
-    def _add_series(self, key: tuple[str, int], label: str) -> None:
+    def _add_series(self, key: tuple[str, int]) -> None:
         color = qualitative.Plotly[len(self._series) % len(qualitative.Plotly)]
-        style = {"mode": "lines+markers", "legendgroup": label, "line": {"color": color}}
-        self.figure.add_trace(go.Scatter(x=[], y=[], name=label, **style), row=1, col=1)
-        self.figure.add_trace(go.Scatter(x=[], y=[], name=label, showlegend=False, **style), row=1, col=2)
+        style = {"mode": "lines+markers", "line": {"color": color}, "legendgroup": f"{key}"}
+        self.figure.add_trace(go.Scatter(x=[], y=[], **style), row=1, col=1)
+        self.figure.add_trace(go.Scatter(x=[], y=[], showlegend=False, **style), row=1, col=2)
         self._series[key] = (len(self.figure.data) - 2, len(self.figure.data) - 1)
 
     def _render(self) -> None:
@@ -124,27 +138,39 @@ class LiveSweepPlot(LiveFigure):
         if "backend" not in table:
             table["backend"] = ""
         table["backend"] = table["backend"].fillna("").astype(str)
+        for column in ("pct_of_roofline", "flags"):
+            if column not in table:
+                table[column] = float("nan") if column == "pct_of_roofline" else ""
         several = table["backend"].nunique() > 1
         table["series"] = [self._series_label(b, n, several) for b, n in zip(table["backend"], table["batch_size"])]
-        for (backend, batch_size), group in table.groupby(["backend", "batch_size"], sort=True):
-            if (backend, batch_size) not in self._series:
-                self._add_series((backend, batch_size), group["series"].iloc[0])
+        for key in sorted(set(zip(table["backend"], table["batch_size"]))):
+            if key not in self._series:
+                self._add_series(key)
         table["grid_row"] = [f"{s} · in {i}" for s, i in zip(table["series"], table["input_len"])]
-        heat = table.pivot_table(index="grid_row", columns="output_len", values="decode_tokens_per_s", sort=False)
-        heat = heat[sorted(heat.columns)]
-        if "pct_of_roofline" not in table:
-            table["pct_of_roofline"] = float("nan")
-        bars = table.dropna(subset=["pct_of_roofline"])
+        table["mark"] = ["!" if "spread" in str(f) else "" for f in table["flags"].fillna("")]
         with self.figure.batch_update():
-            for (backend, batch_size), (ttft_index, tpot_index) in self._series.items():
+            for (backend, batch_size), indices in self._series.items():
                 group = table[(table["backend"] == backend) & (table["batch_size"] == batch_size)]
-                for index, x, y in ((ttft_index, "input_len", "ttft_ms"), (tpot_index, "output_len", "tpot_ms")):
+                label = self._series_label(backend, batch_size, several)  # relabelled when a 2nd backend arrives
+                for index, x, y in zip(indices, ("input_len", "output_len"), ("ttft_ms", "tpot_ms")):
                     means = group.groupby(x)[y].mean().sort_index()
-                    self.figure.data[index].x = [int(v) for v in means.index]
-                    self.figure.data[index].y = [float(v) for v in means.values]
-            heatmap, bar = self.figure.data[0], self.figure.data[1]
-            heatmap.x = [str(c) for c in heat.columns]
-            heatmap.y = list(heat.index)
-            heatmap.z = [[None if pd.isna(v) else float(v) for v in values] for values in heat.to_numpy()]
-            bar.x = [f"{g} · out {o}" for g, o in zip(bars["grid_row"], bars["output_len"])]
-            bar.y = [float(v) for v in bars["pct_of_roofline"]]
+                    trace = self.figure.data[index]
+                    trace.name, trace.legendgroup = label, label
+                    trace.x = [int(v) for v in means.index]
+                    trace.y = [float(v) for v in means.values]
+            for col, x in ((1, "input_len"), (2, "output_len")):
+                ticks = sorted({int(v) for v in table[x]})
+                self.figure.update_xaxes(tickvals=ticks, ticktext=[str(t) for t in ticks], row=1, col=col)
+            for metric, (offset, _, _) in _HEAT.items():
+                cells = table.dropna(subset=[metric])
+                heat = cells.pivot_table(index="grid_row", columns="output_len", values=metric, sort=False)
+                heat = heat.reindex(columns=sorted(heat.columns))
+                marks = cells.pivot_table(index="grid_row", columns="output_len", values="mark", aggfunc="last",
+                                          sort=False).reindex(index=heat.index, columns=heat.columns)
+                trace = self.figure.data[offset]
+                trace.x = [str(c) for c in heat.columns]
+                trace.y = list(heat.index)
+                trace.z = [[None if pd.isna(v) else float(v) for v in values] for values in heat.to_numpy()]
+                trace.text = [["" if pd.isna(v) else f"{v:.0f}{'▲' if offset and v > 100 else ''}{m if isinstance(m, str) else ''}"
+                               for v, m in zip(values, mark_row)]
+                              for values, mark_row in zip(heat.to_numpy(), marks.to_numpy())]

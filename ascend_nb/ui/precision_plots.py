@@ -4,7 +4,9 @@
 ``on_result``): one bar per category and Avg acc with the 95% Wilson interval as error bars, next to
 optional reference columns (e.g. the guides' Aquila-7B table). In a Jupyter kernel it is a plotly
 ``FigureWidget`` updated with ``batch_update``; otherwise (``widget=False``) a plain figure re-rendered
-through ``display(..., display_id=True)``.
+through ``display(..., display_id=True)``; after the last answer it stays as a static figure (see
+:class:`ascend_nb.ui.figures.FigureDisplay`). Colours: the guides' columns grey, this run's pink,
+in every figure.
 """
 
 from __future__ import annotations
@@ -18,11 +20,28 @@ from plotly.subplots import make_subplots
 
 from ascend_nb.precision.evaluate import AVG_ACC, binomial_interval
 from ascend_nb.precision.tables import ROWS
-from ascend_nb.ui.perf_plots import widget_frontend_likely
+from ascend_nb.ui.figures import FigureDisplay
 
 CHANCE = 0.25  # four options
 REFERENCE_COLORS = ("#9aa5b1", "#c3cbd3", "#6b7785", "#dde3e8")
 RUN_COLOR = "#d6336c"
+RUN_COLORS = (RUN_COLOR, "#1c7ed6", "#f59f00", "#37b24d")  # further runs (other engines) of one figure
+MAX_ABS_ERR_FLOOR = 1e-8  # an exact 0 has no place on a log axis: drawn here, and the axis says so
+
+
+def _is_reference(name: str) -> bool:
+    return "(guide)" in name or "reference" in name.lower()
+
+
+def column_colors(names) -> dict[str, str]:
+    """One colour per column: the guides' columns grey, each run its own (the first: :data:`RUN_COLOR`)."""
+    colors, references, runs = {}, 0, 0
+    for name in names:
+        if _is_reference(str(name)):
+            colors[name], references = REFERENCE_COLORS[references % len(REFERENCE_COLORS)], references + 1
+        else:
+            colors[name], runs = RUN_COLORS[runs % len(RUN_COLORS)], runs + 1
+    return colors
 
 
 def _json_values(values: pd.Series) -> list[float | None]:
@@ -47,7 +66,6 @@ class AccuracyPlot:
 
     def __init__(self, label: str = "this run", reference: pd.DataFrame | None = None, title: str = "C-Eval accuracy",
                  widget: bool | None = None, min_interval_s: float = 0.5):
-        self.widget = widget_frontend_likely() if widget is None else widget
         self.title = title
         self.min_interval_s = min_interval_s
         self.tallies = {row: [0, 0] for row in ROWS}  # correct, answered (with a known truth)
@@ -56,26 +74,22 @@ class AccuracyPlot:
             if name == "n":
                 continue
             figure.add_bar(x=list(ROWS), y=column.reindex(list(ROWS)).tolist(), name=str(name),
-                           marker_color=REFERENCE_COLORS[i % len(REFERENCE_COLORS)],
+                           marker_color=REFERENCE_COLORS[i % len(REFERENCE_COLORS)], texttemplate="%{y:.4f}",
+                           textposition="inside", insidetextanchor="end",
                            hovertemplate="%{x}: %{y:.4f}<extra>" + str(name) + "</extra>")
         figure.add_bar(x=list(ROWS), y=[None] * len(ROWS), name=label, marker_color=RUN_COLOR, text=[""] * len(ROWS),
-                       textposition="outside", error_y={"type": "data", "symmetric": False, "array": [],
-                                                        "arrayminus": []},
+                       textposition="inside", insidetextanchor="start",  # counts at the base: clear of the error bars
+                       error_y={"type": "data", "symmetric": False, "array": [], "arrayminus": []},
                        hovertemplate="%{x}: %{y:.4f} (%{text})<extra>" + label + "</extra>")
         _accuracy_layout(figure, title)
         self._run_trace = len(figure.data) - 1
-        self.figure = go.FigureWidget(figure) if self.widget else figure
-        self._handle = None
+        self._display = FigureDisplay(figure, widget)
+        self.widget, self.figure = self._display.widget, self._display.figure
         self._last_draw = -math.inf
 
     def show(self) -> AccuracyPlot:
         """Display the figure (once, before the evaluation starts)."""
-        from IPython.display import display
-
-        if self.widget:
-            display(self.figure)
-        else:
-            self._handle = display(self.figure, display_id=True)
+        self._display.show()
         return self
 
     def update(self, row: dict, done: int, total: int) -> None:
@@ -87,6 +101,8 @@ class AccuracyPlot:
                 tally[1] += 1
         if done == total or time.monotonic() - self._last_draw >= self.min_interval_s:
             self.redraw(done, total)
+        if done == total:
+            self._display.finish()
 
     def accuracy(self) -> pd.DataFrame:
         """``acc, correct, n, ci_low, ci_high`` per category and Avg acc, as counted so far."""
@@ -113,27 +129,28 @@ class AccuracyPlot:
         else:
             trace.update(y=acc, text=text, error_y={"array": upper, "arrayminus": lower})
             self.figure.update_layout(title_text=title)
-            if self._handle is not None:
-                self._handle.update(self.figure)
+            self._display.refresh()
         self._last_draw = time.monotonic()
 
 
 def accuracy_comparison_figure(table: pd.DataFrame, title: str = "C-Eval accuracy side by side") -> go.Figure:
     """Grouped bars of every column of a :func:`~ascend_nb.precision.precision_table` (``compare`` is skipped)."""
     figure = go.Figure()
-    for name in table.columns:
-        if name == "compare":
-            continue
+    names = [name for name in table.columns if name != "compare"]
+    colors = column_colors(names)
+    for name in names:
         figure.add_bar(x=[str(i) for i in table.index], y=table[name].tolist(), name=str(name),
+                       marker_color=colors[name], texttemplate="%{y:.4f}", textposition="inside",
                        hovertemplate="%{x}: %{y:.4f}<extra>" + str(name) + "</extra>")
     _accuracy_layout(figure, title)
     return figure
 
 
 def layer_comparison_figure(report, title: str | None = None) -> go.Figure:
-    """Cosine (left axis) and MaxAbsErr (right axis, log) per hidden state of a
-    :class:`~ascend_nb.precision.ComparisonReport`, the logits as diamonds after the last layer, and the
-    Cosine threshold as a dotted line."""
+    """Cosine (left axis) and MaxAbsErr (right axis, log; an exact 0 drawn at :data:`MAX_ABS_ERR_FLOOR`,
+    as the axis title says) per hidden state of a :class:`~ascend_nb.precision.ComparisonReport`, the
+    logits as diamonds after the last layer, and the Cosine threshold as a dotted line. The verdict
+    stands on its own title line, so a long pair of engine names does not cut it off."""
     table = report.table
     hidden = table[table["tensor"] != "logits"]
     logits = table[table["tensor"] == "logits"]
@@ -143,16 +160,21 @@ def layer_comparison_figure(report, title: str | None = None) -> go.Figure:
                                     marker={"symbol": symbol, "size": 9 if suffix else 6, "color": "#1c7ed6"},
                                     text=frame["tensor"], hovertemplate="%{text}: Cosine %{y:.6f}<extra></extra>"),
                          secondary_y=False)
-        figure.add_trace(go.Scatter(x=frame["layer"], y=frame["MaxAbsErr"], name="MaxAbsErr" + suffix, mode=mode,
+        figure.add_trace(go.Scatter(x=frame["layer"], y=frame["MaxAbsErr"].clip(lower=MAX_ABS_ERR_FLOOR),
+                                    name="MaxAbsErr" + suffix, mode=mode, customdata=frame["MaxAbsErr"],
                                     marker={"symbol": symbol, "size": 9 if suffix else 6, "color": "#f76707"},
-                                    text=frame["tensor"], hovertemplate="%{text}: MaxAbsErr %{y:.4g}<extra></extra>"),
+                                    text=frame["tensor"], hovertemplate="%{text}: MaxAbsErr %{customdata:.3e}<extra></extra>"),
                          secondary_y=True)
     figure.add_hline(y=report.thresholds.cosine, line_dash="dot", line_color="#1c7ed6",
                      annotation_text=f"Cosine threshold {report.thresholds.cosine}", secondary_y=False)
     verdict = "reached" if report.reached else "NOT reached"
-    figure.update_layout(title=title or f"{report.candidate} vs {report.reference}: {verdict}", height=420,
-                         legend={"orientation": "h", "y": -0.2})
+    figure.update_layout(title={"text": title or f"{report.candidate}<br>vs {report.reference}: <b>{verdict}</b>",
+                                "font": {"size": 15}},
+                         height=460, margin={"t": 90}, legend={"orientation": "h", "y": -0.2})
     figure.update_xaxes(title_text="hidden state (0 = embeddings)")
     figure.update_yaxes(title_text="Cosine", secondary_y=False)
-    figure.update_yaxes(title_text="MaxAbsErr", type="log", secondary_y=True)
+    largest = max(float(table["MaxAbsErr"].max()), 1.0)
+    figure.update_yaxes(title_text=f"MaxAbsErr (log; 0 drawn at {MAX_ABS_ERR_FLOOR:g})", type="log",
+                        exponentformat="power", dtick=1, secondary_y=True,  # one tick per decade
+                        range=[math.log10(MAX_ABS_ERR_FLOOR) - 1, math.ceil(math.log10(largest)) + 0.2])
     return figure
