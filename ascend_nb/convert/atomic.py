@@ -110,7 +110,10 @@ def _signals_raise() -> Iterator[None]:
         yield
         return
 
+    caught: list[int] = []
+
     def leave(signum, frame):
+        caught.append(signum)
         raise SystemExit(128 + signum)
 
     previous = {sig: signal.getsignal(sig) for sig in CAUGHT_SIGNALS}
@@ -119,6 +122,10 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(sig, leave)
     try:
         yield
+    except Exception as exc:
+        if caught:  # the signal surfaced as another error (e.g. raised inside a C extension's import)
+            raise SystemExit(128 + caught[0]) from exc
+        raise
     finally:
         for sig, handler in previous.items():
             if handler is signal.SIG_DFL:
