@@ -104,8 +104,9 @@ CAUGHT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 @contextmanager
 def _signals_raise() -> Iterator[None]:
     """Make SIGTERM and SIGHUP raise ``SystemExit(128 + signal)`` in the block, as Ctrl-C raises
-    KeyboardInterrupt, so cleanup runs. Only where they still have their default (killing) action,
-    and only on the main thread (Python delivers signals there)."""
+    KeyboardInterrupt, so cleanup runs. Only where they still have their default action (Python's
+    for SIGINT), and only on the main thread (Python delivers signals there). A signal that surfaces
+    as another error (raised inside a C extension's import, say) is re-raised as itself."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -114,22 +115,22 @@ def _signals_raise() -> Iterator[None]:
 
     def leave(signum, frame):
         caught.append(signum)
-        raise SystemExit(128 + signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
 
-    previous = {sig: signal.getsignal(sig) for sig in CAUGHT_SIGNALS}
-    for sig, handler in previous.items():
-        if handler is signal.SIG_DFL:
-            signal.signal(sig, leave)
+    defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGHUP: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+    previous = {sig: signal.getsignal(sig) for sig in defaults}
+    replaced = [sig for sig, handler in previous.items() if handler is defaults[sig]]
+    for sig in replaced:
+        signal.signal(sig, leave)
     try:
         yield
     except Exception as exc:
-        if caught:  # the signal surfaced as another error (e.g. raised inside a C extension's import)
-            raise SystemExit(128 + caught[0]) from exc
+        if caught:
+            raise (KeyboardInterrupt() if caught[0] == signal.SIGINT else SystemExit(128 + caught[0])) from exc
         raise
     finally:
-        for sig, handler in previous.items():
-            if handler is signal.SIG_DFL:
-                signal.signal(sig, handler)
+        for sig in replaced:
+            signal.signal(sig, previous[sig])
 
 
 @contextmanager
