@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from ascend_nb.bench import sweep as sweep_module
+from ascend_nb.bench import latency_sweep as sweep_module
 from ascend_nb.bench.guides_csv import read_csv, read_rows, write_guides_csv
-from ascend_nb.bench.sweep import (CSV_COLUMNS, KEY_FIELDS, SweepPoint, flags, grid_lengths, plan_sweep,
+from ascend_nb.bench.latency_sweep import (CSV_COLUMNS, KEY_FIELDS, SweepPoint, flags, grid_lengths, plan_sweep,
                                    point_memory_bytes, sweep)
 from ascend_nb.errors import AscendNbError
 
@@ -153,7 +153,7 @@ def test_a_csv_of_another_format_is_not_overwritten(engine, tmp_path):
 CHILD = textwrap.dedent("""
     import sys
     import ascend_nb
-    from ascend_nb.bench.sweep import sweep
+    from ascend_nb.bench.latency_sweep import sweep
 
     engine = ascend_nb.load(sys.argv[1], device="cpu", dtype="float32")
     for row in sweep(engine, [1], [4, 8, 16], [2, 4, 8, 16], csv_path=sys.argv[2], progress=False, bandwidth_gbs=10.0):

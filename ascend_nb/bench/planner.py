@@ -28,7 +28,7 @@ import torch
 
 from ascend_nb import device as devices
 from ascend_nb.bench import reference
-from ascend_nb.bench.roofline import (KNOWN_SHAPES, ModelShape, dtype_bytes, kv_cache_bytes, model_shape, roofline,
+from ascend_nb.bench.roofline_model import (KNOWN_SHAPES, ModelShape, dtype_bytes, kv_cache_bytes, model_shape, roofline,
                                       weight_bytes)
 from ascend_nb.parallel import check_divisible
 from ascend_nb.errors import AscendNbError
@@ -170,7 +170,7 @@ def target(device: str | torch.device) -> Target:
     if name.split(":")[0].strip().lower() not in (*devices.DEVICE_TYPES, "auto"):
         raise AscendNbError(f"unknown device {name!r}: use cpu, cuda, npu or a row of data/devices.csv "
                             f"({', '.join(table['device'])})")
-    from ascend_nb.bench.sweep import _available_memory_bytes
+    from ascend_nb.bench.latency_sweep import _available_memory_bytes
 
     resolved = devices.resolve_device(name)
     info = devices.device_info(resolved)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ascend_nb.bench.planner import require_fit
-from ascend_nb.bench.sweep import SweepPoint, measure_point, run_fields
+from ascend_nb.bench.latency_sweep import SweepPoint, measure_point, run_fields
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL, load
 

@@ -54,7 +54,7 @@ def _progress(row: dict, done: int, total: int) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ascend_nb.precision.evaluate import GENERATE_MAX_NEW_TOKENS, evaluate, load_questions
+    from ascend_nb.precision.accuracy import GENERATE_MAX_NEW_TOKENS, evaluate, load_questions
     from ascend_nb.precision.tables import markdown_table
 
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
@@ -77,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from ascend_nb import load
-    from ascend_nb.precision.compare import DEFAULT_PROMPTS, compare_models
+    from ascend_nb.precision.engine_compare import DEFAULT_PROMPTS, compare_models
     from ascend_nb.precision.tables import markdown_table
 
     for backend in (args.a, args.b):
