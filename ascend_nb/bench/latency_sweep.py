@@ -24,6 +24,7 @@ from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, guide_values
 from ascend_nb.bench.planner import prefill_activation_bytes
 from ascend_nb.bench.results_csv import ResultsCsv
 from ascend_nb.bench.roofline_model import kv_cache_bytes, model_shape, roofline
+from ascend_nb.dtypes import dtype_name
 from ascend_nb.engine.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import MODELS
@@ -135,7 +136,7 @@ def run_fields(engine) -> dict:
     return {"backend": engine.backend,
             "model": engine.spec.name if engine.spec.name in MODELS else engine.model_dir.name,
             "device": str(engine.device), "device_name": devices.device_info(engine.device).name,
-            "dtype": str(engine.dtype).removeprefix("torch."),
+            "dtype": dtype_name(engine.dtype),
             "quantize": getattr(engine, "quantize", None) or "none",
             "kernels": engine.kernels, "graphs": engine.graphs or "none"}
 

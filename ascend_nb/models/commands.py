@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ascend_nb.dtypes import dtype_name
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL
 
@@ -115,7 +116,7 @@ def _print_result(args: argparse.Namespace, engine, result) -> None:
         print(json.dumps({"text": result.text, "ttft_ms": t.ttft_ms, "tpot_ms": t.tpot_ms, "tokens": t.tokens,
                           "e2e_ms": t.e2e_ms, "tokens_per_s": t.tokens_per_s, "finish_reason": result.finish_reason,
                           "error": result.error, "model": engine.spec.name, "backend": engine.backend,
-                          "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch.")},
+                          "device": str(engine.device), "dtype": dtype_name(engine.dtype)},
                          ensure_ascii=False), flush=True)
     elif result.finish_reason == "error":
         if result.text:

@@ -29,6 +29,8 @@ from IPython import get_ipython
 from markdown_it import MarkdownIt
 
 from ascend_nb.device import available_device_types, set_thread_device
+from ascend_nb.dtypes import CHOICES as DTYPE_CHOICES
+from ascend_nb.dtypes import dtype_name
 from ascend_nb.engine.params import GenerationParams
 from ascend_nb.engine.request_queue import on_wait
 from ascend_nb.errors import AscendNbError
@@ -386,7 +388,7 @@ class ChatWidget(widgets.VBox):
             turns = [t for t in self._turns if t.role != "error" and t is not self._pending]
             system = self.system_prompt.value.strip()
         engine = self.engine
-        dtype = str(engine.dtype).removeprefix("torch.")
+        dtype = dtype_name(engine.dtype)
         record = {"model": engine.spec.name, "backend": engine.backend, "device": str(engine.device), "dtype": dtype,
                   "system": system or None,
                   "messages": [{"role": t.role, "content": t.content, **({"stats": t.stats} if t.stats else {})}
@@ -548,7 +550,7 @@ class ChatWidget(widgets.VBox):
     def _header_html(self) -> str:
         e = self.engine
         return (f'<div class="anb-chat-header"><b>{html.escape(e.spec.name)}</b> · {html.escape(e.backend)} · '
-                f'{e.device} · {str(e.dtype).removeprefix("torch.")} · max_seq_len {e.max_seq_len}</div>')
+                f'{e.device} · {dtype_name(e.dtype)} · max_seq_len {e.max_seq_len}</div>')
 
     def _notify(self, text: str) -> None:
         self.notice.value = _line("anb-chat-notice", text)
@@ -683,7 +685,7 @@ class ChatApp(widgets.VBox):
         self.backend = widgets.Dropdown(options=sorted(BACKENDS), value=backend, description="Backend", layout=narrow)
         self.device = widgets.Dropdown(options=list(dict.fromkeys(["auto", *available_device_types(), device])),
                                        value=device, description="Device", layout=narrow)
-        self.dtype = widgets.Dropdown(options=list(dict.fromkeys(["auto", "float32", "float16", "bfloat16", dtype])),
+        self.dtype = widgets.Dropdown(options=list(dict.fromkeys([*DTYPE_CHOICES, dtype])),
                                       value=dtype, description="dtype", layout=narrow)
         self.load_button = _button("Load", "download", tooltip="Load this model and start a new chat")
         self.status = widgets.HTML()
