@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -179,6 +180,29 @@ def memory_stats(device: str | torch.device) -> dict[str, float | None]:
 
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"allocated_mb": None, "peak_mb": peak_rss_mb, "free_mb": None, "total_mb": None}
+
+
+def host_memory() -> tuple[int | None, int | None]:
+    """(total, available) bytes of RAM from /proc/meminfo, the one place it is read ((None, None) without it)."""
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None, None
+    values = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def kib(key: str) -> int | None:
+        return int(values[key].split()[0]) * 1024 if key in values else None
+
+    return kib("MemTotal"), kib("MemAvailable")
+
+
+def free_memory_bytes(device: str | torch.device) -> int:
+    """Free memory for new tensors: the accelerator's free memory, or the host's MemAvailable."""
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        return int(memory_stats(dev)["free_mb"] * 2**20)
+    available = host_memory()[1]
+    return available if available is not None else os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def set_thread_device(device: str | torch.device) -> None:

@@ -40,7 +40,7 @@ def test_plan_keeps_the_guides_order_and_trims_to_max_seq_len(engine):
 def test_plan_trims_points_that_need_more_memory_than_is_free(engine, monkeypatch):
     small, large = SweepPoint(1, 8, 2), SweepPoint(4, 64, 64)
     free = (point_memory_bytes(engine, small) + point_memory_bytes(engine, large)) / 2
-    monkeypatch.setattr(sweep_module, "_available_memory_bytes", lambda device: free)
+    monkeypatch.setattr(sweep_module.devices, "free_memory_bytes", lambda device: free)
     plan = plan_sweep(engine, [1, 4], [8, 64], [2, 64])
     assert small in plan.points and large not in plan.points
     assert dict(plan.skipped)[large].endswith("MB free")

@@ -171,12 +171,11 @@ def target(device: str | torch.device) -> Target:
     if name.split(":")[0].strip().lower() not in (*devices.DEVICE_TYPES, "auto"):
         raise AscendNbError(f"unknown device {name!r}: use cpu, cuda, npu or a row of data/devices.csv "
                             f"({', '.join(table['device'])})")
-    from ascend_nb.bench.latency_sweep import _available_memory_bytes
 
     resolved = devices.resolve_device(name)
     info = devices.device_info(resolved)
     source = "MemAvailable in /proc/meminfo" if resolved.type == "cpu" else f"free memory of {resolved} now"
-    return Target(str(resolved), resolved.type, int(_available_memory_bytes(resolved)), source, info.supports_bf16)
+    return Target(str(resolved), resolved.type, devices.free_memory_bytes(resolved), source, info.supports_bf16)
 
 
 def _dtype_name(dtype: str | torch.dtype, where: Target) -> str:

@@ -20,6 +20,7 @@ import torch
 from ascend_nb.convert.kinds import detect_kind, read_source_config
 from ascend_nb.convert.output import dtype_name, parse_dtype
 from ascend_nb.convert.reference import Architecture, WeightGetter, reference_logits
+from ascend_nb.device import host_memory, resolve_device
 from ascend_nb.errors import AscendNbError
 
 DEFAULT_PROMPTS = ("The capital of France is Paris. 北京是中国的首都，上海是最大的城市。",)
@@ -135,22 +136,11 @@ def stored_dtype(model_dir: Path) -> torch.dtype:
     return getattr(torch, name)
 
 
-def available_memory_bytes() -> int | None:
-    """``MemAvailable`` from /proc/meminfo (None where there is no such file)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def check_memory_for_verification(parameters: int, dtype: torch.dtype, device: torch.device) -> None:
     """Raise before a conversion starts when loading the converted model to verify it cannot fit in RAM."""
     if device.type != "cpu":
         return
-    needed, available = int(parameters * dtype.itemsize * 1.2), available_memory_bytes()
+    needed, available = int(parameters * dtype.itemsize * 1.2), host_memory()[1]
     if available is not None and needed > available:
         raise AscendNbError(f"verifying needs about {needed / 2**30:.1f} GiB of RAM in {dtype_name(dtype)} "
                             f"but {available / 2**30:.1f} GiB are available: pass --verify-dtype bfloat16, "
@@ -172,8 +162,6 @@ def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEF
     """
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ascend_nb.device import resolve_device
 
     arch, weight = source or source_model(Path(src), kind)
     dtype, device = parse_dtype(dtype) or torch.float32, resolve_device(device)
@@ -207,8 +195,6 @@ def verification_step(src: Path, kind: str, enabled: bool, dtype: str | torch.dt
     Runs the memory check now, so a conversion that could not be verified fails before it starts.
     """
     import functools
-
-    from ascend_nb.device import resolve_device
 
     if not enabled:
         return None

@@ -7,8 +7,7 @@ import json
 import sys
 
 from ascend_nb.models.commands import add_model_arguments, load_from_args
-from ascend_nb.errors import AscendNbError
-from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL
+from ascend_nb.models.loading import DEFAULT_MODEL, check_backend
 from ascend_nb.precision.ceval import PROTOCOLS, SAMPLE_DATA_DIR, SPLITS
 
 
@@ -81,8 +80,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from ascend_nb.precision.tables import markdown_table
 
     for backend in (args.a, args.b):
-        if backend not in BACKENDS:
-            raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        check_backend(backend)
     reference = load(args.model, device=args.device_a or args.device, dtype=args.dtype_a or args.dtype, backend=args.a)
     candidate = load(args.model, device=args.device_b or args.device, dtype=args.dtype_b or args.dtype, backend=args.b)
     report = compare_models(reference, candidate, args.prompt or DEFAULT_PROMPTS)
