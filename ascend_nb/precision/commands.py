@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 
+from ascend_nb import cli_options as options
+from ascend_nb import dtypes
 from ascend_nb.models.commands import add_model_arguments, load_from_args
-from ascend_nb.models.loading import DEFAULT_MODEL, check_backend
+from ascend_nb.models.loading import check_backend
 from ascend_nb.precision.ceval import PROTOCOLS, SAMPLE_DATA_DIR, SPLITS
 
 
@@ -32,13 +34,13 @@ def register(subparsers) -> None:
     compare = subparsers.add_parser(
         "compare", help="logits and per-layer hidden states of two engines with msprobe metrics and a verdict "
                         "(exit 1 when not reached)")
-    compare.add_argument("--model", default=DEFAULT_MODEL, help="registry name or local model directory (default: %(default)s)")
+    options.add(compare, "--model")
     compare.add_argument("--a", default="transformers", help="reference backend (default: %(default)s)")
     compare.add_argument("--b", default="accelerated", help="candidate backend (default: %(default)s)")
-    compare.add_argument("--device", default="auto", help="device of both engines (auto, npu, cuda, cpu)")
+    options.add(compare, "--device", help="device of both engines (auto, npu, cuda, cpu)")
     compare.add_argument("--device-a", default=None, help="device of the reference (default: --device)")
     compare.add_argument("--device-b", default=None, help="device of the candidate (default: --device)")
-    compare.add_argument("--dtype", default="auto", help="dtype of both engines (auto, float32, float16, bfloat16)")
+    options.add(compare, "--dtype", help=f"dtype of both engines ({dtypes.HELP})")
     compare.add_argument("--dtype-a", default=None, help="dtype of the reference (default: --dtype)")
     compare.add_argument("--dtype-b", default=None, help="dtype of the candidate (default: --dtype)")
     compare.add_argument("--prompt", action="append", default=None,
