@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ascend_nb.cli import main
-from ascend_nb.convert import atomic
+from ascend_nb import atomic
 from ascend_nb.convert.aquila import convert_aquila
 from ascend_nb.convert.baichuan2 import convert_baichuan2
 from ascend_nb.convert.bin_to_safetensors import convert_bin_to_safetensors

@@ -17,7 +17,7 @@ import ascend_nb
 from ascend_nb import inspect as ins
 from ascend_nb.bench.roofline_model import kv_cache_bytes, weight_bytes
 from ascend_nb.bench.op_trace import nested_self_times, trace_events
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.engine.sampling import kept_tokens, select_tokens
 from ascend_nb.errors import AscendNbError
 from ascend_nb.inspect.anatomy import OP_CLASSES

@@ -24,7 +24,7 @@ from ascend_nb.bench.planner import prefill_activation_bytes
 from ascend_nb.bench.results_csv import ResultsCsv
 from ascend_nb.bench.roofline_model import kv_cache_bytes, model_shape, roofline
 from ascend_nb.dtypes import dtype_name
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import MODELS
 from ascend_nb.progress import progress_bar

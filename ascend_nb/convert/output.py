@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ascend_nb.convert.atomic import atomic_directory, check_free_space
+from ascend_nb.atomic import atomic_directory, check_free_space
 from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor, write_safetensors
 from ascend_nb.dtypes import dtype_name
 from ascend_nb.dtypes import parse_dtype as _parse_dtype

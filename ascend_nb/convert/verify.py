@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ascend_nb.convert.gguf_reader import open_gguf
 from ascend_nb.convert.kinds import detect_kind, read_source_config
 from ascend_nb.convert.output import dtype_name, parse_dtype
 from ascend_nb.convert.reference import Architecture, WeightGetter, reference_logits
@@ -107,19 +108,17 @@ class VerifyReport:
 
 
 def gguf_source(model) -> tuple[Architecture, WeightGetter]:
-    """The reference's view of an opened :class:`ascend_nb.convert.gguf.GgufModel` (dequantized on use)."""
+    """The reference's view of an opened :class:`ascend_nb.convert.gguf_reader.GgufModel` (dequantized on use)."""
     by_name = {t.name: t for t in model.tensors}
     return Architecture.from_config(model.config.to_dict(), "llama"), lambda name: by_name[name].load()
 
 
 def source_model(src: Path, kind: str | None = None) -> tuple[Architecture, WeightGetter]:
     """``(Architecture, weight getter)`` of an original checkpoint directory or GGUF file."""
-    from ascend_nb.convert.checkpoint import Checkpoint
+    from ascend_nb.models.checkpoint import Checkpoint
 
     kind = kind or detect_kind(src)
     if kind == "gguf":
-        from ascend_nb.convert.gguf import open_gguf
-
         return gguf_source(open_gguf(Path(src)))
     family = {"baichuan2": "baichuan2", "aquila": "aquila"}.get(kind, "llama")
     config = read_source_config(src)

@@ -25,7 +25,7 @@ import torch
 
 from ascend_nb import device as devices
 from ascend_nb.dtypes import dtype_name
-from ascend_nb.engine.params import GenerationParams, GenerationResult, Timings
+from ascend_nb.models.params import GenerationParams, GenerationResult, Timings
 from ascend_nb.engine.request_queue import RequestQueue
 from ascend_nb.engine.sampling import select_tokens
 from ascend_nb.errors import AscendNbError

@@ -26,7 +26,7 @@ import torch
 from ascend_nb.bench.roofline_model import roofline
 from ascend_nb.bench.latency_sweep import random_prompts
 from ascend_nb.bench.op_trace import nested_self_times, profile_to_file, trace_events
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.inspect.engines import require_local
 

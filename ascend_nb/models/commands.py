@@ -89,7 +89,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from ascend_nb.engine.params import GenerationError
+    from ascend_nb.models.params import GenerationError
 
     engine = load_from_args(args)
     params = engine.params(max_new_tokens=args.max_new_tokens)
@@ -124,7 +124,7 @@ def _print_result(args: argparse.Namespace, engine, result) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from ascend_nb.engine.params import GenerationError
+    from ascend_nb.models.params import GenerationError
 
     engine = load_from_args(args)
     params = engine.params(max_new_tokens=args.max_new_tokens)

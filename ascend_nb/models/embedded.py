@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ascend_nb.convert.atomic import MANIFEST
+from ascend_nb.atomic import MANIFEST
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import cache_home
 

@@ -23,7 +23,7 @@ import torch
 
 from ascend_nb.files import atomic_write_text
 from ascend_nb.dtypes import dtype_name
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.precision.ceval import (
     CATEGORIES, CHOICES, PROTOCOL_DESCRIPTIONS, Question, check_protocol, fit_prompt, read_questions, render_prompt,

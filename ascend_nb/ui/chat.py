@@ -31,7 +31,7 @@ from markdown_it import MarkdownIt
 from ascend_nb.device import available_device_types, set_thread_device
 from ascend_nb.dtypes import CHOICES as DTYPE_CHOICES
 from ascend_nb.dtypes import dtype_name
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.engine.request_queue import on_wait
 from ascend_nb.errors import AscendNbError
 
