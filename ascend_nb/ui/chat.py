@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import anywidget
 import ipywidgets as widgets
-import traitlets
 from IPython import get_ipython
 from markdown_it import MarkdownIt
 
@@ -34,6 +32,7 @@ from ascend_nb.dtypes import dtype_name
 from ascend_nb.models.params import GenerationParams
 from ascend_nb.engine.request_queue import on_wait
 from ascend_nb.errors import AscendNbError
+from ascend_nb.ui.prompt_box import PromptBox
 
 REFRESH_S = 0.05  # at most 20 redraws a second while streaming
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
@@ -42,50 +41,7 @@ GREEDY_NOTE = ("Greedy decoding (Sample off) gives the same answer again: tick S
 _STOP_NOTES = {"cancelled": "stopped", "length": "max_new_tokens reached"}
 WAITING = "waiting for the engine: another request is using it…"
 
-CSS = """
-.anb-chat .widget-html-content { line-height: normal; }
-.anb-chat-header { font-size: 12px; color: var(--jp-ui-font-color2, #616161); }
-.anb-chat-header b { color: var(--jp-ui-font-color1, #212121); }
-.anb-chat-history { border: 1px solid var(--jp-border-color2, #e0e0e0); border-radius: 8px;
-  background: var(--jp-layout-color1, #fff); padding: 4px 0; }
-.anb-chat-empty { padding: 24px; text-align: center; font-size: 13px; color: var(--jp-ui-font-color3, #9e9e9e); }
-.anb-chat-row { display: flex; margin: 6px 10px; }
-.anb-chat-row.user { justify-content: flex-end; }
-.anb-chat-bubble { max-width: 82%; padding: 8px 12px; border-radius: 14px; line-height: 1.5;
-  font-size: var(--jp-content-font-size1, 14px); color: var(--jp-content-font-color1, rgba(0, 0, 0, 0.87));
-  overflow-wrap: anywhere; }
-.anb-chat-row.user .anb-chat-bubble { border-bottom-right-radius: 4px;
-  background: color-mix(in srgb, var(--jp-brand-color1, #1976d2) 18%, var(--jp-layout-color1, #fff)); }
-.anb-chat-row.assistant .anb-chat-bubble { border-bottom-left-radius: 4px; background: var(--jp-layout-color2, #eee); }
-.anb-chat-row.error .anb-chat-bubble { border: 1px solid var(--jp-error-color1, #d32f2f);
-  background: color-mix(in srgb, var(--jp-error-color1, #d32f2f) 10%, var(--jp-layout-color1, #fff)); }
-.anb-chat-role { font-size: 11px; font-weight: 600; color: var(--jp-ui-font-color2, #616161); margin-bottom: 2px; }
-.anb-chat-row.user .anb-chat-role { text-align: right; }
-.anb-chat-row.error .anb-chat-role { color: var(--jp-error-color1, #d32f2f); }
-.anb-chat-md > :first-child { margin-top: 0; }
-.anb-chat-md > :last-child { margin-bottom: 0; }
-.anb-chat-md p, .anb-chat-md ul, .anb-chat-md ol, .anb-chat-md pre, .anb-chat-md table { margin: 0 0 0.6em; }
-.anb-chat-md ul, .anb-chat-md ol { padding-left: 1.4em; }
-.anb-chat-md code { font-family: var(--jp-code-font-family, monospace); font-size: 0.9em; padding: 1px 4px;
-  border-radius: 4px; background: var(--jp-layout-color3, #e0e0e0); }
-.anb-chat-md pre { padding: 8px 10px; border-radius: 6px; overflow-x: auto;
-  background: var(--jp-cell-editor-background, #f5f5f5); border: 1px solid var(--jp-border-color2, #e0e0e0); }
-.anb-chat-md pre code { padding: 0; background: none; font-size: var(--jp-code-font-size, 13px); }
-.anb-chat-md th, .anb-chat-md td { border: 1px solid var(--jp-border-color1, #bdbdbd); padding: 2px 8px; }
-.anb-chat-md table { border-collapse: collapse; }
-.anb-chat-typing .anb-chat-md > :last-child::after { content: "\\258D"; margin-left: 1px;
-  animation: anb-chat-blink 1s steps(2, start) infinite; }
-@keyframes anb-chat-blink { to { visibility: hidden; } }
-.anb-chat-stats { margin-top: 6px; padding-top: 4px; border-top: 1px solid var(--jp-border-color2, #d0d0d0);
-  font-family: var(--jp-code-font-family, monospace); font-size: 11.5px; color: var(--jp-ui-font-color2, #555); }
-.anb-chat-totals { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
-  color: var(--jp-ui-font-color2, #555); }
-.anb-chat-notice { font-size: 12.5px; color: var(--jp-warn-color0, #bf360c); }
-.anb-chat-error { font-size: 12.5px; padding: 6px 10px; border-radius: 6px; margin: 4px 0;
-  border: 1px solid var(--jp-error-color1, #d32f2f); color: var(--jp-error-color1, #d32f2f);
-  background: color-mix(in srgb, var(--jp-error-color1, #d32f2f) 10%, var(--jp-layout-color1, #fff)); }
-.anb-chat button:disabled { opacity: 0.45; filter: grayscale(1); cursor: not-allowed; }
-"""
+CSS = (Path(__file__).with_name("assets") / "chat.css").read_text(encoding="utf-8")
 
 
 def render_markdown(text: str) -> str:
@@ -131,68 +87,6 @@ def _output_parent(parent: dict | None):
         yield
     finally:
         shell.reset_thread_parent(tokens)
-
-
-class PromptBox(anywidget.AnyWidget):
-    """A multi-line text box: Enter sends, Shift+Enter adds a line (IME composition is left alone)."""
-
-    _esm = """
-    export default {
-      render({ model, el }) {
-        const box = document.createElement("textarea");
-        box.className = "anb-chat-prompt";
-        box.rows = 2;
-        const pull = () => {
-          if (box.value !== model.get("value")) box.value = model.get("value");
-          box.placeholder = model.get("placeholder");
-          box.disabled = model.get("disabled");
-        };
-        const push = () => { model.set("value", box.value); model.save_changes(); };
-        box.addEventListener("input", push);
-        // keys typed here are text, not JupyterLab shortcuts (as in ipywidgets' own text boxes)
-        for (const kind of ["keypress", "keyup"]) box.addEventListener(kind, (event) => event.stopPropagation());
-        box.addEventListener("keydown", (event) => {
-          event.stopPropagation();
-          if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
-          event.preventDefault();
-          push();
-          model.send({ event: "submit" });
-        });
-        model.on("change", pull);
-        pull();
-        el.appendChild(box);
-        return () => model.off("change", pull);
-      },
-    };
-    """
-    _css = """
-    .anb-chat-prompt { width: 100%; box-sizing: border-box; min-height: 52px; resize: vertical; padding: 8px 10px;
-      border: 1px solid var(--jp-border-color1, #bdbdbd); border-radius: 8px; outline: none;
-      font-family: var(--jp-ui-font-family, sans-serif); font-size: var(--jp-content-font-size1, 14px);
-      color: var(--jp-ui-font-color1, #212121); background: var(--jp-layout-color1, #fff); }
-    .anb-chat-prompt:focus { border-color: var(--jp-brand-color1, #1976d2);
-      box-shadow: 0 0 0 2px color-mix(in srgb, var(--jp-brand-color1, #1976d2) 25%, transparent); }
-    """
-    value = traitlets.Unicode("").tag(sync=True)
-    placeholder = traitlets.Unicode("").tag(sync=True)
-    disabled = traitlets.Bool(False).tag(sync=True)
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._submit_handlers = widgets.CallbackDispatcher()
-        self.on_msg(self._handle_message)
-
-    def on_submit(self, callback) -> None:
-        """Call ``callback(box)`` when the user presses Enter."""
-        self._submit_handlers.register_callback(callback)
-
-    def submit(self) -> None:
-        """Do what Enter does in the browser."""
-        self._submit_handlers(self)
-
-    def _handle_message(self, _widget, content, _buffers) -> None:
-        if content.get("event") == "submit":
-            self.submit()
 
 
 class Transcript(NamedTuple):
