@@ -13,6 +13,7 @@ import pytest
 BENCH_FUNCTIONS = ("sweep", "roofline", "compare", "trace", "run_bench", "plan", "summarize", "headline")
 PRECISION_FUNCTIONS = ("evaluate", "compare_models")
 UI_CLASSES = ("ChatWidget", "CompareChat", "ChatApp")
+UI_FUNCTIONS = ("compare_chat", "fits_heatmap")
 
 
 @pytest.mark.parametrize("name", BENCH_FUNCTIONS)
@@ -38,6 +39,14 @@ def test_ui_names_are_classes(name):
     import ascend_nb.ui
 
     assert inspect.isclass(getattr(ascend_nb.ui, name))
+
+
+@pytest.mark.parametrize("name", UI_FUNCTIONS)
+def test_ui_functions_are_functions_not_modules(name):
+    import ascend_nb.ui
+    import ascend_nb.ui.chat, ascend_nb.ui.side_by_side  # noqa: E401,F401
+
+    assert inspect.isfunction(getattr(ascend_nb.ui, name))
 
 
 def test_bench_api_runs_on_the_tiny_model(tiny_engine, tiny_llama_dir, tmp_path):
