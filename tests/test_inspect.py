@@ -214,7 +214,7 @@ TEXTS = {"English": "The capital of France is Paris.", "Chinese": "北京是中�
 
 
 def test_tokens_round_trip_to_the_text_and_mark_byte_pieces(tiny_engine, tmp_path):
-    from ascend_nb.convert.tiny import train_sentencepiece
+    from ascend_nb.convert.demo_checkpoints import train_sentencepiece
     from ascend_nb.convert.tokenizer_files import save_tokenizer, tokenizer_from_sentencepiece
 
     model_file = tmp_path / "tokenizer.model"
