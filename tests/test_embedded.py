@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ascend_nb import atomic
-from ascend_nb.convert import gguf as gguf_convert, gguf_reader, shards
+from ascend_nb.convert import shards
+from ascend_nb.convert.sources import gguf as gguf_convert, gguf_reader
 from ascend_nb.models import embedded
 
 

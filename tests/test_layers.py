@@ -36,7 +36,7 @@ ALLOWED = {
     ("ascend_nb.models.loading", "ascend_nb.bench.planner"),           # require_fit before loading
     ("ascend_nb.models.loading", "ascend_nb.engine.openai_backend"),   # backend="openai" is built here
     # the embedded default model is prepared by converting its GGUF (belongs above convert):
-    ("ascend_nb.models.embedded", "ascend_nb.convert.gguf"),
+    ("ascend_nb.models.embedded", "ascend_nb.convert.sources.gguf"),
 }
 
 

@@ -15,10 +15,10 @@ from ascend_nb import dtypes
 from ascend_nb.errors import AscendNbError
 
 CONVERTERS = {
-    "gguf": "ascend_nb.convert.gguf:convert_gguf",
-    "safetensors": "ascend_nb.convert.bin_to_safetensors:convert_bin_to_safetensors",
-    "baichuan2": "ascend_nb.convert.baichuan2:convert_baichuan2",
-    "aquila": "ascend_nb.convert.aquila:convert_aquila",
+    "gguf": "ascend_nb.convert.sources.gguf:convert_gguf",
+    "safetensors": "ascend_nb.convert.sources.bin_to_safetensors:convert_bin_to_safetensors",
+    "baichuan2": "ascend_nb.convert.sources.baichuan2:convert_baichuan2",
+    "aquila": "ascend_nb.convert.sources.aquila:convert_aquila",
 }
 KINDS = (*CONVERTERS, "patch-auto-map", "verify")
 DESCRIPTION = """\

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ascend_nb.convert.gguf_reader import open_gguf
+from ascend_nb.convert.sources.gguf_reader import open_gguf
 from ascend_nb.convert.kinds import detect_kind, read_source_config
 from ascend_nb.convert.output import dtype_name, parse_dtype
 from ascend_nb.convert.reference import Architecture, WeightGetter, reference_logits
@@ -108,7 +108,7 @@ class VerifyReport:
 
 
 def gguf_source(model) -> tuple[Architecture, WeightGetter]:
-    """The reference's view of an opened :class:`ascend_nb.convert.gguf_reader.GgufModel` (dequantized on use)."""
+    """The reference's view of an opened :class:`ascend_nb.convert.sources.gguf_reader.GgufModel` (dequantized on use)."""
     by_name = {t.name: t for t in model.tensors}
     return Architecture.from_config(model.config.to_dict(), "llama"), lambda name: by_name[name].load()
 

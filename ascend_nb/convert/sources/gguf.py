@@ -1,6 +1,6 @@
 """GGUF -> transformers Llama directory: dequantized safetensors, config, tokenizer, chat template.
 
-Weights are read by :mod:`ascend_nb.convert.gguf_reader` (dequantized, renamed, q/k un-permuted). Tensors are dequantized one shard at
+Weights are read by :mod:`ascend_nb.convert.sources.gguf_reader` (dequantized, renamed, q/k un-permuted). Tensors are dequantized one shard at
 a time while writing, so big models convert in bounded memory. The config is built from the GGUF
 metadata; the tokenizer and its chat template come from transformers' GGUF tokenizer reader.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ascend_nb.convert.gguf_reader import open_gguf
+from ascend_nb.convert.sources.gguf_reader import open_gguf
 from ascend_nb.convert.output import Conversion, parse_dtype, write_converted
 from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, parameter_count
 from ascend_nb.convert.verify import gguf_source, verification_step
