@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ascend_nb import cli_options as options
+from ascend_nb.cli import options
 from ascend_nb.dtypes import dtype_name
 from ascend_nb.errors import AscendNbError
 

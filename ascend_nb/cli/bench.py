@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from ascend_nb import cli_options as options
+from ascend_nb.cli import options
 from ascend_nb.bench.run import BenchConfig, load_engines, run_rounds, speedups
-from ascend_nb.bench.serve_commands import add_serve_arguments, run_serve_load
-from ascend_nb.bench.sweep_commands import add_sweep_arguments, run_sweep_or_compare
-from ascend_nb.models.commands import is_main_process
+from ascend_nb.cli.bench_serve import add_serve_arguments, run_serve_load
+from ascend_nb.cli.bench_sweep import add_sweep_arguments, run_sweep_or_compare
+from ascend_nb.cli.models import is_main_process
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ascend_nb import cli_options as options
+from ascend_nb.cli import options
 from ascend_nb import dtypes
 
 
