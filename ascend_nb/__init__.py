@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __version__ = "0.1.0"
 
-from ascend_nb.engine.params import GenerationError, GenerationParams, GenerationResult, Timings  # noqa: E402
+from ascend_nb.models.params import GenerationError, GenerationParams, GenerationResult, Timings  # noqa: E402
 from ascend_nb.models.loading import load  # noqa: E402
 from ascend_nb.ui.ipython import install_error_display  # noqa: E402
 

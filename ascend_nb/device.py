@@ -13,11 +13,12 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
 
-from ascend_nb import native
+from ascend_nb import dtypes, native
 from ascend_nb.cpu_features import CpuFeatures, cpu_features
 from ascend_nb.errors import AscendNbError
 from ascend_nb.parallel import TensorParallel, init_tensor_parallel, local_device
@@ -26,8 +27,7 @@ DEVICE_TYPES = ("npu", "cuda", "cpu")
 # torch_npu._C._npu_get_soc_version(): 200-205 are the 310P family (Atlas 300I DUO), no bf16.
 SOC_310P = range(200, 206)
 SOC_NAMES = {220: "910B1", 221: "910B2", 222: "910B2C", 223: "910B3", 224: "910B4", 225: "910B4_1"}
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-          "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = dtypes.DTYPES  # the names users may type (ascend_nb.dtypes holds them)
 
 
 @functools.lru_cache(maxsize=1)
@@ -146,10 +146,8 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device 
         if info.type == "npu":
             return torch.float16
         return torch.bfloat16 if info.supports_bf16 else torch.float32
-    elif dtype in DTYPES:
-        chosen = DTYPES[dtype]
     else:
-        raise AscendNbError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
+        chosen = dtypes.parse_dtype(dtype)
     if chosen == torch.bfloat16 and info.type == "npu" and not info.supports_bf16:
         raise AscendNbError(f"{info.name} (310P) has no bfloat16 support: use --dtype float16")
     return chosen
@@ -182,6 +180,29 @@ def memory_stats(device: str | torch.device) -> dict[str, float | None]:
 
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"allocated_mb": None, "peak_mb": peak_rss_mb, "free_mb": None, "total_mb": None}
+
+
+def host_memory() -> tuple[int | None, int | None]:
+    """(total, available) bytes of RAM from /proc/meminfo, the one place it is read ((None, None) without it)."""
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None, None
+    values = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def kib(key: str) -> int | None:
+        return int(values[key].split()[0]) * 1024 if key in values else None
+
+    return kib("MemTotal"), kib("MemAvailable")
+
+
+def free_memory_bytes(device: str | torch.device) -> int:
+    """Free memory for new tensors: the accelerator's free memory, or the host's MemAvailable."""
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        return int(memory_stats(dev)["free_mb"] * 2**20)
+    available = host_memory()[1]
+    return available if available is not None else os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def set_thread_device(device: str | torch.device) -> None:
@@ -225,7 +246,7 @@ class Placement:
 
     @property
     def dtype_name(self) -> str:
-        return str(self.dtype).removeprefix("torch.")
+        return dtypes.dtype_name(self.dtype)
 
 
 def gemv_isa(path: str) -> str | None:

@@ -13,7 +13,7 @@ peers=$(cd ../shared/peers && pwd)
 nb=.venv/bin/ascend-nb
 grep -m1 "model name" /proc/cpuinfo
 .venv/bin/python -c "from ascend_nb import device as d; c = d.cpu_features(); print(c.cpu_class, ' '.join(c.flags)); print('paths', d.runnable_kernel_paths('cpu'))"
-.venv/bin/python -c "from ascend_nb.bench.roofline import measure_bandwidth; print('bandwidth GB/s', round(measure_bandwidth('cpu'), 1))" || true
+.venv/bin/python -c "from ascend_nb.bench.roofline_model import measure_bandwidth; print('bandwidth GB/s', round(measure_bandwidth('cpu'), 1))" || true
 paths=$(.venv/bin/python -c "from ascend_nb import device as d; print(','.join(p for p in d.runnable_kernel_paths('cpu') if p.endswith('-gemv') or p == 'cpu-onednn'))")
 for round in 1 2; do
   "$peer/venv/bin/python" "$peers/llamacpp_bench.py" "$peer/smol.BF16.gguf" 128 64 5 || echo "llama.cpp BF16 failed"

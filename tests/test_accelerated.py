@@ -35,9 +35,9 @@ def tied_mqa_dir(tmp_path_factory, tiny_llama_dir):
 @pytest.fixture(scope="module")
 def converted_dirs(tmp_path_factory):
     """Tiny checkpoints in the Aquila-7B and Baichuan2-7B-Chat download formats, converted to Llama."""
-    from ascend_nb.convert.aquila import convert_aquila
-    from ascend_nb.convert.baichuan2 import convert_baichuan2
-    from ascend_nb.convert.tiny import make_tiny_aquila, make_tiny_baichuan2
+    from ascend_nb.convert.sources.aquila import convert_aquila
+    from ascend_nb.convert.sources.baichuan2 import convert_baichuan2
+    from ascend_nb.convert.demo_checkpoints import make_tiny_aquila, make_tiny_baichuan2
 
     root = tmp_path_factory.mktemp("converted")
     make_tiny_aquila(root / "aquila-src")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ascend_nb.bench.compare import headline
+from ascend_nb.bench.comparison import headline
 from ascend_nb.errors import AscendNbError
 
 

@@ -13,7 +13,8 @@ import pytest
 import ascend_nb
 from ascend_nb import GenerationParams
 from ascend_nb.ui import ChatApp, ChatWidget, compare_chat
-from ascend_nb.ui.chat import PromptBox, format_stats, render_markdown
+from ascend_nb.ui.chat import format_stats, render_markdown
+from ascend_nb.ui.prompt_box import PromptBox
 
 EXACT = GenerationParams(max_new_tokens=5, ignore_eos=True)  # random weights: fix the reply length
 

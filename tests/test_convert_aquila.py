@@ -10,7 +10,7 @@ import torch
 from tokenizers import Tokenizer
 
 import ascend_nb
-from ascend_nb.convert.aquila import convert_aquila
+from ascend_nb.convert.sources.aquila import convert_aquila
 from ascend_nb.models.templates import encode_chat
 from tests.tiny_checkpoints import make_tiny_aquila, state_dict_of
 

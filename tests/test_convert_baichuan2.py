@@ -10,8 +10,9 @@ import torch
 
 import ascend_nb
 from ascend_nb.cli import main
-from ascend_nb.convert import baichuan2, verify
-from ascend_nb.convert.atomic import verify_manifest
+from ascend_nb.convert import verify
+from ascend_nb.convert.sources import baichuan2
+from ascend_nb.atomic import verify_manifest
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.templates import encode_chat
 from tests.tiny_checkpoints import make_tiny_baichuan2, partial_outputs, state_dict_of

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from ascend_nb.cli import main
-from ascend_nb.convert import atomic
-from ascend_nb.convert.aquila import convert_aquila
-from ascend_nb.convert.baichuan2 import convert_baichuan2
-from ascend_nb.convert.bin_to_safetensors import convert_bin_to_safetensors
-from ascend_nb.convert.gguf import convert_gguf
+from ascend_nb import atomic
+from ascend_nb.convert.sources.aquila import convert_aquila
+from ascend_nb.convert.sources.baichuan2 import convert_baichuan2
+from ascend_nb.convert.sources.bin_to_safetensors import convert_bin_to_safetensors
+from ascend_nb.convert.sources.gguf import convert_gguf
 from ascend_nb.errors import AscendNbError
 from tests.tiny_checkpoints import make_tiny_aquila, make_tiny_baichuan2, partial_outputs, truncate
 

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from ascend_nb.convert.gguf import convert_gguf, read_gguf_state_dict
+from ascend_nb.convert.sources.gguf import convert_gguf
+from ascend_nb.convert.sources.gguf_reader import read_gguf_state_dict
 from ascend_nb.convert.shards import read_weight_map
 from ascend_nb.models.registry import METADATA_FILE
 from tests.tiny_checkpoints import make_tiny_llama, write_tiny_gguf

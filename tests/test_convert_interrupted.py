@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ascend_nb.convert.baichuan2 import convert_baichuan2
-from ascend_nb.convert.bin_to_safetensors import convert_bin_to_safetensors
+from ascend_nb.convert.sources.baichuan2 import convert_baichuan2
+from ascend_nb.convert.sources.bin_to_safetensors import convert_bin_to_safetensors
 from ascend_nb.errors import AscendNbError
 from tests.tiny_checkpoints import make_tiny_baichuan2, partial_outputs, state_dict_of
 

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from ascend_nb.convert import shards
-from ascend_nb.convert.atomic import verify_manifest
-from ascend_nb.convert.bin_to_safetensors import convert_bin_to_safetensors
+from ascend_nb.atomic import verify_manifest
+from ascend_nb.convert.sources.bin_to_safetensors import convert_bin_to_safetensors
 from ascend_nb.errors import AscendNbError
 from tests.tiny_checkpoints import make_tiny_llama, state_dict_of
 

@@ -6,7 +6,7 @@ import pytest
 import sentencepiece
 from transformers import AutoTokenizer
 
-from ascend_nb.convert.tiny import CORPUS, train_sentencepiece
+from ascend_nb.convert.demo_checkpoints import CORPUS, train_sentencepiece
 from ascend_nb.convert.tokenizer_files import (
     SAMPLE_TEXTS, check_same_encoding, save_tokenizer, tokenizer_from_sentencepiece,
 )

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ascend_nb.cli import main
-from ascend_nb.convert.bin_to_safetensors import convert_bin_to_safetensors
+from ascend_nb.convert.sources.bin_to_safetensors import convert_bin_to_safetensors
 from ascend_nb.convert.reference import Architecture
 from ascend_nb.convert.verify import TOLERANCES, compare_logits, tolerance_for, verify_conversion
 from ascend_nb.errors import AscendNbError

@@ -83,3 +83,9 @@ def test_cpu_memory_stats_and_synchronize():
     stats = devices.memory_stats("cpu")
     assert stats["peak_mb"] > 50  # a Python process with torch loaded
     assert devices.device_info("cpu").type == "cpu"
+
+
+def test_host_memory_is_read_once_for_doctor_sweep_and_planner():
+    total, available = devices.host_memory()
+    assert total >= available > 0  # this machine has /proc/meminfo
+    assert devices.free_memory_bytes("cpu") == pytest.approx(available, rel=0.5)

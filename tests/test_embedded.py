@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from ascend_nb.convert import atomic, gguf as gguf_convert, shards
+from ascend_nb import atomic
+from ascend_nb.convert import shards
+from ascend_nb.convert.sources import gguf as gguf_convert, gguf_reader
 from ascend_nb.models import embedded
 
 
@@ -37,7 +39,7 @@ def test_unpermute_inverts_llama_cpp_permutation():
     weight = torch.arange(rows * cols, dtype=torch.float32).reshape(rows, cols).numpy()
     # llama.cpp's convert_hf_to_gguf permutation, written out independently:
     permuted = weight.reshape(heads, 2, rows // heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
-    assert (gguf_convert.unpermute_rotary(permuted, heads) == weight).all()
+    assert (gguf_reader.unpermute_rotary(permuted, heads) == weight).all()
 
 
 @pytest.mark.slow

@@ -15,9 +15,9 @@ from transformers.generation.logits_process import (
 
 import ascend_nb
 from ascend_nb import inspect as ins
-from ascend_nb.bench.roofline import kv_cache_bytes, weight_bytes
-from ascend_nb.bench.trace import nested_self_times, trace_events
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.bench.roofline_model import kv_cache_bytes, weight_bytes
+from ascend_nb.bench.op_trace import nested_self_times, trace_events
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.engine.sampling import kept_tokens, select_tokens
 from ascend_nb.errors import AscendNbError
 from ascend_nb.inspect.anatomy import OP_CLASSES
@@ -214,7 +214,7 @@ TEXTS = {"English": "The capital of France is Paris.", "Chinese": "北京是中�
 
 
 def test_tokens_round_trip_to_the_text_and_mark_byte_pieces(tiny_engine, tmp_path):
-    from ascend_nb.convert.tiny import train_sentencepiece
+    from ascend_nb.convert.demo_checkpoints import train_sentencepiece
     from ascend_nb.convert.tokenizer_files import save_tokenizer, tokenizer_from_sentencepiece
 
     model_file = tmp_path / "tokenizer.model"

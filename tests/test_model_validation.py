@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import ascend_nb
 from ascend_nb.cli import main
-from ascend_nb.convert.atomic import write_manifest
+from ascend_nb.atomic import write_manifest
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.checksums import CACHE_FILE
 from tests.tiny_checkpoints import truncate

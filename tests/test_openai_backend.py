@@ -12,7 +12,7 @@ import pytest
 import ascend_nb
 from ascend_nb.cli import main as cli_main
 from ascend_nb.engine.openai_backend import SSEDecoder, StreamBroken, sse_chunks
-from ascend_nb.engine.params import GenerationError
+from ascend_nb.models.params import GenerationError
 from ascend_nb.errors import AscendNbError
 from ascend_nb.serving import free_port, transformers_server
 from tests.misbehaving_server import misbehaving_server

@@ -7,7 +7,7 @@ import json
 import plotly.graph_objects as go
 import pytest
 
-from ascend_nb.bench.sweep import sweep
+from ascend_nb.bench.latency_sweep import sweep
 from ascend_nb.errors import AscendNbError
 from ascend_nb.ui.perf_plots import LiveSweepPlot
 

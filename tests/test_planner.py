@@ -14,10 +14,10 @@ from safetensors import safe_open
 import ascend_nb
 from ascend_nb import bench
 from ascend_nb.bench.planner import fit_grid, plan, plan_table, rank_shape, require_fit
-from ascend_nb.bench.roofline import KNOWN_SHAPES, roofline
+from ascend_nb.bench.roofline_model import KNOWN_SHAPES, roofline
 from ascend_nb.bench.run import BenchConfig, load_engines
 from ascend_nb.cli import main
-from ascend_nb.convert.tiny import make_tiny_llama
+from ascend_nb.convert.demo_checkpoints import make_tiny_llama
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import MODELS
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ascend_nb.cli import main
-from ascend_nb.precision import commands
+from ascend_nb.cli import precision as commands
 from tests.test_precision_evaluate import ScriptedEngine, make_dataset
 
 

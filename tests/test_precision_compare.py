@@ -10,7 +10,7 @@ import torch
 
 import ascend_nb
 from ascend_nb.errors import AscendNbError
-from ascend_nb.precision.compare import compare_models
+from ascend_nb.precision.engine_compare import compare_models
 from ascend_nb.precision.metrics import THRESHOLDS, compare_tensors
 
 

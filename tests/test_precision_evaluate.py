@@ -20,7 +20,7 @@ import torch
 from ascend_nb.engine.base import Engine
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import GENERIC_LLAMA
-from ascend_nb.precision.evaluate import (
+from ascend_nb.precision.accuracy import (
     AVG_ACC, PREDICTIONS_FILE, RUN_FILE, SUMMARY_FILE, binomial_interval, choice_token_ids, evaluate,
 )
 

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 
 from ascend_nb.precision import binomial_interval, load_aquila_reference, precision_table
-from ascend_nb.precision.compare import compare_models
+from ascend_nb.precision.engine_compare import compare_models
 from ascend_nb.ui.precision_plots import (MAX_ABS_ERR_FLOOR, REFERENCE_COLORS, RUN_COLOR, AccuracyPlot,
                                          accuracy_comparison_figure, layer_comparison_figure)
 from tests.test_precision_compare import hand_made

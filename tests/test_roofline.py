@@ -7,7 +7,7 @@ import time
 import pytest
 
 from ascend_nb.bench import reference
-from ascend_nb.bench.roofline import (
+from ascend_nb.bench.roofline_model import (
     ModelShape,
     kv_cache_bytes,
     measure_bandwidth,

@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from ascend_nb.bench import sweep as sweep_module
+from ascend_nb.bench import latency_sweep as sweep_module
 from ascend_nb.bench.guides_csv import read_csv, read_rows, write_guides_csv
-from ascend_nb.bench.sweep import (CSV_COLUMNS, KEY_FIELDS, SweepPoint, flags, grid_lengths, plan_sweep,
+from ascend_nb.bench.latency_sweep import (CSV_COLUMNS, KEY_FIELDS, SweepPoint, flags, grid_lengths, plan_sweep,
                                    point_memory_bytes, sweep)
 from ascend_nb.errors import AscendNbError
 
@@ -40,7 +40,7 @@ def test_plan_keeps_the_guides_order_and_trims_to_max_seq_len(engine):
 def test_plan_trims_points_that_need_more_memory_than_is_free(engine, monkeypatch):
     small, large = SweepPoint(1, 8, 2), SweepPoint(4, 64, 64)
     free = (point_memory_bytes(engine, small) + point_memory_bytes(engine, large)) / 2
-    monkeypatch.setattr(sweep_module, "_available_memory_bytes", lambda device: free)
+    monkeypatch.setattr(sweep_module.devices, "free_memory_bytes", lambda device: free)
     plan = plan_sweep(engine, [1, 4], [8, 64], [2, 64])
     assert small in plan.points and large not in plan.points
     assert dict(plan.skipped)[large].endswith("MB free")
@@ -153,7 +153,7 @@ def test_a_csv_of_another_format_is_not_overwritten(engine, tmp_path):
 CHILD = textwrap.dedent("""
     import sys
     import ascend_nb
-    from ascend_nb.bench.sweep import sweep
+    from ascend_nb.bench.latency_sweep import sweep
 
     engine = ascend_nb.load(sys.argv[1], device="cpu", dtype="float32")
     for row in sweep(engine, [1], [4, 8, 16], [2, 4, 8, 16], csv_path=sys.argv[2], progress=False, bandwidth_gbs=10.0):

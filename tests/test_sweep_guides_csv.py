@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ascend_nb.bench import reference
-from ascend_nb.bench.compare import compare, summarize
+from ascend_nb.bench.comparison import compare, summarize
 from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, read_csv, write_guides_csv
 from ascend_nb.errors import AscendNbError
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ascend_nb.bench.trace import op_table, trace
+from ascend_nb.bench.op_trace import op_table, trace
 
 
 def test_trace_ranks_operators_and_writes_a_chrome_trace(tiny_engine, tmp_path, capfd):

@@ -1,6 +1,6 @@
 """Tiny random checkpoints in real download formats, for any test that needs one.
 
-The format builders live in the package (:mod:`ascend_nb.convert.tiny`, also used by notebook 02):
+The format builders live in the package (:mod:`ascend_nb.convert.demo_checkpoints`, also used by notebook 02):
 ``make_tiny_baichuan2(dir) -> Path``, ``make_tiny_aquila(dir) -> Path``, ``make_tiny_llama(dir) -> Path``.
 This module adds what only tests need: a GGUF writer (llama.cpp's layout, q/k rows permuted) and
 helpers to damage checkpoints.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ascend_nb.convert.tiny import make_tiny_aquila, make_tiny_baichuan2, make_tiny_llama
+from ascend_nb.convert.demo_checkpoints import make_tiny_aquila, make_tiny_baichuan2, make_tiny_llama
 
 __all__ = ["make_tiny_aquila", "make_tiny_baichuan2", "make_tiny_llama", "write_tiny_gguf", "truncate",
            "partial_outputs", "state_dict_of"]

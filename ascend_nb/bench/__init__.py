@@ -9,6 +9,21 @@ from __future__ import annotations
 from ascend_nb.lazy import lazy_exports
 
 _EXPORTS = {
+    "BenchConfig": "ascend_nb.bench.run",
+    "run_bench": "ascend_nb.bench.run",
+    "speedups": "ascend_nb.bench.run",
+    "sweep": "ascend_nb.bench.latency_sweep",
+    "plan_sweep": "ascend_nb.bench.latency_sweep",
+    "grid_lengths": "ascend_nb.bench.latency_sweep",
+    "roofline": "ascend_nb.bench.roofline_model",
+    "roofline_table": "ascend_nb.bench.roofline_model",
+    "with_roofline": "ascend_nb.bench.roofline_model",
+    "measure_bandwidth": "ascend_nb.bench.roofline_model",
+    "compare": "ascend_nb.bench.comparison",
+    "summarize": "ascend_nb.bench.comparison",
+    "headline": "ascend_nb.bench.comparison",
+    "trace": "ascend_nb.bench.op_trace",
+    "op_table": "ascend_nb.bench.op_trace",
     "plan": "ascend_nb.bench.planner",
     "serve_load": "ascend_nb.bench.serve_bench",
     "load_levels": "ascend_nb.bench.serve_bench",

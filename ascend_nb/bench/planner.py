@@ -28,7 +28,8 @@ import torch
 
 from ascend_nb import device as devices
 from ascend_nb.bench import reference
-from ascend_nb.bench.roofline import (KNOWN_SHAPES, ModelShape, dtype_bytes, kv_cache_bytes, model_shape, roofline,
+from ascend_nb.dtypes import bytes_per_element, dtype_name
+from ascend_nb.bench.roofline_model import (KNOWN_SHAPES, ModelShape, kv_cache_bytes, model_shape, roofline,
                                       weight_bytes)
 from ascend_nb.parallel import check_divisible
 from ascend_nb.errors import AscendNbError
@@ -106,7 +107,7 @@ def prefill_activation_bytes(model, dtype: str | torch.dtype, batch_size: int, i
     """A rough upper estimate of one prefill's transient memory: eager attention scores (fp32),
     MLP activations and the last position's logits (fp32)."""
     shape = model_shape(model)
-    element = dtype_bytes(dtype)
+    element = bytes_per_element(dtype)
     b, t = batch_size, input_len
     scores = b * shape.num_attention_heads * t * t * 4
     activations = b * t * (4 * shape.hidden_size + 2 * shape.intermediate_size) * element
@@ -147,7 +148,7 @@ def rank_shape(shape: ModelShape, tp: int) -> ModelShape:
 
 def model_weights_bytes(shape: ModelShape, dtype: str | torch.dtype, quantize: str | None = None) -> int:
     """Bytes of every weight tensor held: the roofline's per-step bytes plus a separately stored embedding."""
-    embedding = shape.vocab_size * shape.hidden_size * dtype_bytes(dtype)
+    embedding = shape.vocab_size * shape.hidden_size * bytes_per_element(dtype)
     shared = shape.tie_word_embeddings and quantize in (None, "none")
     return weight_bytes(shape, dtype, quantize) + (0 if shared else embedding)
 
@@ -170,21 +171,19 @@ def target(device: str | torch.device) -> Target:
     if name.split(":")[0].strip().lower() not in (*devices.DEVICE_TYPES, "auto"):
         raise AscendNbError(f"unknown device {name!r}: use cpu, cuda, npu or a row of data/devices.csv "
                             f"({', '.join(table['device'])})")
-    from ascend_nb.bench.sweep import _available_memory_bytes
 
     resolved = devices.resolve_device(name)
     info = devices.device_info(resolved)
     source = "MemAvailable in /proc/meminfo" if resolved.type == "cpu" else f"free memory of {resolved} now"
-    return Target(str(resolved), resolved.type, int(_available_memory_bytes(resolved)), source, info.supports_bf16)
+    return Target(str(resolved), resolved.type, devices.free_memory_bytes(resolved), source, info.supports_bf16)
 
 
 def _dtype_name(dtype: str | torch.dtype, where: Target) -> str:
     if isinstance(dtype, torch.dtype):
-        return str(dtype).removeprefix("torch.")
+        return dtype_name(dtype)
     if dtype == "auto":
         return "float16" if where.kind == "npu" else "bfloat16" if where.supports_bf16 else "float32"
-    dtype_bytes(dtype)  # raises on an unknown name
-    chosen = str(devices.DTYPES[dtype]).removeprefix("torch.")
+    chosen = dtype_name(dtype)  # raises on an unknown name
     if chosen == "bfloat16" and where.kind == "npu" and not where.supports_bf16:
         raise AscendNbError(f"{where.name} has no bfloat16 (310P): use --dtype float16")
     return chosen

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ascend_nb.bench.planner import require_fit
-from ascend_nb.bench.sweep import SweepPoint, measure_point, run_fields
+from ascend_nb.bench.latency_sweep import SweepPoint, measure_point, run_fields
 from ascend_nb.errors import AscendNbError
-from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL, load
+from ascend_nb.models.loading import DEFAULT_MODEL, check_backend, load
 
 QUANTIZABLE_BACKENDS = ("accelerated",)  # take quantize and graphs; the transformers reference runs as it is
 ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "batch_size", "input_len",
@@ -44,9 +44,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if not self.backends:
             raise AscendNbError("give at least one backend, e.g. --backend transformers,accelerated")
-        unknown = [b for b in self.backends if b not in BACKENDS]
-        if unknown:
-            raise AscendNbError(f"unknown backend {unknown[0]!r}: use one or more of {', '.join(BACKENDS)}")
+        for backend in self.backends:
+            check_backend(backend)
         if len(set(self.backends)) != len(self.backends):
             raise AscendNbError(f"a backend is named twice in {','.join(self.backends)}")
         if self.batch_size < 1 or self.input_len < 1 or self.output_len < 2:

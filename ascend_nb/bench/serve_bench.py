@@ -28,7 +28,7 @@ from ascend_nb.bench.results_csv import ResultsCsv
 from ascend_nb.bench.serve_metrics import LEVEL_FIELDS, RequestRecord, format_slo, level_row, parse_slo
 from ascend_nb.bench.serve_prompts import LoadPrompt, dataset_prompts, load_tokenizer, random_load_prompts
 from ascend_nb.engine.openai_backend import OpenAIEngine, SSEDecoder, read_chunk
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 
 IDENTITY_FIELDS = ("backend", "base_url", "model", "dataset", "num_prompts", "input_len", "output_len", "seed",

@@ -1,6 +1,6 @@
 """Prompts for a load benchmark: seeded random token ids, a ShareGPT JSON file or C-Eval-format questions.
 
-Random prompts are ``input_len`` token ids (the sweep's :func:`~ascend_nb.bench.sweep.random_prompts`),
+Random prompts are ``input_len`` token ids (the sweep's :func:`~ascend_nb.bench.latency_sweep.random_prompts`),
 sent as ids where the server accepts them and otherwise as their decoded text (which the server
 re-tokenizes, so its prompt length can differ a little: the recorded length is the server's count).
 """
@@ -39,7 +39,7 @@ def load_tokenizer(name_or_dir: str | Path):
 
 def random_load_prompts(tokenizer, num_prompts: int, input_len: int, seed: int = 0) -> list[LoadPrompt]:
     """``num_prompts`` seeded prompts of ``input_len`` random ids (no special tokens), with their text."""
-    from ascend_nb.bench.sweep import random_prompts
+    from ascend_nb.bench.latency_sweep import random_prompts
 
     if num_prompts < 1 or input_len < 1:
         raise AscendNbError(f"num_prompts and input_len must be >= 1, got {num_prompts} and {input_len}")

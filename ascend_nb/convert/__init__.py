@@ -18,10 +18,10 @@ from __future__ import annotations
 from ascend_nb.lazy import lazy_exports
 
 _EXPORTS = {
-    "convert_gguf": "ascend_nb.convert.gguf",
-    "convert_bin_to_safetensors": "ascend_nb.convert.bin_to_safetensors",
-    "convert_baichuan2": "ascend_nb.convert.baichuan2",
-    "convert_aquila": "ascend_nb.convert.aquila",
+    "convert_gguf": "ascend_nb.convert.sources.gguf",
+    "convert_bin_to_safetensors": "ascend_nb.convert.sources.bin_to_safetensors",
+    "convert_baichuan2": "ascend_nb.convert.sources.baichuan2",
+    "convert_aquila": "ascend_nb.convert.sources.aquila",
     "patch_auto_map": "ascend_nb.convert.auto_map",
     "verify_conversion": "ascend_nb.convert.verify",
     "Conversion": "ascend_nb.convert.output",

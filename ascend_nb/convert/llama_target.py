@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from ascend_nb.convert.checkpoint import Checkpoint
+from ascend_nb.models.checkpoint import Checkpoint
 from ascend_nb.convert.kinds import require_kind
 from ascend_nb.convert.output import Conversion, copy_license_files, parse_dtype, write_converted
-from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor
+from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor, parameter_count
+from ascend_nb.convert.verify import verification_step
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import METADATA_FILE
 
@@ -76,10 +76,6 @@ def plan_llama_tensors(checkpoint: Checkpoint, config: dict, dtype: torch.dtype 
     return planned
 
 
-def parameter_count(tensors: list[PlannedTensor]) -> int:
-    return sum(math.prod(t.shape) for t in tensors)
-
-
 def output_dtype(checkpoint: Checkpoint, dtype: torch.dtype | None) -> torch.dtype:
     """The requested dtype, or the source embedding's dtype when keeping the source's."""
     return dtype or checkpoint.dtype("model.embed_tokens.weight")
@@ -117,8 +113,6 @@ def convert_to_llama(src: Path, dst: Path, kind: str, model_name: str,
     model's logits are compared with the original architecture's (computed in ``verify_dtype`` on
     ``verify_device``) before ``dst`` appears.
     """
-    from ascend_nb.convert.verify import verification_step
-
     src, dst = Path(src), Path(dst)
     config = require_kind(src, kind)
     if check_config is not None:

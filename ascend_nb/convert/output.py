@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch
 
-from ascend_nb.convert.atomic import atomic_directory, check_free_space
+from ascend_nb.atomic import atomic_directory, check_free_space
 from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor, write_safetensors
-from ascend_nb.device import DTYPES
+from ascend_nb.dtypes import dtype_name
+from ascend_nb.dtypes import parse_dtype as _parse_dtype
 from ascend_nb.errors import AscendNbError
 
 CONVERSION_FILE = "conversion.json"
 SMALL_FILES_MARGIN = 64 << 20  # tokenizer, config and manifest
 LICENSE_PATTERNS = ("LICENSE*", "NOTICE*", "*License*.pdf", "*license*.pdf", "*LICENSE*.pdf")
-DTYPE_NAMES = {**DTYPES, "float64": torch.float64}
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -34,13 +34,7 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         return dtype
     if dtype == "auto":
         return None
-    if dtype not in DTYPE_NAMES:
-        raise AscendNbError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16")
-    return DTYPE_NAMES[dtype]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+    return _parse_dtype(dtype, float64=True)
 
 
 @dataclass

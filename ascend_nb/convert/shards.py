@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ascend_nb.convert.checkpoint import SAFETENSORS_INDEX
+from ascend_nb.models.checkpoint import SAFETENSORS_INDEX
 from ascend_nb.errors import AscendNbError
 from ascend_nb.progress import progress_bar
 
@@ -123,3 +123,8 @@ def read_weight_map(directory: Path) -> dict[str, str]:
         return json.loads(index.read_text())["weight_map"]
     with safe_open(directory / "model.safetensors", framework="pt") as handle:
         return dict.fromkeys(handle.keys(), "model.safetensors")
+
+
+def parameter_count(tensors: list[PlannedTensor]) -> int:
+    """Elements in all ``tensors`` (the model's parameter count)."""
+    return sum(math.prod(t.shape) for t in tensors)

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
+from ascend_nb.convert.sources.gguf_reader import open_gguf
 from ascend_nb.convert.kinds import detect_kind, read_source_config
 from ascend_nb.convert.output import dtype_name, parse_dtype
 from ascend_nb.convert.reference import Architecture, WeightGetter, reference_logits
+from ascend_nb.device import host_memory, resolve_device
 from ascend_nb.errors import AscendNbError
 
 DEFAULT_PROMPTS = ("The capital of France is Paris. 北京是中国的首都，上海是最大的城市。",)
@@ -106,19 +108,17 @@ class VerifyReport:
 
 
 def gguf_source(model) -> tuple[Architecture, WeightGetter]:
-    """The reference's view of an opened :class:`ascend_nb.convert.gguf.GgufModel` (dequantized on use)."""
+    """The reference's view of an opened :class:`ascend_nb.convert.sources.gguf_reader.GgufModel` (dequantized on use)."""
     by_name = {t.name: t for t in model.tensors}
     return Architecture.from_config(model.config.to_dict(), "llama"), lambda name: by_name[name].load()
 
 
 def source_model(src: Path, kind: str | None = None) -> tuple[Architecture, WeightGetter]:
     """``(Architecture, weight getter)`` of an original checkpoint directory or GGUF file."""
-    from ascend_nb.convert.checkpoint import Checkpoint
+    from ascend_nb.models.checkpoint import Checkpoint
 
     kind = kind or detect_kind(src)
     if kind == "gguf":
-        from ascend_nb.convert.gguf import open_gguf
-
         return gguf_source(open_gguf(Path(src)))
     family = {"baichuan2": "baichuan2", "aquila": "aquila"}.get(kind, "llama")
     config = read_source_config(src)
@@ -135,22 +135,11 @@ def stored_dtype(model_dir: Path) -> torch.dtype:
     return getattr(torch, name)
 
 
-def available_memory_bytes() -> int | None:
-    """``MemAvailable`` from /proc/meminfo (None where there is no such file)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def check_memory_for_verification(parameters: int, dtype: torch.dtype, device: torch.device) -> None:
     """Raise before a conversion starts when loading the converted model to verify it cannot fit in RAM."""
     if device.type != "cpu":
         return
-    needed, available = int(parameters * dtype.itemsize * 1.2), available_memory_bytes()
+    needed, available = int(parameters * dtype.itemsize * 1.2), host_memory()[1]
     if available is not None and needed > available:
         raise AscendNbError(f"verifying needs about {needed / 2**30:.1f} GiB of RAM in {dtype_name(dtype)} "
                             f"but {available / 2**30:.1f} GiB are available: pass --verify-dtype bfloat16, "
@@ -172,8 +161,6 @@ def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEF
     """
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ascend_nb.device import resolve_device
 
     arch, weight = source or source_model(Path(src), kind)
     dtype, device = parse_dtype(dtype) or torch.float32, resolve_device(device)
@@ -207,8 +194,6 @@ def verification_step(src: Path, kind: str, enabled: bool, dtype: str | torch.dt
     Runs the memory check now, so a conversion that could not be verified fails before it starts.
     """
     import functools
-
-    from ascend_nb.device import resolve_device
 
     if not enabled:
         return None

@@ -17,11 +17,11 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from ascend_nb import device as devices
 from ascend_nb.doctor import versions
 from ascend_nb.doctor.ascend_files import ATB_DIR
 from ascend_nb.doctor.probe import Probe
 from ascend_nb.doctor.report import Check
+from ascend_nb.dtypes import dtype_name, parse_dtype
 from ascend_nb.errors import AscendNbError
 
 # the guides' install order: system, firmware + driver, CANN toolkit, torch + torch_npu, ATB, then
@@ -44,14 +44,14 @@ class Request:
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.dtype != "auto" and self.dtype not in devices.DTYPES:
-            raise AscendNbError(f"unknown dtype {self.dtype!r}: use auto, float32, float16 or bfloat16")
+        if self.dtype != "auto":
+            parse_dtype(self.dtype)  # raises on an unknown name
         if self.model_bytes is not None and self.model_bytes <= 0:
             raise AscendNbError(f"model size must be positive, got {self.model_bytes} bytes")
 
     @property
     def wants_bf16(self) -> bool:
-        return self.dtype != "auto" and devices.DTYPES[self.dtype] is devices.DTYPES["bf16"]
+        return self.dtype != "auto" and dtype_name(self.dtype) == "bfloat16"
 
     @property
     def weights(self) -> tuple[int, str]:

@@ -112,19 +112,6 @@ def _glibc_version() -> str | None:
     return version if name == "glibc" and version else None
 
 
-def _meminfo() -> tuple[int | None, int | None]:
-    """(total, available) bytes of RAM from /proc/meminfo."""
-    try:
-        values = ascend_files.parse_key_values(Path("/proc/meminfo").read_text(), sep=":")
-    except OSError:
-        return None, None
-
-    def kib(key: str) -> int | None:
-        return int(values[key].split()[0]) * 1024 if key in values else None
-
-    return kib("MemTotal"), kib("MemAvailable")
-
-
 def _existing_parent(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -162,7 +149,7 @@ def collect(ascend_root: str | Path | None = None, env: Mapping[str, str] | None
     env = dict(os.environ if env is None else env)
     root, source = resolve_ascend_root(ascend_root, env)
     torch_npu_version = _distribution_version("torch_npu")
-    ram_total, ram_available = _meminfo()
+    ram_total, ram_available = devices.host_memory()
     disk_path = _existing_parent(home())
     return Probe(
         ascend_root=root, ascend_root_source=source, env=env,

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from ascend_nb import device as devices
-from ascend_nb.engine.params import GenerationParams, GenerationResult, Timings
+from ascend_nb.dtypes import dtype_name
+from ascend_nb.models.params import GenerationParams, GenerationResult, Timings
 from ascend_nb.engine.request_queue import RequestQueue
 from ascend_nb.engine.sampling import select_tokens
 from ascend_nb.errors import AscendNbError
@@ -110,7 +111,7 @@ class Engine(ABC):
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model={self.spec.name!r}, backend={self.backend!r}, device={str(self.device)!r}, "
-                f"dtype={str(self.dtype).removeprefix('torch.')!r}, max_seq_len={self.max_seq_len})")
+                f"dtype={dtype_name(self.dtype)!r}, max_seq_len={self.max_seq_len})")
 
     # -- backend hooks ---------------------------------------------------------------------------
     @abstractmethod

@@ -28,7 +28,7 @@ import httpx
 import torch
 
 from ascend_nb.engine.base import TextStream
-from ascend_nb.engine.params import GenerationError, GenerationParams, GenerationResult, Timings
+from ascend_nb.models.params import GenerationError, GenerationParams, GenerationResult, Timings
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import GENERIC_LLAMA, MODELS, ModelSpec
 from ascend_nb.models.templates import Message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Inside one prefill and one decode step: operator time by class, and bytes per token against bandwidth.
 
 :func:`step_anatomy` profiles a real two-token generation (torch.profiler; torch_npu's on Ascend,
-through :func:`ascend_nb.bench.trace.profile_to_file`) with Python calls recorded, splits the trace at
+through :func:`ascend_nb.bench.op_trace.profile_to_file`) with Python calls recorded, splits the trace at
 the first and second token (a marker written from the engine's step observer), and adds up operator
 self time by class. An operator belongs to the innermost enclosing call that names a class (the
 model's ``nn.Linear`` / RMSNorm / rotary modules or our kernels' ``rms_norm``, ``rotary``, attention and
@@ -10,7 +10,7 @@ time is host operator self time (Python overhead left out); on a device it is ke
 kernel classed by the host call that launched it.
 
 :func:`decode_memory` puts the bytes one decode step must read (weights + KV cache, from
-:mod:`ascend_nb.bench.roofline`) over the measured bandwidth next to the measured time per token.
+:mod:`ascend_nb.bench.roofline_model`) over the measured bandwidth next to the measured time per token.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ascend_nb.bench.roofline import roofline
-from ascend_nb.bench.sweep import random_prompts
-from ascend_nb.bench.trace import nested_self_times, profile_to_file, trace_events
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.bench.roofline_model import roofline
+from ascend_nb.bench.latency_sweep import random_prompts
+from ascend_nb.bench.op_trace import nested_self_times, profile_to_file, trace_events
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.inspect.engines import require_local
 

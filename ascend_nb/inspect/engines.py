@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 
 from ascend_nb.errors import AscendNbError
+from ascend_nb.models.loading import LOCAL_BACKENDS
 
-LOCAL_BACKENDS = ("transformers", "accelerated")
 
 
 def require_local(engine) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.inspect.engines import prompt_ids, require_local
 from ascend_nb.precision.metrics import COSINE, MAX_ABS_ERR, compare_tensors, thresholds_for

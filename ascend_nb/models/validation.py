@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from ascend_nb.convert.checkpoint import Checkpoint
+from ascend_nb.models.checkpoint import Checkpoint
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.checksums import check_manifest
 

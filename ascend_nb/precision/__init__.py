@@ -4,8 +4,8 @@ from ascend_nb.precision.ceval import (
     CATEGORIES, CEVAL_SUBJECTS, MMLU_SUBJECTS, PROTOCOLS, SAMPLE_DATA_DIR, Question, Subject, read_questions,
     render_prompt, subject_info,
 )
-from ascend_nb.precision.compare import ComparisonReport, compare_models, greedy_divergence, tokens_close, topk_per_step
-from ascend_nb.precision.evaluate import EvalResult, binomial_interval, evaluate
+from ascend_nb.precision.engine_compare import ComparisonReport, compare_models, greedy_divergence, tokens_close, topk_per_step
+from ascend_nb.precision.accuracy import EvalResult, binomial_interval, evaluate
 from ascend_nb.precision.metrics import THRESHOLDS, Thresholds, compare_tensors, thresholds_for
 from ascend_nb.precision.tables import load_aquila_reference, markdown_table, precision_table
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ascend_nb.errors import AscendNbError
 from ascend_nb.precision.ceval import CATEGORIES
-from ascend_nb.precision.evaluate import AVG_ACC, EvalResult
+from ascend_nb.precision.accuracy import AVG_ACC, EvalResult
 
 ROWS = (*CATEGORIES, AVG_ACC)
 AQUILA_REFERENCE_CSV = Path(__file__).resolve().parents[2] / "data" / "reference" / "precision_aquila.csv"

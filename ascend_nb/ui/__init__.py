@@ -9,10 +9,10 @@ from __future__ import annotations
 from ascend_nb.lazy import lazy_exports
 
 _EXPORTS = {
-    "ChatApp": "ascend_nb.ui.chat",
+    "ChatApp": "ascend_nb.ui.chat_app",
     "ChatWidget": "ascend_nb.ui.chat",
-    "CompareChat": "ascend_nb.ui.chat",
-    "compare_chat": "ascend_nb.ui.chat",
+    "CompareChat": "ascend_nb.ui.side_by_side",
+    "compare_chat": "ascend_nb.ui.side_by_side",
     "AccuracyPlot": "ascend_nb.ui.precision_plots",
     "accuracy_comparison_figure": "ascend_nb.ui.precision_plots",
     "layer_comparison_figure": "ascend_nb.ui.precision_plots",

@@ -1,4 +1,4 @@
-"""Chat with a loaded engine in JupyterLab: :class:`ChatWidget`, :func:`compare_chat` and :class:`ChatApp`.
+"""Chat with a loaded engine in JupyterLab: :class:`ChatWidget` (two side by side: ``side_by_side``; a picker: ``chat_app``).
 
 Replies are generated in a worker thread so the kernel stays responsive. ipykernel >= 7.1 may run
 widget callbacks on a subshell thread while a cell runs, so the conversation is guarded by one lock,
@@ -11,7 +11,6 @@ also a method (``ask``, ``stop``, ``regenerate``, ``clear``, ``wait``), for demo
 
 from __future__ import annotations
 
-import gc
 import html
 import json
 import threading
@@ -22,16 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import anywidget
 import ipywidgets as widgets
-import traitlets
 from IPython import get_ipython
 from markdown_it import MarkdownIt
 
-from ascend_nb.device import available_device_types, set_thread_device
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.device import set_thread_device
+from ascend_nb.dtypes import dtype_name
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.engine.request_queue import on_wait
 from ascend_nb.errors import AscendNbError
+from ascend_nb.ui.prompt_box import PromptBox
 
 REFRESH_S = 0.05  # at most 20 redraws a second while streaming
 _MARKDOWN = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
@@ -40,50 +39,7 @@ GREEDY_NOTE = ("Greedy decoding (Sample off) gives the same answer again: tick S
 _STOP_NOTES = {"cancelled": "stopped", "length": "max_new_tokens reached"}
 WAITING = "waiting for the engine: another request is using it…"
 
-CSS = """
-.anb-chat .widget-html-content { line-height: normal; }
-.anb-chat-header { font-size: 12px; color: var(--jp-ui-font-color2, #616161); }
-.anb-chat-header b { color: var(--jp-ui-font-color1, #212121); }
-.anb-chat-history { border: 1px solid var(--jp-border-color2, #e0e0e0); border-radius: 8px;
-  background: var(--jp-layout-color1, #fff); padding: 4px 0; }
-.anb-chat-empty { padding: 24px; text-align: center; font-size: 13px; color: var(--jp-ui-font-color3, #9e9e9e); }
-.anb-chat-row { display: flex; margin: 6px 10px; }
-.anb-chat-row.user { justify-content: flex-end; }
-.anb-chat-bubble { max-width: 82%; padding: 8px 12px; border-radius: 14px; line-height: 1.5;
-  font-size: var(--jp-content-font-size1, 14px); color: var(--jp-content-font-color1, rgba(0, 0, 0, 0.87));
-  overflow-wrap: anywhere; }
-.anb-chat-row.user .anb-chat-bubble { border-bottom-right-radius: 4px;
-  background: color-mix(in srgb, var(--jp-brand-color1, #1976d2) 18%, var(--jp-layout-color1, #fff)); }
-.anb-chat-row.assistant .anb-chat-bubble { border-bottom-left-radius: 4px; background: var(--jp-layout-color2, #eee); }
-.anb-chat-row.error .anb-chat-bubble { border: 1px solid var(--jp-error-color1, #d32f2f);
-  background: color-mix(in srgb, var(--jp-error-color1, #d32f2f) 10%, var(--jp-layout-color1, #fff)); }
-.anb-chat-role { font-size: 11px; font-weight: 600; color: var(--jp-ui-font-color2, #616161); margin-bottom: 2px; }
-.anb-chat-row.user .anb-chat-role { text-align: right; }
-.anb-chat-row.error .anb-chat-role { color: var(--jp-error-color1, #d32f2f); }
-.anb-chat-md > :first-child { margin-top: 0; }
-.anb-chat-md > :last-child { margin-bottom: 0; }
-.anb-chat-md p, .anb-chat-md ul, .anb-chat-md ol, .anb-chat-md pre, .anb-chat-md table { margin: 0 0 0.6em; }
-.anb-chat-md ul, .anb-chat-md ol { padding-left: 1.4em; }
-.anb-chat-md code { font-family: var(--jp-code-font-family, monospace); font-size: 0.9em; padding: 1px 4px;
-  border-radius: 4px; background: var(--jp-layout-color3, #e0e0e0); }
-.anb-chat-md pre { padding: 8px 10px; border-radius: 6px; overflow-x: auto;
-  background: var(--jp-cell-editor-background, #f5f5f5); border: 1px solid var(--jp-border-color2, #e0e0e0); }
-.anb-chat-md pre code { padding: 0; background: none; font-size: var(--jp-code-font-size, 13px); }
-.anb-chat-md th, .anb-chat-md td { border: 1px solid var(--jp-border-color1, #bdbdbd); padding: 2px 8px; }
-.anb-chat-md table { border-collapse: collapse; }
-.anb-chat-typing .anb-chat-md > :last-child::after { content: "\\258D"; margin-left: 1px;
-  animation: anb-chat-blink 1s steps(2, start) infinite; }
-@keyframes anb-chat-blink { to { visibility: hidden; } }
-.anb-chat-stats { margin-top: 6px; padding-top: 4px; border-top: 1px solid var(--jp-border-color2, #d0d0d0);
-  font-family: var(--jp-code-font-family, monospace); font-size: 11.5px; color: var(--jp-ui-font-color2, #555); }
-.anb-chat-totals { font-family: var(--jp-code-font-family, monospace); font-size: 12px;
-  color: var(--jp-ui-font-color2, #555); }
-.anb-chat-notice { font-size: 12.5px; color: var(--jp-warn-color0, #bf360c); }
-.anb-chat-error { font-size: 12.5px; padding: 6px 10px; border-radius: 6px; margin: 4px 0;
-  border: 1px solid var(--jp-error-color1, #d32f2f); color: var(--jp-error-color1, #d32f2f);
-  background: color-mix(in srgb, var(--jp-error-color1, #d32f2f) 10%, var(--jp-layout-color1, #fff)); }
-.anb-chat button:disabled { opacity: 0.45; filter: grayscale(1); cursor: not-allowed; }
-"""
+CSS = (Path(__file__).with_name("assets") / "chat.css").read_text(encoding="utf-8")
 
 
 def render_markdown(text: str) -> str:
@@ -129,68 +85,6 @@ def _output_parent(parent: dict | None):
         yield
     finally:
         shell.reset_thread_parent(tokens)
-
-
-class PromptBox(anywidget.AnyWidget):
-    """A multi-line text box: Enter sends, Shift+Enter adds a line (IME composition is left alone)."""
-
-    _esm = """
-    export default {
-      render({ model, el }) {
-        const box = document.createElement("textarea");
-        box.className = "anb-chat-prompt";
-        box.rows = 2;
-        const pull = () => {
-          if (box.value !== model.get("value")) box.value = model.get("value");
-          box.placeholder = model.get("placeholder");
-          box.disabled = model.get("disabled");
-        };
-        const push = () => { model.set("value", box.value); model.save_changes(); };
-        box.addEventListener("input", push);
-        // keys typed here are text, not JupyterLab shortcuts (as in ipywidgets' own text boxes)
-        for (const kind of ["keypress", "keyup"]) box.addEventListener(kind, (event) => event.stopPropagation());
-        box.addEventListener("keydown", (event) => {
-          event.stopPropagation();
-          if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
-          event.preventDefault();
-          push();
-          model.send({ event: "submit" });
-        });
-        model.on("change", pull);
-        pull();
-        el.appendChild(box);
-        return () => model.off("change", pull);
-      },
-    };
-    """
-    _css = """
-    .anb-chat-prompt { width: 100%; box-sizing: border-box; min-height: 52px; resize: vertical; padding: 8px 10px;
-      border: 1px solid var(--jp-border-color1, #bdbdbd); border-radius: 8px; outline: none;
-      font-family: var(--jp-ui-font-family, sans-serif); font-size: var(--jp-content-font-size1, 14px);
-      color: var(--jp-ui-font-color1, #212121); background: var(--jp-layout-color1, #fff); }
-    .anb-chat-prompt:focus { border-color: var(--jp-brand-color1, #1976d2);
-      box-shadow: 0 0 0 2px color-mix(in srgb, var(--jp-brand-color1, #1976d2) 25%, transparent); }
-    """
-    value = traitlets.Unicode("").tag(sync=True)
-    placeholder = traitlets.Unicode("").tag(sync=True)
-    disabled = traitlets.Bool(False).tag(sync=True)
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._submit_handlers = widgets.CallbackDispatcher()
-        self.on_msg(self._handle_message)
-
-    def on_submit(self, callback) -> None:
-        """Call ``callback(box)`` when the user presses Enter."""
-        self._submit_handlers.register_callback(callback)
-
-    def submit(self) -> None:
-        """Do what Enter does in the browser."""
-        self._submit_handlers(self)
-
-    def _handle_message(self, _widget, content, _buffers) -> None:
-        if content.get("event") == "submit":
-            self.submit()
 
 
 class Transcript(NamedTuple):
@@ -386,7 +280,7 @@ class ChatWidget(widgets.VBox):
             turns = [t for t in self._turns if t.role != "error" and t is not self._pending]
             system = self.system_prompt.value.strip()
         engine = self.engine
-        dtype = str(engine.dtype).removeprefix("torch.")
+        dtype = dtype_name(engine.dtype)
         record = {"model": engine.spec.name, "backend": engine.backend, "device": str(engine.device), "dtype": dtype,
                   "system": system or None,
                   "messages": [{"role": t.role, "content": t.content, **({"stats": t.stats} if t.stats else {})}
@@ -548,7 +442,7 @@ class ChatWidget(widgets.VBox):
     def _header_html(self) -> str:
         e = self.engine
         return (f'<div class="anb-chat-header"><b>{html.escape(e.spec.name)}</b> · {html.escape(e.backend)} · '
-                f'{e.device} · {str(e.dtype).removeprefix("torch.")} · max_seq_len {e.max_seq_len}</div>')
+                f'{e.device} · {dtype_name(e.dtype)} · max_seq_len {e.max_seq_len}</div>')
 
     def _notify(self, text: str) -> None:
         self.notice.value = _line("anb-chat-notice", text)
@@ -566,193 +460,3 @@ class ChatWidget(widgets.VBox):
     def _show_sampling(self) -> None:
         for slider in (self.temperature, self.top_p, self.top_k):
             slider.disabled = not self.do_sample.value
-
-
-class CompareChat(widgets.VBox):
-    """One prompt box, two engines answering side by side with their stats.
-
-    The two replies run one after the other, never at once, so neither disturbs the other's timings.
-    """
-
-    def __init__(self, engine_a, engine_b, system_prompt: str | None = None, params: GenerationParams | None = None):
-        self.left = ChatWidget(engine_a, system_prompt, params, show_input=False)
-        self.right = ChatWidget(engine_b, system_prompt, params, show_input=False)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        self._parent = _current_parent()
-        self.prompt = PromptBox(placeholder="Ask both models. Enter sends, Shift+Enter adds a line.",
-                                layout=widgets.Layout(width="100%"))
-        self.send_button = _button("Send", "paper-plane", "primary", "Send to both models (Enter)")
-        self.stop_button = _button("Stop", "stop", "", "Stop both replies", disabled=True)
-        self.clear_button = _button("Clear", "trash", tooltip="Forget both conversations")
-        self.stream_toggle = widgets.Checkbox(value=True, description="Stream", indent=False,
-                                              layout=widgets.Layout(width="auto", margin="0 0 0 12px"))
-        for chat in (self.left, self.right):
-            widgets.link((self.stream_toggle, "value"), (chat.stream_toggle, "value"))
-            chat.layout.width = "50%"
-        self.notice = widgets.HTML()
-        self.send_button.on_click(lambda _: self._send_prompt())
-        self.prompt.on_submit(lambda _: self._send_prompt())
-        self.stop_button.on_click(lambda _: self.stop())
-        self.clear_button.on_click(lambda _: self.clear())
-        super().__init__([
-            widgets.HBox([self.left, self.right], layout=widgets.Layout(width="100%", grid_gap="12px")),
-            self.notice, self.prompt,
-            widgets.HBox([self.send_button, self.stop_button, self.clear_button, self.stream_toggle],
-                         layout=widgets.Layout(align_items="center"))],
-            layout=widgets.Layout(width="100%"))
-
-    def ask(self, text: str) -> bool:
-        """Ask both engines ``text``, left first; False (with a notice) while the previous pair is running."""
-        with self._lock:
-            if self._worker is not None and self._worker.is_alive():
-                self.notice.value = _line("anb-chat-notice", "Still answering: wait or press Stop, then send again.")
-                return False
-            if not text.strip():
-                self.notice.value = _line("anb-chat-notice", "Type a message first.")
-                return False
-            self.notice.value = ""
-            self._stop.clear()
-            _enable(self.stop_button, True, "warning")
-            self._worker = threading.Thread(target=self._ask_both, args=(text,), name="ascend-nb-compare",
-                                            daemon=True)
-            self._worker.start()
-            return True
-
-    def stop(self) -> None:
-        """Stop the running reply and skip the other one."""
-        self._stop.set()
-        self.left.stop()
-        self.right.stop()
-
-    def clear(self) -> None:
-        """Forget both conversations."""
-        self.left.clear()
-        self.right.clear()
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until both replies are finished; TimeoutError after ``timeout`` seconds."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-            if worker.is_alive():
-                raise TimeoutError(f"the replies are still running after {timeout} s: call stop() or wait longer")
-
-    def _send_prompt(self) -> None:
-        if self.ask(self.prompt.value):
-            self.prompt.value = ""
-
-    def _ask_both(self, text: str) -> None:
-        with _output_parent(self._parent):
-            for chat in (self.left, self.right):
-                if self._stop.is_set() or not chat.ask(text):
-                    break
-                chat.wait()
-            _enable(self.stop_button, False, "warning")
-
-
-def compare_chat(engine_a, engine_b, system_prompt: str | None = None,
-                 params: GenerationParams | None = None) -> CompareChat:
-    """Two engines side by side behind one prompt box (e.g. transformers vs accelerated, fp16 vs int8)."""
-    return CompareChat(engine_a, engine_b, system_prompt, params)
-
-
-class ChatApp(widgets.VBox):
-    """A model picker (registry name or local directory, backend, device, dtype) above a :class:`ChatWidget`.
-
-    The first model is loaded right away (errors raise, as in any cell); Load swaps in another
-    model in a worker thread, keeping the system prompt. ``load_options`` go to :func:`ascend_nb.load`.
-    """
-
-    def __init__(self, model: str | Path = "smollm2-135m-instruct", backend: str = "transformers",
-                 device: str = "auto", dtype: str = "auto", system_prompt: str | None = None, **load_options):
-        from ascend_nb.models.loading import BACKENDS
-        from ascend_nb.models.registry import MODELS
-
-        self._load_options = load_options
-        self._system_prompt = system_prompt
-        self._lock = threading.Lock()
-        self._loading = False
-        self._worker: threading.Thread | None = None
-        self._parent = _current_parent()
-        narrow = widgets.Layout(width="220px")
-        self.model = widgets.Combobox(value=str(model), options=list(MODELS), ensure_option=False, description="Model",
-                                      placeholder="registry name or local directory",
-                                      layout=widgets.Layout(width="420px"))
-        self.backend = widgets.Dropdown(options=sorted(BACKENDS), value=backend, description="Backend", layout=narrow)
-        self.device = widgets.Dropdown(options=list(dict.fromkeys(["auto", *available_device_types(), device])),
-                                       value=device, description="Device", layout=narrow)
-        self.dtype = widgets.Dropdown(options=list(dict.fromkeys(["auto", "float32", "float16", "bfloat16", dtype])),
-                                      value=dtype, description="dtype", layout=narrow)
-        self.load_button = _button("Load", "download", tooltip="Load this model and start a new chat")
-        self.status = widgets.HTML()
-        self.load_button.on_click(lambda _: self.reload())
-        self.chat: ChatWidget | None = ChatWidget(self._load(), system_prompt)
-        picker = widgets.VBox([widgets.HTML(f"<style>{CSS}</style>", layout=widgets.Layout(display="none")),
-                               widgets.HBox([self.model, self.load_button]),
-                               widgets.HBox([self.backend, self.device, self.dtype]), self.status])
-        super().__init__([picker, self.chat], layout=widgets.Layout(width="100%"))
-        self.add_class("anb-chat")
-
-    def reload(self) -> bool:
-        """Free the current model, then load the picked one in a worker thread with a fresh chat.
-
-        The old model goes first because two 7B models rarely fit on one device, so the choice is
-        checked first (:func:`~ascend_nb.models.loading.check_loadable`: path, config, placement):
-        a bad one shows an error and keeps the current chat. False while a reply or a load is running,
-        or when the check fails."""
-        from ascend_nb.models.loading import check_loadable
-
-        with self._lock:
-            if self._loading or (self.chat is not None and self.chat.busy):
-                self.status.value = _line("anb-chat-notice", "Busy: wait for the reply or the load to finish.")
-                return False
-            try:
-                check_loadable(self.model.value.strip(), self.device.value, self.dtype.value, self.backend.value)
-            except AscendNbError as exc:
-                kept = " (the current chat is kept)" if self.chat is not None else ""
-                self.status.value = _line("anb-chat-error", f"Could not load {self.model.value.strip()}: {exc}{kept}")
-                return False
-            self._loading = self.load_button.disabled = True
-            self.status.value = _line("anb-chat-header", f"Loading {self.model.value}…")
-            old, self.chat = self.chat, None
-            self._worker = threading.Thread(target=self._reload, args=(old,), name="ascend-nb-load", daemon=True)
-            self._worker.start()
-        return True
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until a load started by Load is finished; TimeoutError after ``timeout`` seconds."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-            if worker.is_alive():
-                raise TimeoutError(f"the model is still loading after {timeout} s")
-
-    def _load(self):
-        from ascend_nb.models.loading import load
-
-        return load(self.model.value.strip(), device=self.device.value, dtype=self.dtype.value,
-                    backend=self.backend.value, **self._load_options)
-
-    def _reload(self, old: ChatWidget | None) -> None:
-        with _output_parent(self._parent):
-            if old is not None:
-                self._system_prompt = old.system_prompt.value
-                self.children = self.children[:1]
-                old.close()
-                del old
-                gc.collect()  # the old engine sits in reference cycles (widget callbacks)
-            try:
-                chat = ChatWidget(self._load(), self._system_prompt)
-            except Exception as exc:  # noqa: BLE001 - shown under the picker; Load can be pressed again
-                if not isinstance(exc, AscendNbError):
-                    traceback.print_exc()
-                self.status.value = _line("anb-chat-error", f"Could not load: {exc}")
-            else:
-                self.chat = chat
-                self.children = (self.children[0], chat)
-                self.status.value = ""
-            finally:
-                with self._lock:
-                    self._loading = self.load_button.disabled = False

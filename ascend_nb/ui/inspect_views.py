@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.inspect.anatomy import OP_CLASSES
 from ascend_nb.inspect.layer_drift import first_departure
 from ascend_nb.inspect.lens import answer_layers

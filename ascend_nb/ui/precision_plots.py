@@ -18,7 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ascend_nb.precision.evaluate import AVG_ACC, binomial_interval
+from ascend_nb.precision.accuracy import AVG_ACC, binomial_interval
 from ascend_nb.precision.tables import ROWS
 from ascend_nb.ui.figures import FigureDisplay
 

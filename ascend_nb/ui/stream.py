@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from ascend_nb.engine.params import GenerationResult
+from ascend_nb.models.params import GenerationResult
 
 
 def show_stream(stream) -> GenerationResult:

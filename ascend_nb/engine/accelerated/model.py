@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ascend_nb.convert.checkpoint import Checkpoint
+from ascend_nb.models.checkpoint import Checkpoint
 from ascend_nb.engine.accelerated.kernels import Kernels
 from ascend_nb.errors import AscendNbError
 from ascend_nb.parallel import TensorParallel

@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 
-from ascend_nb.models.commands import add_model_arguments, load_from_args
-from ascend_nb.errors import AscendNbError
-from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL
+from ascend_nb.cli import options
+from ascend_nb import dtypes
+from ascend_nb.cli.models import add_model_arguments, load_from_args
+from ascend_nb.models.loading import check_backend
 from ascend_nb.precision.ceval import PROTOCOLS, SAMPLE_DATA_DIR, SPLITS
 
 
@@ -33,13 +34,13 @@ def register(subparsers) -> None:
     compare = subparsers.add_parser(
         "compare", help="logits and per-layer hidden states of two engines with msprobe metrics and a verdict "
                         "(exit 1 when not reached)")
-    compare.add_argument("--model", default=DEFAULT_MODEL, help="registry name or local model directory (default: %(default)s)")
+    options.add(compare, "--model")
     compare.add_argument("--a", default="transformers", help="reference backend (default: %(default)s)")
     compare.add_argument("--b", default="accelerated", help="candidate backend (default: %(default)s)")
-    compare.add_argument("--device", default="auto", help="device of both engines (auto, npu, cuda, cpu)")
+    options.add(compare, "--device", help="device of both engines (auto, npu, cuda, cpu)")
     compare.add_argument("--device-a", default=None, help="device of the reference (default: --device)")
     compare.add_argument("--device-b", default=None, help="device of the candidate (default: --device)")
-    compare.add_argument("--dtype", default="auto", help="dtype of both engines (auto, float32, float16, bfloat16)")
+    options.add(compare, "--dtype", help=f"dtype of both engines ({dtypes.HELP})")
     compare.add_argument("--dtype-a", default=None, help="dtype of the reference (default: --dtype)")
     compare.add_argument("--dtype-b", default=None, help="dtype of the candidate (default: --dtype)")
     compare.add_argument("--prompt", action="append", default=None,
@@ -54,7 +55,7 @@ def _progress(row: dict, done: int, total: int) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from ascend_nb.precision.evaluate import GENERATE_MAX_NEW_TOKENS, evaluate, load_questions
+    from ascend_nb.precision.accuracy import GENERATE_MAX_NEW_TOKENS, evaluate, load_questions
     from ascend_nb.precision.tables import markdown_table
 
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
@@ -77,12 +78,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from ascend_nb import load
-    from ascend_nb.precision.compare import DEFAULT_PROMPTS, compare_models
+    from ascend_nb.precision.engine_compare import DEFAULT_PROMPTS, compare_models
     from ascend_nb.precision.tables import markdown_table
 
     for backend in (args.a, args.b):
-        if backend not in BACKENDS:
-            raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        check_backend(backend)
     reference = load(args.model, device=args.device_a or args.device, dtype=args.dtype_a or args.dtype, backend=args.a)
     candidate = load(args.model, device=args.device_b or args.device, dtype=args.dtype_b or args.dtype, backend=args.b)
     report = compare_models(reference, candidate, args.prompt or DEFAULT_PROMPTS)

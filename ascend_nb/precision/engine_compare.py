@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ascend_nb.errors import AscendNbError
-from ascend_nb.precision.evaluate import engine_label
+from ascend_nb.precision.accuracy import engine_label
 from ascend_nb.precision.metrics import METRICS, TensorComparison, Thresholds, thresholds_for
 
 DEFAULT_PROMPTS = (

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ascend_nb.bench.compare import compare
+from ascend_nb.bench.comparison import compare
 from ascend_nb.bench.run import QUANTIZABLE_BACKENDS
-from ascend_nb.bench.sweep import GUIDE_LENS, sweep
+from ascend_nb.bench.latency_sweep import GUIDE_LENS, sweep
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.loading import load, read_config, resolve_model_dir
 

@@ -6,22 +6,19 @@ import argparse
 import json
 import sys
 
+from ascend_nb.cli import options
+from ascend_nb.dtypes import dtype_name
 from ascend_nb.errors import AscendNbError
-from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every model-loading command takes."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="registry name or local model directory (default: %(default)s)")
-    parser.add_argument("--backend", default="transformers", choices=sorted(BACKENDS), help="engine backend")
-    parser.add_argument("--device", default="auto", help="auto (npu > cuda > cpu), npu, cuda, cpu, or with :INDEX")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
+    for flag in ("--model", "--backend", "--device", "--dtype"):
+        options.add(parser, flag)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate (default: the model's)")
     parser.add_argument("--max-seq-len", type=int, default=None, help="prompt + output budget (static cache size)")
-    parser.add_argument("--tp", type=int, default=1,
-                        help="tensor-parallel ranks (--backend accelerated, under torchrun --nproc-per-node N)")
-    parser.add_argument("--kernels", default=None,
-                        help="kernel path of --backend accelerated (default: this machine's fastest; e.g. cpu-onednn)")
+    options.add(parser, "--tp")
+    options.add(parser, "--kernels")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the checksums.sha256 check of the model files")
     served = parser.add_argument_group("served models (--backend openai)")
@@ -92,7 +89,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from ascend_nb.engine.params import GenerationError
+    from ascend_nb.models.params import GenerationError
 
     engine = load_from_args(args)
     params = engine.params(max_new_tokens=args.max_new_tokens)
@@ -115,7 +112,7 @@ def _print_result(args: argparse.Namespace, engine, result) -> None:
         print(json.dumps({"text": result.text, "ttft_ms": t.ttft_ms, "tpot_ms": t.tpot_ms, "tokens": t.tokens,
                           "e2e_ms": t.e2e_ms, "tokens_per_s": t.tokens_per_s, "finish_reason": result.finish_reason,
                           "error": result.error, "model": engine.spec.name, "backend": engine.backend,
-                          "device": str(engine.device), "dtype": str(engine.dtype).removeprefix("torch.")},
+                          "device": str(engine.device), "dtype": dtype_name(engine.dtype)},
                          ensure_ascii=False), flush=True)
     elif result.finish_reason == "error":
         if result.text:
@@ -127,7 +124,7 @@ def _print_result(args: argparse.Namespace, engine, result) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    from ascend_nb.engine.params import GenerationError
+    from ascend_nb.models.params import GenerationError
 
     engine = load_from_args(args)
     params = engine.params(max_new_tokens=args.max_new_tokens)

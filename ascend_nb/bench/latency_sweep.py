@@ -11,7 +11,6 @@ a later call with the same CSV skips the points already there.
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +22,9 @@ from ascend_nb import device as devices
 from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, guide_values
 from ascend_nb.bench.planner import prefill_activation_bytes
 from ascend_nb.bench.results_csv import ResultsCsv
-from ascend_nb.bench.roofline import kv_cache_bytes, model_shape, roofline
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.bench.roofline_model import kv_cache_bytes, model_shape, roofline
+from ascend_nb.dtypes import dtype_name
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import MODELS
 from ascend_nb.progress import progress_bar
@@ -68,20 +68,6 @@ def _positive_ints(name: str, values: Sequence[int], minimum: int = 1) -> list[i
     return [int(v) for v in values]
 
 
-def _available_memory_bytes(device: torch.device) -> float:
-    """Free memory for new tensors: the accelerator's free memory, or the host's MemAvailable."""
-    if device.type != "cpu":
-        return devices.memory_stats(device)["free_mb"] * 2**20
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def point_memory_bytes(engine, point: SweepPoint) -> int:
     """A rough upper estimate of the memory one point needs beyond the weights: the KV cache at full
     length, eager prefill attention scores (fp32), MLP activations and the logits."""
@@ -113,7 +99,7 @@ def plan_sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[i
     batch_sizes = _positive_ints("batch sizes", batch_sizes)
     input_lens = _positive_ints("input lengths", input_lens)
     output_lens = _positive_ints("output lengths (TPOT needs two tokens)", output_lens, minimum=2)
-    free = _available_memory_bytes(engine.device)
+    free = devices.free_memory_bytes(engine.device)
     plan = SweepPlan()
     for batch_size in batch_sizes:
         for input_len in input_lens:
@@ -135,7 +121,7 @@ def run_fields(engine) -> dict:
     return {"backend": engine.backend,
             "model": engine.spec.name if engine.spec.name in MODELS else engine.model_dir.name,
             "device": str(engine.device), "device_name": devices.device_info(engine.device).name,
-            "dtype": str(engine.dtype).removeprefix("torch."),
+            "dtype": dtype_name(engine.dtype),
             "quantize": getattr(engine, "quantize", None) or "none",
             "kernels": engine.kernels, "graphs": engine.graphs or "none"}
 

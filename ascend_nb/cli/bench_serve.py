@@ -17,7 +17,7 @@ import pandas as pd
 from ascend_nb.bench.mindie_csv import write_mindie_csv
 from ascend_nb.bench.serve_bench import serve_load
 from ascend_nb.bench.serve_metrics import knee, level_label, parse_slo
-from ascend_nb.bench.sweep_commands import results_csv_path
+from ascend_nb.cli.bench_sweep import results_csv_path
 from ascend_nb.errors import AscendNbError
 
 SUMMARY_COLUMNS = ("level", "completed", "failed", "request_throughput", "output_throughput", "request_goodput",

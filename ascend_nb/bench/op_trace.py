@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ascend_nb.bench.sweep import random_prompts, require_local_model, run_fields
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.bench.latency_sweep import random_prompts, require_local_model, run_fields
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.tables import Table
 
 HOST_CATEGORIES = {"cpu_op"}

@@ -1,8 +1,9 @@
 """The ``ascend-nb`` command line (also ``python -m ascend_nb``).
 
-Each feature package contributes its sub-commands through a ``register(subparsers)`` function in
-the module listed in ``COMMAND_MODULES``; the parser sets ``func`` to the handler, which returns
-an exit code. User errors (:class:`AscendNbError`) print one line and exit 2, with no traceback.
+Each command group has its module here (``models``, ``convert``, ``doctor``, ``precision``, ``bench``,
+``plan``; the options several share are declared once in ``options``), with a ``register(subparsers)``
+function; the parser sets ``func`` to the handler, which returns an exit code. User errors
+(:class:`AscendNbError`) print one line and exit 2, with no traceback.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import sys
 from ascend_nb.errors import AscendNbError
 
 COMMAND_MODULES = (
-    "ascend_nb.models.commands",
-    "ascend_nb.convert.commands",
-    "ascend_nb.doctor.commands",
-    "ascend_nb.precision.commands",
-    "ascend_nb.bench.commands",
-    "ascend_nb.bench.plan_commands",
+    "ascend_nb.cli.models",
+    "ascend_nb.cli.convert",
+    "ascend_nb.cli.doctor",
+    "ascend_nb.cli.precision",
+    "ascend_nb.cli.bench",
+    "ascend_nb.cli.plan",
 )
 
 

@@ -5,33 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 
+from ascend_nb.cli import options
 from ascend_nb.bench.run import BenchConfig, load_engines, run_rounds, speedups
-from ascend_nb.bench.serve_commands import add_serve_arguments, run_serve_load
-from ascend_nb.bench.sweep_commands import add_sweep_arguments, run_sweep_or_compare
-from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
-from ascend_nb.models.commands import is_main_process
-from ascend_nb.models.loading import DEFAULT_MODEL
-
-
-def _backends(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
+from ascend_nb.cli.bench_serve import add_serve_arguments, run_serve_load
+from ascend_nb.cli.bench_sweep import add_sweep_arguments, run_sweep_or_compare
+from ascend_nb.cli.models import is_main_process
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of one benchmark point (shared by every bench mode)."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="registry name or local model directory (default: %(default)s)")
-    parser.add_argument("--backend", default="transformers,accelerated", type=_backends,
-                        help="comma-separated backends, run in interleaved rounds (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="auto (npu > cuda > cpu), npu, cuda, cpu, or with :INDEX")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
-    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
-                        help="weight-only quantization for the accelerated backend")
-    parser.add_argument("--tp", type=int, default=1,
-                        help="tensor-parallel ranks for --backend accelerated (launch with torchrun --nproc-per-node N)")
+    options.add(parser, "--model")
+    options.add(parser, "--backend", default="transformers,accelerated", type=options.names, choices=None,
+                help="comma-separated backends, run in interleaved rounds (default: %(default)s)")
+    for flag in ("--device", "--dtype", "--quantize", "--tp"):
+        options.add(parser, flag)
     parser.add_argument("--graphs", action="store_true",
                         help="accelerated backend: decode through captured graphs (CUDA graphs; torch.compile on CPU)")
-    parser.add_argument("--kernels", default="", type=_backends,
-                        help="accelerated backend: comma-separated kernel paths to run side by side, e.g. "
+    options.add(parser, "--kernels", default="", type=options.names,
+                help="accelerated backend: comma-separated kernel paths to run side by side, e.g. "
                              "cpu-avx512-gemv,cpu-onednn (default: this machine's fastest; see `ascend-nb doctor`)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--input-len", type=int, default=128, help="random prompt tokens per row (fixed seed)")

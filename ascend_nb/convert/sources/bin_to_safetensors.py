@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ascend_nb.convert.checkpoint import BIN_INDEX, SAFETENSORS_INDEX, Checkpoint
+from ascend_nb.models.checkpoint import BIN_INDEX, SAFETENSORS_INDEX, Checkpoint
 from ascend_nb.convert.kinds import read_source_config
 from ascend_nb.convert.output import Conversion, dtype_name, parse_dtype, write_converted
 from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor, read_weight_map

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ascend_nb.convert.checkpoint import Checkpoint
+from ascend_nb.models.checkpoint import Checkpoint
 from ascend_nb.convert.llama_target import convert_to_llama
 from ascend_nb.convert.output import Conversion
 from ascend_nb.convert.shards import PlannedTensor

@@ -6,23 +6,23 @@ from __future__ import annotations
 import argparse
 import json
 
-from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
+from ascend_nb.cli import options
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("plan", help="will a model fit a device (here or in data/devices.csv), the longest "
                                                 "context and largest batch that do, and the decode roofline")
-    parser.add_argument("--model", required=True,
-                        help="registry name (aquila-7b, baichuan2-7b-chat, ...) or model directory")
-    parser.add_argument("--device", required=True,
-                        help="cpu, cuda, npu (free memory measured here) or a data/devices.csv row (310P3, 910B4-64GB, "
+    options.add(parser, "--model", required=True,
+                help="registry name (aquila-7b, baichuan2-7b-chat, ...) or model directory")
+    options.add(parser, "--device", required=True,
+                help="cpu, cuda, npu (free memory measured here) or a data/devices.csv row (310P3, 910B4-64GB, "
                              "A100-80GB, ...)")
-    parser.add_argument("--dtype", required=True, help="float16, bfloat16, float32 or auto")
-    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None, help="weight-only quantization")
+    options.add(parser, "--dtype", required=True)
+    options.add(parser, "--quantize", help="weight-only quantization")
     parser.add_argument("--max-seq-len", type=int, default=None,
                         help="prompt + new tokens per sequence (default: the model's max_position_embeddings)")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (numbers are per rank)")
+    options.add(parser, "--tp", help="tensor-parallel ranks (numbers are per rank)")
     parser.add_argument("--json", action="store_true", help="print the plan as a JSON object")
     parser.set_defaults(func=run_plan)
 

@@ -21,6 +21,7 @@ import torch
 
 from ascend_nb import device as devices
 from ascend_nb.bench import reference
+from ascend_nb.dtypes import bytes_per_element
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import MODELS
 
@@ -98,16 +99,6 @@ def model_shape(model) -> ModelShape:
     return ModelShape.from_config(getattr(model, "config", model))
 
 
-def dtype_bytes(dtype: str | torch.dtype) -> int:
-    """Bytes per element of a dtype given as a torch dtype or a name (``"bf16"``, ``"float16"``...)."""
-    if isinstance(dtype, str):
-        name = dtype.removeprefix("torch.")
-        if name not in devices.DTYPES:
-            raise AscendNbError(f"unknown dtype {dtype!r}: use float32, float16 or bfloat16")
-        dtype = devices.DTYPES[name]
-    return torch.finfo(dtype).bits // 8
-
-
 def _quant_format(quantize: str | None) -> QuantFormat | None:
     key = quantize or "none"
     if key not in QUANT_FORMATS:
@@ -118,7 +109,7 @@ def _quant_format(quantize: str | None) -> QuantFormat | None:
 def weight_bytes(model, dtype: str | torch.dtype, quantize: str | None = None) -> int:
     """Bytes of weights one decode step reads: every linear layer, the LM head and the RMSNorm weights."""
     shape = model_shape(model)
-    element = dtype_bytes(dtype)
+    element = bytes_per_element(dtype)
     fmt = _quant_format(quantize)
     total = (2 * shape.num_hidden_layers + 1) * shape.hidden_size * element  # RMSNorm weights
     for out_features, in_features in shape.linear_shapes():
@@ -133,7 +124,7 @@ def weight_bytes(model, dtype: str | torch.dtype, quantize: str | None = None) -
 def kv_cache_bytes(model, dtype: str | torch.dtype, seq_len: float, batch_size: int = 1) -> int:
     """Bytes of K and V cache for ``batch_size`` sequences of ``seq_len`` tokens."""
     shape = model_shape(model)
-    per_token = 2 * shape.num_hidden_layers * shape.num_key_value_heads * shape.head_dim * dtype_bytes(dtype)
+    per_token = 2 * shape.num_hidden_layers * shape.num_key_value_heads * shape.head_dim * bytes_per_element(dtype)
     return int(per_token * seq_len * batch_size)
 
 

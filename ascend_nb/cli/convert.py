@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from ascend_nb.cli import options
+from ascend_nb import dtypes
 from ascend_nb.errors import AscendNbError
 
 CONVERTERS = {
-    "gguf": "ascend_nb.convert.gguf:convert_gguf",
-    "safetensors": "ascend_nb.convert.bin_to_safetensors:convert_bin_to_safetensors",
-    "baichuan2": "ascend_nb.convert.baichuan2:convert_baichuan2",
-    "aquila": "ascend_nb.convert.aquila:convert_aquila",
+    "gguf": "ascend_nb.convert.sources.gguf:convert_gguf",
+    "safetensors": "ascend_nb.convert.sources.bin_to_safetensors:convert_bin_to_safetensors",
+    "baichuan2": "ascend_nb.convert.sources.baichuan2:convert_baichuan2",
+    "aquila": "ascend_nb.convert.sources.aquila:convert_aquila",
 }
 KINDS = (*CONVERTERS, "patch-auto-map", "verify")
 DESCRIPTION = """\
@@ -37,12 +39,12 @@ def register(subparsers) -> None:
     parser.add_argument("kind", choices=KINDS, metavar="KIND", help=" | ".join(KINDS))
     parser.add_argument("src", metavar="SRC", help="source model directory (or .gguf file)")
     parser.add_argument("dst", metavar="DST", nargs="?", help="output directory (verify: the converted directory)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
-                        help="dtype of the written weights (default: keep the source's; float32 for gguf)")
+    options.add(parser, "--dtype", choices=dtypes.CHOICES,
+                help="dtype of the written weights (default: keep the source's; float32 for gguf)")
     parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 5GB, 500MB (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace an existing DST")
     parser.add_argument("--no-verify", action="store_true", help="skip the check of the converted model")
-    parser.add_argument("--verify-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+    parser.add_argument("--verify-dtype", default="float32", choices=dtypes.CHOICES[1:],
                         help="compute dtype of the converted model when verifying (default: %(default)s)")
     parser.add_argument("--verify-device", default="cpu", help="device for the converted model when verifying: cpu, auto, npu, cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 
 from ascend_nb.files import atomic_write_text
-from ascend_nb.engine.params import GenerationParams
+from ascend_nb.dtypes import dtype_name
+from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.precision.ceval import (
     CATEGORIES, CHOICES, PROTOCOL_DESCRIPTIONS, Question, check_protocol, fit_prompt, read_questions, render_prompt,
@@ -115,12 +116,8 @@ def _json_float(value: float) -> float | None:
 
 def engine_label(engine) -> str:
     """``model (backend, device, dtype)``: how a run is named in tables (a served model has no dtype here)."""
-    details = [engine.backend, engine.device.type] + ([_dtype_name(engine.dtype)] if engine.dtype else [])
+    details = [engine.backend, engine.device.type] + ([dtype_name(engine.dtype)] if engine.dtype else [])
     return f"{engine.spec.name} ({', '.join(details)})"
-
-
-def _dtype_name(dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def choice_token_ids(tokenizer, context: str = "\n答案：") -> list[int]:
@@ -244,7 +241,7 @@ def run_settings(engine, data_dir: str | Path, split: str, shots: int, protocol:
     return {"protocol": protocol, "shots": shots, "split": split,
             "data_dir": str(Path(data_dir).expanduser().resolve()), "model": engine.spec.name,
             "source": str(getattr(engine, "model_dir", None) or repr(engine)), "backend": engine.backend,
-            "dtype": _dtype_name(engine.dtype), "device": engine.device.type, "max_seq_len": engine.max_seq_len,
+            "dtype": dtype_name(engine.dtype), "device": engine.device.type, "max_seq_len": engine.max_seq_len,
             "max_new_tokens": max_new_tokens if protocol == "generate" else None,
             "quantize": getattr(engine, "quantize", None),
             "tp": getattr(getattr(engine, "tp", None), "world_size", 1)}

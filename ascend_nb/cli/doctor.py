@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from ascend_nb.cli import options
+from ascend_nb import dtypes
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("doctor", help="check drivers, CANN, torch/torch_npu, ATB, devices and packages; "
@@ -14,7 +17,7 @@ def register(subparsers) -> None:
                         help="Ascend install root (default: from $ASCEND_HOME_PATH, else /usr/local/Ascend)")
     parser.add_argument("--model", default=None,
                         help="registry name or model directory to budget RAM/disk for (default: a 7B model in fp16)")
-    parser.add_argument("--dtype", default="auto", help="dtype you will run in: auto, float16, bfloat16, float32")
+    options.add(parser, "--dtype", help=f"dtype you will run in: {dtypes.HELP}")
     parser.add_argument("--explain", metavar="FILE", default=None,
                         help="explain an error log (FILE, or - for stdin) from the known signatures instead of checking; "
                              "exit 1 when nothing matches")

@@ -1,0 +1,38 @@
+"""The options the model-loading, bench, precision, convert and doctor commands share, declared once.
+
+``add(parser, "--dtype")`` adds the option as declared in :data:`OPTIONS`; keyword arguments change
+what one command needs different (its help, a default, ``required``), never the option's meaning.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ascend_nb import dtypes
+from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
+from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL
+
+
+def names(text: str) -> tuple[str, ...]:
+    """A comma-separated list option (``--backend transformers,accelerated``) -> its names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+OPTIONS: dict[str, dict] = {
+    "--model": dict(default=DEFAULT_MODEL, help="registry name or local model directory (default: %(default)s)"),
+    "--backend": dict(default="transformers", choices=sorted(BACKENDS), help="engine backend"),
+    "--device": dict(default="auto", help="auto (npu > cuda > cpu), npu, cuda, cpu, or with :INDEX"),
+    "--dtype": dict(default="auto", help=dtypes.HELP),
+    "--quantize": dict(choices=QUANTIZE_CHOICES, default=None, help="weight-only quantization for the accelerated backend"),
+    "--kernels": dict(default=None, help="kernel path of --backend accelerated (default: this machine's fastest; "
+                                         "e.g. cpu-onednn)"),
+    "--tp": dict(type=int, default=1, help="tensor-parallel ranks (--backend accelerated, under torchrun --nproc-per-node N)"),
+}
+
+
+def add(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, **changes) -> argparse.Action:
+    """Add the shared option ``flag`` to ``parser``, with this command's ``changes`` (help, default, required...)."""
+    settings = {**OPTIONS[flag], **changes}
+    if settings.get("required"):
+        settings.pop("default", None)
+    return parser.add_argument(flag, **settings)
