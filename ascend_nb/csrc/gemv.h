@@ -13,11 +13,28 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include <type_traits>
 #include <vector>
 
 namespace {
 
 constexpr int W = Vec::width;
+
+// Call f(std::integral_constant<int, M>) for a row count of 1 to 8, so each count has its own
+// unrolled kernel.
+template <typename F>
+void with_rows(int64_t rows, F&& f) {
+  switch (rows) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
 
 // R weight rows against M input rows: R * M independent accumulator chains. The next block of rows
 // is prefetched while this one is summed (rows are short: 1 to 3 KiB each).
@@ -101,16 +118,7 @@ void dot_m(const at::BFloat16* x, const at::BFloat16* w, const float* scales, T*
 template <typename T>
 void dot_out(const at::BFloat16* x, const at::BFloat16* w, const float* scales, T* out, int64_t M, int64_t K,
              int64_t N) {
-  switch (M) {
-    case 1: return dot_m<1>(x, w, scales, out, K, N);
-    case 2: return dot_m<2>(x, w, scales, out, K, N);
-    case 3: return dot_m<3>(x, w, scales, out, K, N);
-    case 4: return dot_m<4>(x, w, scales, out, K, N);
-    case 5: return dot_m<5>(x, w, scales, out, K, N);
-    case 6: return dot_m<6>(x, w, scales, out, K, N);
-    case 7: return dot_m<7>(x, w, scales, out, K, N);
-    default: return dot_m<8>(x, w, scales, out, K, N);
-  }
+  with_rows(M, [&](auto m) { dot_m<decltype(m)::value>(x, w, scales, out, K, N); });
 }
 #endif
 
@@ -122,16 +130,7 @@ void gemv_m(const float* x, const Wt* w, const float* scales, T* out, int64_t K,
 
 template <typename Wt, typename T>
 void gemv_w(const float* x, const Wt* w, const float* scales, T* out, int64_t M, int64_t K, int64_t N) {
-  switch (M) {
-    case 1: return gemv_m<1>(x, w, scales, out, K, N);
-    case 2: return gemv_m<2>(x, w, scales, out, K, N);
-    case 3: return gemv_m<3>(x, w, scales, out, K, N);
-    case 4: return gemv_m<4>(x, w, scales, out, K, N);
-    case 5: return gemv_m<5>(x, w, scales, out, K, N);
-    case 6: return gemv_m<6>(x, w, scales, out, K, N);
-    case 7: return gemv_m<7>(x, w, scales, out, K, N);
-    default: return gemv_m<8>(x, w, scales, out, K, N);
-  }
+  with_rows(M, [&](auto m) { gemv_m<decltype(m)::value>(x, w, scales, out, K, N); });
 }
 
 template <typename Wt>
