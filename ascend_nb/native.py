@@ -13,6 +13,7 @@ graphs call it too. Without a compiler :func:`load_gemv` is False and says which
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import sys
@@ -33,19 +34,29 @@ ISAS = {"avx2": ("gemv_avx2.cpp", ["-mavx2", "-mfma"]),
 
 
 def _build(isa: str) -> None:
-    """Compile and load ``gemv_<isa>`` (ninja rebuilds only when a source or flag changed)."""
+    """Load ``gemv_<isa>``, compiling it first when no library of these exact sources, flags and
+    torch version exists yet. The build directory is named by a hash of all three, so every checkout
+    with the same sources shares one build and a loaded library is never rebuilt underneath a process."""
+    source, flags = ISAS[isa]
+    cflags = ["-O3", "-std=c++17", "-fopenmp", *flags]
+    digest = hashlib.sha256()
+    for part in (torch.__version__, *cflags, *(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*")))):
+        digest.update(part if isinstance(part, bytes) else part.encode())
+    name = f"ascend_nb_gemv_{isa}"
+    build_dir = home() / "kernels" / f"{isa}-{digest.hexdigest()[:16]}"
+    library = build_dir / f"{name}.so"
+    if library.is_file():
+        torch.ops.load_library(str(library))
+        return
     from torch.utils.cpp_extension import load
 
-    source, flags = ISAS[isa]
-    build_dir = home() / "kernels" / f"torch-{torch.__version__}" / isa
     build_dir.mkdir(parents=True, exist_ok=True)
     # the `ninja` this environment installed (a dependency), also when its bin/ is not on PATH
     scripts = str(Path(sys.executable).parent)
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
-    load(name=f"ascend_nb_gemv_{isa}", sources=[str(CSRC / source)], extra_include_paths=[str(CSRC)],
-         extra_cflags=["-O3", "-std=c++17", "-fopenmp", *flags], extra_ldflags=["-fopenmp"],
-         build_directory=str(build_dir), is_python_module=False, verbose=False)
+    load(name=name, sources=[str(CSRC / source)], extra_include_paths=[str(CSRC)], extra_cflags=cflags,
+         extra_ldflags=["-fopenmp"], build_directory=str(build_dir), is_python_module=False, verbose=False)
 
 
 @functools.cache

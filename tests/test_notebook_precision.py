@@ -34,3 +34,8 @@ def test_precision_notebook_runs_both_protocols_and_the_layer_comparison(tmp_pat
         assert "is not registered yet" in text and "(transformers, cpu, bfloat16)" in text
     for protocol in ("logits", "generate"):
         assert (tmp_path / "runs" / protocol / "predictions.csv").read_text().count("\n") == 6
+    summary = next(o["text"] for c in notebook.cells if "print(headline(" in c.source for o in c.outputs
+                   if o.get("name") == "stdout")  # the closing summary: one line per protocol, then the verdict
+    lines = summary.strip().splitlines()
+    assert len(lines) == 3 and "logits protocol" in lines[0] and "generate protocol" in lines[1]
+    assert "/5 questions, 95% interval" in lines[0] and ("reached" in lines[2] and "Cosine" in lines[2])

@@ -117,3 +117,17 @@ def test_the_embedded_model_in_bfloat16_reaches_the_bfloat16_thresholds(embedded
     assert report.reached, report.table
     logits = report.table.iloc[-1]
     assert logits["Cosine"] > 0.999 and logits["Top-1 Agreement"] >= 0.9 and logits["KL divergence"] < 0.01
+
+
+def test_headline_names_each_protocol_and_the_verdict():
+    import pandas as pd
+
+    from ascend_nb.precision import EvalResult, headline
+
+    predictions = pd.DataFrame({"id": range(4), "subject": "logic", "category": "Humanities",
+                                "truth": ["A", "B", "C", ""], "pred": ["A", "B", "D", "A"], "shots": 0,
+                                "correct": [True, True, False, False]})
+    runs = [EvalResult(predictions, "logits", 0, "val", "m · logits"), EvalResult(predictions, "generate", 5, "val")]
+    first, second = headline(runs).splitlines()
+    assert first.startswith("m · logits: Avg acc 0.667 (2/3 questions, 95% interval ") and "logits protocol, 0-shot" in first
+    assert second.startswith("generate: Avg acc 0.667") and "generate protocol, 5-shot, val split" in second
