@@ -241,3 +241,18 @@ def test_greedy_regenerate_says_it_repeats_itself_and_offers_sampling(tiny_engin
     chat.regenerate_button.click()
     chat.wait(60)
     assert "Greedy" not in chat.notice.value
+
+
+def test_a_cut_served_stream_keeps_its_partial_reply_marked_as_partial():
+    """A served model whose stream breaks mid-reply (real socket, tests/misbehaving_server.py): the
+    text that came stays in the chat, followed by one line saying it is partial and why."""
+    from tests.misbehaving_server import misbehaving_server
+
+    with misbehaving_server() as url:
+        chat = ChatWidget(ascend_nb.load("cut-body", backend="openai", base_url=url, timeout=10.0))
+        ask(chat, "What is the capital of France?")
+    assert chat.messages[-1] == {"role": "assistant", "content": "Hello"}
+    assert chat.last_stats["finish_reason"] == "error"
+    error = chat.history.children[-1].value
+    assert "anb-chat-row error" in error and "The reply above is partial" in error
+    assert "broke the connection mid-stream" in error and "5 characters kept" in error

@@ -27,7 +27,7 @@ from markdown_it import MarkdownIt
 
 from ascend_nb.device import set_thread_device
 from ascend_nb.dtypes import dtype_name
-from ascend_nb.models.params import GenerationParams
+from ascend_nb.models.params import GenerationError, GenerationParams
 from ascend_nb.engine.request_queue import on_wait
 from ascend_nb.errors import AscendNbError
 from ascend_nb.ui.prompt_box import PromptBox
@@ -334,6 +334,12 @@ class ChatWidget(widgets.VBox):
                     result = self._stream_into(turn, conversation, params)
                 else:
                     result = self.engine.chat(conversation, params, stop_event=self._stop)
+            except GenerationError as exc:
+                if exc.result.text:  # a reply that broke off (a cut stream): keep what came, marked partial
+                    self._finish(turn, exc.result)
+                    self._add_error(f"The reply above is partial: {exc}")
+                else:
+                    self._fail(turn, exc)
             except Exception as exc:  # noqa: BLE001 - every failure is shown in the chat, which keeps working
                 if not isinstance(exc, AscendNbError):
                     traceback.print_exc()
@@ -390,9 +396,14 @@ class ChatWidget(widgets.VBox):
                 else:
                     self.prompt.value = asked.content
                     message += " (your message is back in the input box)"
-            self._turns.append(self._new_turn("error", message))
             self._pending = None
             self._set_running(False)
+        self._add_error(message)
+
+    def _add_error(self, message: str) -> None:
+        """An error line at the end of the conversation (not part of what the model is sent)."""
+        with self._lock:
+            self._turns.append(self._new_turn("error", message))
             self._render()
 
     # -- view ----------------------------------------------------------------------------------
