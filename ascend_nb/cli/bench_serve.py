@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
 
 import pandas as pd
 
 from ascend_nb.bench.mindie_csv import write_mindie_csv
 from ascend_nb.bench.serve_bench import serve_load
 from ascend_nb.bench.serve_metrics import knee, level_label, parse_slo
+from ascend_nb.cli import options
 from ascend_nb.cli.bench_sweep import results_csv_path
 from ascend_nb.errors import AscendNbError
 
@@ -24,26 +24,14 @@ SUMMARY_COLUMNS = ("level", "completed", "failed", "request_throughput", "output
                    "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "p99_itl_ms", "p99_e2el_ms")
 
 
-def _numbers(kind: type) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        try:
-            values = tuple(kind(part) for part in text.split(",") if part.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
-        if not values:
-            raise argparse.ArgumentTypeError("give at least one value")
-        return values
-    return parse
-
-
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the served-model load options to the ``bench`` parser."""
     group = parser.add_argument_group("served model under load (--backend openai)")
     group.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     group.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
-    group.add_argument("--concurrency", type=_numbers(int), default=None, metavar="N,N",
+    group.add_argument("--concurrency", type=options.numbers(int), default=None, metavar="N,N",
                        help="load levels: requests in flight at most (default: 1 unless --request-rate is given)")
-    group.add_argument("--request-rate", type=_numbers(float), default=None, metavar="R,R",
+    group.add_argument("--request-rate", type=options.numbers(float), default=None, metavar="R,R",
                        help="load levels: Poisson arrivals per second, seeded (inf: all at once)")
     group.add_argument("--num-prompts", type=int, default=16, help="requests per load level (default: %(default)s)")
     group.add_argument("--dataset", default=None, metavar="PATH",

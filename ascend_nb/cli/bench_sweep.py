@@ -17,6 +17,7 @@ import pandas as pd
 from ascend_nb.bench.comparison import compare
 from ascend_nb.bench.run import QUANTIZABLE_BACKENDS
 from ascend_nb.bench.latency_sweep import GUIDE_LENS, sweep
+from ascend_nb.cli import options
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.loading import load, read_config, resolve_model_dir
 
@@ -24,26 +25,16 @@ SUMMARY_COLUMNS = ("backend", "batch_size", "input_len", "output_len", "ttft_ms"
                    "pct_of_roofline")
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one value")
-    return values
-
-
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the sweep and compare options to the ``bench`` parser."""
     group = parser.add_argument_group("sweep and compare")
     group.add_argument("--sweep", action="store_true",
                        help="run the grid batch sizes x input lengths x output lengths (the guides' performance test)")
-    group.add_argument("--batch-sizes", type=_ints, default=(1,), metavar="N,N", help="sweep batch sizes (default: 1)")
+    group.add_argument("--batch-sizes", type=options.numbers(int), default=(1,), metavar="N,N", help="sweep batch sizes (default: 1)")
     lens = ",".join(map(str, GUIDE_LENS))
-    group.add_argument("--input-lens", type=_ints, default=GUIDE_LENS, metavar="N,N",
+    group.add_argument("--input-lens", type=options.numbers(int), default=GUIDE_LENS, metavar="N,N",
                        help=f"sweep input lengths (default: {lens})")
-    group.add_argument("--output-lens", type=_ints, default=GUIDE_LENS, metavar="N,N",
+    group.add_argument("--output-lens", type=options.numbers(int), default=GUIDE_LENS, metavar="N,N",
                        help=f"sweep output lengths (default: {lens})")
     group.add_argument("--max-seq-len", type=int, default=None,
                        help="token budget per sequence (default: longest input + output, capped at the model's limit); "

@@ -7,6 +7,7 @@ what one command needs different (its help, a default, ``required``), never the 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from ascend_nb import dtypes
 from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
@@ -16,6 +17,21 @@ from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL
 def names(text: str) -> tuple[str, ...]:
     """A comma-separated list option (``--backend transformers,accelerated``) -> its names."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def numbers(kind: type) -> Callable[[str], tuple]:
+    """An argparse ``type`` for a comma-separated list of ``kind`` (int or float) values, at least one."""
+    what = "integers" if kind is int else "numbers"
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(part) for part in names(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one value")
+        return values
+    return parse
 
 
 OPTIONS: dict[str, dict] = {
