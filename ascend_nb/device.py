@@ -21,7 +21,7 @@ import torch
 from ascend_nb import dtypes, native
 from ascend_nb.cpu_features import CpuFeatures, cpu_features
 from ascend_nb.errors import AscendNbError
-from ascend_nb.parallel import TensorParallel, init_tensor_parallel, local_device
+from ascend_nb.parallel import TensorParallel, check_ranks, init_tensor_parallel, local_device
 
 DEVICE_TYPES = ("npu", "cuda", "cpu")
 # torch_npu._C._npu_get_soc_version(): 200-205 are the 310P family (Atlas 300I DUO), no bf16.
@@ -310,8 +310,7 @@ def place(device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
     kernel path this machine can run (accelerated backend); ``graphs`` turns captured decode steps
     on or off (default: on for CUDA only).
     """
-    if not isinstance(tp, int) or tp < 1:
-        raise AscendNbError(f"tp must be a positive number of ranks, got {tp!r}")
+    check_ranks(tp)
     if backend != "accelerated" and (tp > 1 or graphs):
         raise AscendNbError(f"{'--tp' if tp > 1 else '--graphs'} needs backend 'accelerated' "
                             f"(the {backend} backend runs eagerly on one device)")

@@ -39,6 +39,12 @@ class TensorParallel:
         return x
 
 
+def check_ranks(tp) -> None:
+    """Refuse a tensor-parallel size that is not a whole number of ranks >= 1."""
+    if not isinstance(tp, int) or tp < 1:
+        raise AscendNbError(f"--tp must be a number of ranks >= 1, got {tp}")
+
+
 def check_divisible(config, tp: int) -> None:
     """Refuse a ``tp`` that does not split the heads, the KV heads and the FFN evenly (before loading)."""
     heads = config.num_attention_heads

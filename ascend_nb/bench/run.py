@@ -16,6 +16,7 @@ from ascend_nb.bench.planner import require_fit
 from ascend_nb.bench.latency_sweep import SweepPoint, measure_point, run_fields
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.loading import DEFAULT_MODEL, check_backend, load
+from ascend_nb.parallel import check_ranks
 
 QUANTIZABLE_BACKENDS = ("accelerated",)  # take quantize and graphs; the transformers reference runs as it is
 ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "batch_size", "input_len",
@@ -52,8 +53,7 @@ class BenchConfig:
             raise AscendNbError("batch size and input length must be >= 1 and output length >= 2 (TPOT needs two tokens)")
         if self.repeat < 1 or self.warmup < 0:
             raise AscendNbError(f"repeat must be >= 1 and warmup >= 0, got {self.repeat} and {self.warmup}")
-        if self.tp < 1:
-            raise AscendNbError(f"--tp must be a number of ranks >= 1, got {self.tp}")
+        check_ranks(self.tp)
         if self.tp != 1 and self.backends != ("accelerated",):
             raise AscendNbError(f"--tp {self.tp} benchmarks the accelerated backend alone: use --backend accelerated "
                                 "under torchrun, and compare with a --tp 1 run")

@@ -8,7 +8,6 @@ import sys
 
 from ascend_nb.cli import options
 from ascend_nb.dtypes import dtype_name
-from ascend_nb.errors import AscendNbError
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,15 +34,8 @@ def load_from_args(args: argparse.Namespace):
         GenerationParams(max_new_tokens=args.max_new_tokens)
     if args.backend == "openai":
         return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
-    if args.tp < 1:
-        raise AscendNbError(f"--tp must be a number of ranks >= 1, got {args.tp}")
-    if args.tp != 1 and args.backend != "accelerated":
-        raise AscendNbError(f"--tp {args.tp} needs --backend accelerated (the transformers backend runs on one device)")
-    options = {"tp": args.tp} if args.tp != 1 else {}
-    if args.kernels:
-        options["kernels"] = args.kernels
     return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len,
-                verify=args.verify, **options)
+                verify=args.verify, tp=args.tp, kernels=args.kernels)
 
 
 def is_main_process(engine) -> bool:
