@@ -11,7 +11,7 @@ from ascend_nb.engine.accelerated.model import CompactLlama
 from ascend_nb.engine.accelerated.quantize import check_quantize
 from ascend_nb.engine.base import Engine
 from ascend_nb.errors import AscendNbError
-from ascend_nb.parallel import check_divisible
+from ascend_nb.parallel import TensorParallel, check_divisible
 
 
 class AcceleratedEngine(Engine):
@@ -24,9 +24,7 @@ class AcceleratedEngine(Engine):
         super().__init__(**engine_kwargs)
         self.model = model
         self.placement = placement
-        self.tp = placement.tp  # this rank's tensor-parallel place, None on one device
         self.quantize = quantize
-        self.graphs = placement.graphs
         self._decode_steps: dict[int, DecodeStep] = {}
         self._step: DecodeStep | None = None
 
@@ -54,6 +52,15 @@ class AcceleratedEngine(Engine):
     @property
     def kernels(self) -> str:
         return self.model.kernels.name
+
+    @property
+    def graphs(self) -> str | None:
+        return self.placement.graphs
+
+    @property
+    def tp(self) -> TensorParallel | None:
+        """This rank's tensor-parallel place, None on one device."""
+        return self.placement.tp
 
     def __repr__(self) -> str:
         extra = f", quantize={self.quantize!r}" if self.quantize else ""
