@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 __version__ = "0.1.0"
 
 from ascend_nb.models.params import GenerationError, GenerationParams, GenerationResult, Timings  # noqa: E402
-from ascend_nb.models.loading import load  # noqa: E402
+from ascend_nb.engine.loading import load  # noqa: E402
 from ascend_nb.ui.ipython import install_error_display  # noqa: E402
 
 install_error_display()  # inside IPython/Jupyter, an AscendNbError shows as its one line

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import ascend_nb  # noqa: F401  (sets TORCH_DEVICE_BACKEND_AUTOLOAD / HF_HUB_OFFLINE before torch loads)
-from ascend_nb.models.embedded import ensure_embedded_model
+from ascend_nb.convert.embedded import ensure_embedded_model
 
 
 @pytest.fixture(scope="session")

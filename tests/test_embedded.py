@@ -6,6 +6,7 @@ import torch
 from ascend_nb import atomic
 from ascend_nb.convert import shards
 from ascend_nb.convert.sources import gguf as gguf_convert, gguf_reader
+from ascend_nb.convert import embedded as prepare
 from ascend_nb.models import embedded
 
 
@@ -24,9 +25,9 @@ def test_second_load_does_not_reconvert(embedded_model_dir, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(gguf_convert, "convert_gguf", fail)
-    monkeypatch.setattr(embedded, "download_gguf", fail)
-    assert embedded.ensure_embedded_model() == embedded_model_dir
+    monkeypatch.setattr(prepare, "convert_gguf", fail)
+    monkeypatch.setattr(prepare, "download_gguf", fail)
+    assert prepare.ensure_embedded_model() == embedded_model_dir
 
 
 def test_print_path_follows_ascend_nb_home(tmp_path, monkeypatch):
@@ -44,7 +45,7 @@ def test_unpermute_inverts_llama_cpp_permutation():
 
 @pytest.mark.slow
 def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
-    gguf_path = embedded.download_gguf(tmp_path)
+    gguf_path = prepare.download_gguf(tmp_path)
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
@@ -62,7 +63,7 @@ def test_weights_match_transformers_own_gguf_reader(tmp_path, embedded_model_dir
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    gguf_path = embedded.download_gguf(tmp_path)
+    gguf_path = prepare.download_gguf(tmp_path)
     reference = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     ours = load_file(embedded_model_dir / "model.safetensors")
     theirs = reference.state_dict()

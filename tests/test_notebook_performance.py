@@ -7,7 +7,7 @@ import pytest
 
 from ascend_nb.bench.guides_csv import read_csv
 from ascend_nb.bench.mindie_csv import read_mindie_csv
-from ascend_nb.models.loading import BACKENDS
+from ascend_nb.engine.loading import BACKENDS
 from tests.notebook_runner import outputs_text, run_notebook, static_figures, widget_views
 
 GRID = {"BATCH_SIZES": [1], "INPUT_LENS": [8, 16], "OUTPUT_LENS": [2, 4]}  # the GRID parameter's lists, tiny

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ascend_nb.models.loading import BACKENDS
+from ascend_nb.engine.loading import BACKENDS
 from tests.notebook_runner import outputs_text, run_notebook, static_figures, widget_views
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ascend_nb.bench.planner import require_fit
 from ascend_nb.bench.latency_sweep import SweepPoint, measure_point, run_fields
 from ascend_nb.errors import AscendNbError
-from ascend_nb.models.loading import DEFAULT_MODEL, check_backend, load
+from ascend_nb.engine.loading import DEFAULT_MODEL, check_backend, load
 from ascend_nb.parallel import check_ranks
 
 QUANTIZABLE_BACKENDS = ("accelerated",)  # take quantize and graphs; the transformers reference runs as it is

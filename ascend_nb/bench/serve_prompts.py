@@ -32,7 +32,7 @@ def load_tokenizer(name_or_dir: str | Path):
     """The tokenizer of a registry model or a local model directory (for random prompts of N tokens)."""
     from transformers import AutoTokenizer
 
-    from ascend_nb.models.loading import resolve_model_dir
+    from ascend_nb.engine.loading import resolve_model_dir
 
     return AutoTokenizer.from_pretrained(resolve_model_dir(name_or_dir))
 

@@ -19,7 +19,8 @@ from ascend_nb.bench.run import QUANTIZABLE_BACKENDS
 from ascend_nb.bench.latency_sweep import GUIDE_LENS, sweep
 from ascend_nb.cli import options
 from ascend_nb.errors import AscendNbError
-from ascend_nb.models.loading import load, read_config, resolve_model_dir
+from ascend_nb.engine.loading import load, resolve_model_dir
+from ascend_nb.models.validation import read_config
 
 SUMMARY_COLUMNS = ("backend", "batch_size", "input_len", "output_len", "ttft_ms", "tpot_ms", "decode_tokens_per_s",
                    "pct_of_roofline")

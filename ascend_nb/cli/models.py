@@ -65,7 +65,8 @@ def register(subparsers) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from ascend_nb.models.embedded import embedded_model_dir, ensure_embedded_model
+    from ascend_nb.convert.embedded import ensure_embedded_model
+    from ascend_nb.models.embedded import embedded_model_dir
 
     if args.print_path:
         print(embedded_model_dir())

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from ascend_nb import dtypes
 from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
-from ascend_nb.models.loading import BACKENDS, DEFAULT_MODEL
+from ascend_nb.engine.loading import BACKENDS, DEFAULT_MODEL
 
 
 def names(text: str) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ import sys
 from ascend_nb.cli import options
 from ascend_nb import dtypes
 from ascend_nb.cli.models import add_model_arguments, load_from_args
-from ascend_nb.models.loading import check_backend
+from ascend_nb.engine.loading import check_backend
 from ascend_nb.precision.ceval import PROTOCOLS, SAMPLE_DATA_DIR, SPLITS
 
 

@@ -25,6 +25,10 @@ from ascend_nb.doctor import ascend_files, npu_smi
 from ascend_nb.doctor.ascend_files import AtbInfo, ToolkitInfo, VersionInfo
 from ascend_nb.doctor.npu_smi import NpuSmiResult
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import cache_home
+from ascend_nb.models.embedded import embedded_model_dir, is_prepared
+from ascend_nb.models.registry import MODELS
+from ascend_nb.models.validation import WEIGHT_PATTERNS
 
 NOTEBOOK_PACKAGES = ("transformers", "ipywidgets", "jupyterlab", "plotly", "anywidget", "pandas")
 
@@ -144,13 +148,11 @@ def _cuda_devices() -> tuple[devices.DeviceInfo, ...]:
 
 def collect(ascend_root: str | Path | None = None, env: Mapping[str, str] | None = None) -> Probe:
     """Probe this machine (and the Ascend install under ``ascend_root``)."""
-    from ascend_nb.models.embedded import home
-
     env = dict(os.environ if env is None else env)
     root, source = resolve_ascend_root(ascend_root, env)
     torch_npu_version = _distribution_version("torch_npu")
     ram_total, ram_available = devices.host_memory()
-    disk_path = _existing_parent(home())
+    disk_path = _existing_parent(cache_home())
     return Probe(
         ascend_root=root, ascend_root_source=source, env=env,
         system=platform.system(), machine=platform.machine(), glibc=_glibc_version(), gcc=_gcc_version(env),
@@ -172,10 +174,6 @@ def collect(ascend_root: str | Path | None = None, env: Mapping[str, str] | None
 
 def weights_bytes(model: str | Path) -> int | None:
     """Bytes of weight files for a local model directory or a prepared registry model, else None."""
-    from ascend_nb.models.embedded import embedded_model_dir, is_prepared
-    from ascend_nb.models.loading import WEIGHT_PATTERNS
-    from ascend_nb.models.registry import MODELS
-
     text = str(model)
     if text in MODELS:
         if not MODELS[text].embedded or not is_prepared(embedded_model_dir()):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from ascend_nb.errors import AscendNbError
-from ascend_nb.models.loading import LOCAL_BACKENDS
+from ascend_nb.engine.loading import LOCAL_BACKENDS
 
 
 

@@ -24,7 +24,7 @@ COLUMNS = ["tokenizer", "index", "token_id", "piece", "text", "byte_fallback"]
 def _load_tokenizer(model: str | Path):
     from transformers import AutoTokenizer
 
-    from ascend_nb.models.loading import resolve_model_dir
+    from ascend_nb.engine.loading import resolve_model_dir
 
     return AutoTokenizer.from_pretrained(resolve_model_dir(model), local_files_only=True)
 

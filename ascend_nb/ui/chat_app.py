@@ -24,7 +24,7 @@ class ChatApp(widgets.VBox):
 
     def __init__(self, model: str | Path = "smollm2-135m-instruct", backend: str = "transformers",
                  device: str = "auto", dtype: str = "auto", system_prompt: str | None = None, **load_options):
-        from ascend_nb.models.loading import BACKENDS
+        from ascend_nb.engine.loading import BACKENDS
         from ascend_nb.models.registry import MODELS
 
         self._load_options = load_options
@@ -56,10 +56,10 @@ class ChatApp(widgets.VBox):
         """Free the current model, then load the picked one in a worker thread with a fresh chat.
 
         The old model goes first because two 7B models rarely fit on one device, so the choice is
-        checked first (:func:`~ascend_nb.models.loading.check_loadable`: path, config, placement):
+        checked first (:func:`~ascend_nb.engine.loading.check_loadable`: path, config, placement):
         a bad one shows an error and keeps the current chat. False while a reply or a load is running,
         or when the check fails."""
-        from ascend_nb.models.loading import check_loadable
+        from ascend_nb.engine.loading import check_loadable
 
         with self._lock:
             if self._loading or (self.chat is not None and self.chat.busy):
@@ -87,7 +87,7 @@ class ChatApp(widgets.VBox):
                 raise TimeoutError(f"the model is still loading after {timeout} s")
 
     def _load(self):
-        from ascend_nb.models.loading import load
+        from ascend_nb.engine.loading import load
 
         return load(self.model.value.strip(), device=self.device.value, dtype=self.dtype.value,
                     backend=self.backend.value, **self._load_options)

@@ -1,17 +1,22 @@
-"""``ascend_nb.load``: a registry name or a local directory -> a ready engine on the chosen device."""
+"""``ascend_nb.load``: a registry name or a local directory -> a ready engine on the chosen device.
+
+The top of the engine layer: it knows every backend (:data:`BACKENDS`, the one backend table), so
+bench, precision, inspect and ui build engines through it and nothing below imports it.
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ascend_nb import device as devices
 from ascend_nb.errors import AscendNbError, note_once
-from ascend_nb.files import read_config_json
+from ascend_nb.convert.embedded import ensure_embedded_model
 from ascend_nb.models.registry import MODELS, ModelSpec, detect_spec, get_spec
-from ascend_nb.models.validation import validate_model_dir
+from ascend_nb.models.validation import read_config, validate_model_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 # backend name -> "module:class"; each class has from_directory(**engine_kwargs)
@@ -21,7 +26,6 @@ BACKENDS = {
     "openai": "ascend_nb.engine.openai_backend:OpenAIEngine",
 }
 LOCAL_BACKENDS = ("transformers", "accelerated")  # run the model in this process (the others talk to a server)
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 
 
 def check_backend(backend: str) -> str:
@@ -29,6 +33,12 @@ def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise AscendNbError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     return backend
+
+
+def engine_class(backend: str) -> type:
+    """The engine class of a backend name, imported on first use (so ``import ascend_nb`` stays light)."""
+    module_name, class_name = BACKENDS[check_backend(backend)].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -39,8 +49,6 @@ def resolve_model_dir(model: str | Path) -> Path:
         if not spec.embedded:
             raise AscendNbError(f"{text} weights are not bundled: pass the local directory holding them "
                                 f"(convert first with `ascend-nb convert {spec.family} SRC DST`)")
-        from ascend_nb.models.embedded import ensure_embedded_model
-
         return ensure_embedded_model()
     path = Path(text).expanduser()
     if not path.exists():
@@ -49,15 +57,6 @@ def resolve_model_dir(model: str | Path) -> Path:
         raise AscendNbError(f"model directory {path} does not exist: give a registry name ({', '.join(MODELS)}) "
                             "or a local directory (no hub downloads)")
     return path
-
-
-def read_config(model_dir: Path) -> dict:
-    """``config.json`` of a model directory, with clear errors for the usual breakages."""
-    config = read_config_json(model_dir, "restore it from the original download or re-convert")
-    if not any(next(model_dir.glob(p), None) for p in WEIGHT_PATTERNS):
-        raise AscendNbError(f"no weights in {model_dir} (expected *.safetensors or pytorch_model*.bin): "
-                            "copy or link the weight files there")
-    return config
 
 
 def check_loadable(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
@@ -100,17 +99,13 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     checked = check_loadable(model, device, dtype, backend, kernels=backend_options.pop("kernels", None),
                              graphs=backend_options.pop("graphs", None), tp=backend_options.pop("tp", 1))
     if checked is None:  # a served model: nothing to load here
-        from ascend_nb.engine.openai_backend import OpenAIEngine
-
-        return OpenAIEngine(str(model), **backend_options)
+        return engine_class("openai")(str(model), **backend_options)
     model_dir, raw_config, placement = checked
     config, tokenizer = validate_model_dir(model_dir, raw_config, trust_remote_code, verify)
     if backend == "accelerated":
         backend_options["placement"] = placement
     spec: ModelSpec = detect_spec(model_dir, raw_config, bool(getattr(tokenizer, "chat_template", None)))
     if template is not None:
-        from dataclasses import replace
-
         spec = replace(spec, template=template)
     limit = config.max_position_embeddings
     if max_seq_len is not None and not 0 < max_seq_len <= limit:
@@ -119,8 +114,6 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
 
     require_fit(config, placement.device, placement.dtype, backend_options.get("quantize"), max_seq_len or limit,
                 tp=placement.tp.world_size if placement.tp else 1)  # refuse what cannot fit before anything is allocated
-    module_name, class_name = BACKENDS[backend].split(":")
-    engine_class = getattr(importlib.import_module(module_name), class_name)
-    return engine_class.from_directory(
+    return engine_class(backend).from_directory(
         model_dir=model_dir, spec=spec, tokenizer=tokenizer, config=config, device=placement.device,
         dtype=placement.dtype, max_seq_len=max_seq_len or limit, trust_remote_code=trust_remote_code, **backend_options)
