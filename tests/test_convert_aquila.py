@@ -125,3 +125,15 @@ def test_source_without_tokenizer_json(source, tmp_path):
     result = convert_aquila(copy, tmp_path / "out", progress=False, verify=False)
     tokenizer = AutoTokenizer.from_pretrained(result.path)
     assert tokenizer(TEXTS[0]).input_ids == Tokenizer.from_file(str(source / "tokenizer.json")).encode(TEXTS[0]).ids
+
+
+def test_encoding_table_of_the_original_and_converted_tokenizers(source, converted):
+    from ascend_nb.convert import converter, encoding_table, original_encoder
+
+    assert converter("aquila") is convert_aquila
+    original = Tokenizer.from_file(str(source / "tokenizer.json"))
+    assert original_encoder("aquila", source)(TEXTS[0]) == original.encode(TEXTS[0]).ids
+    table = encoding_table(original_encoder("aquila", source), converted.path, TEXTS)
+    assert table["identical ids"].all() and table["text"].tolist() == list(TEXTS)
+    shifted = encoding_table(lambda text: [i + 1 for i in original.encode(text).ids], converted.path, TEXTS)
+    assert not shifted["identical ids"].any()  # a tokenizer that differs shows as False, not as a pass

@@ -177,3 +177,15 @@ def test_non_llama_baichuan_variants_are_refused(source, tmp_path, edit, message
     with pytest.raises(AscendNbError, match=message):
         baichuan2.convert_baichuan2(variant, tmp_path / "out", progress=False)
     assert partial_outputs(tmp_path / "out") == []
+
+
+def test_one_converter_table_for_cli_and_notebooks(source):
+    from ascend_nb.convert import converter, original_encoder
+
+    assert converter("baichuan2") is baichuan2.convert_baichuan2
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(source / "tokenizer.model"))
+    assert original_encoder("baichuan2", source)(MIXED[1]) == processor.encode(MIXED[1])
+    with pytest.raises(AscendNbError, match="unknown conversion kind 'llama2': use one of gguf, safetensors"):
+        converter("llama2")
+    with pytest.raises(AscendNbError, match="gguf sources keep their tokenizer"):
+        original_encoder("gguf", source)

@@ -7,7 +7,6 @@ import pytest
 
 from ascend_nb.bench.guides_csv import read_csv
 from ascend_nb.bench.mindie_csv import read_mindie_csv
-from ascend_nb.engine.loading import BACKENDS
 from tests.notebook_runner import outputs_text, run_notebook, static_figures, widget_views
 
 GRID = {"BATCH_SIZES": [1], "INPUT_LENS": [8, 16], "OUTPUT_LENS": [2, 4]}  # the GRID parameter's lists, tiny
@@ -34,24 +33,20 @@ def test_performance_notebook_runs_headless(tmp_path):
     text = outputs_text(notebook)
     assert "served (transformers serve)" in text and "local transformers" in text
     results = read_csv(tmp_path / "results" / "04_performance.csv")
-    compared = "accelerated" in BACKENDS
-    assert len(results) == (8 if compared else 4)
+    assert len(results) == 8  # the transformers sweep, then the accelerated comparison
     tp_table = next(o["data"]["text/plain"] for c in notebook.cells if "bench_tensor_parallel(" in c.source
                     for o in c.outputs if o["output_type"] == "execute_result")
     assert [line.split()[0] for line in tp_table.splitlines()[1:]] == ["1", "3"]  # one row per tp size
     figures = static_figures(notebook)
     for cell in plot_cells(notebook):  # each live figure ends as one static figure; no widget left behind
-        assert len(figures[cell]) == (1 if compared or cell == plot_cells(notebook)[0] else 0)
+        assert len(figures[cell]) == 1
         assert widget_views(notebook.cells[cell]) == 0
     assert "sweep transformers: 4/4 points" in text and "done" in text  # the progress bar's final state
     assert figure_points(notebook)[0] == 4
     assert "best decode:" in text and "decode roofline: median" in text
-    if compared:
-        assert figure_points(notebook)[1] == 8
-        assert "accelerated vs transformers (geometric mean over 4 points)" in text
-        assert "next_token_speedup" in text
-    else:
-        assert "No backend comparison" in text
+    assert figure_points(notebook)[1] == 8
+    assert "accelerated vs transformers (geometric mean over 4 points)" in text
+    assert "next_token_speedup" in text
     for expected in ("Atlas 300I DUO", "H100 SXM", "measured", "first_token_speedup", "aten::", "guides' format"):
         assert expected in text
     assert (tmp_path / "results" / "04_performance.html").stat().st_size > 100_000  # plotly.js inlined

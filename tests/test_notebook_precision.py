@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from ascend_nb.engine.loading import BACKENDS
 from tests.notebook_runner import outputs_text, run_notebook, static_figures, widget_views
 
 pytestmark = pytest.mark.slow
@@ -28,10 +27,7 @@ def test_precision_notebook_runs_both_protocols_and_the_layer_comparison(tmp_pat
     assert "5 questions" in text and "Avg acc" in text
     assert "Aquila-7B · A100 (guide)" in text and "0.41159" in text
     assert "thresholds (" in text and "verdict: " in text and "hidden states + logits" in text
-    if "accelerated" in BACKENDS:
-        assert "(accelerated, cpu, float32)" in text
-    else:
-        assert "is not registered yet" in text and "(transformers, cpu, bfloat16)" in text
+    assert "(accelerated, cpu, float32)" in text
     for protocol in ("logits", "generate"):
         assert (tmp_path / "runs" / protocol / "predictions.csv").read_text().count("\n") == 6
     summary = next(o["text"] for c in notebook.cells if "print(headline(" in c.source for o in c.outputs

@@ -12,14 +12,9 @@ import json
 
 from ascend_nb.cli import options
 from ascend_nb import dtypes
+from ascend_nb.convert.sources import CONVERTERS, converter
 from ascend_nb.errors import AscendNbError
 
-CONVERTERS = {
-    "gguf": "ascend_nb.convert.sources.gguf:convert_gguf",
-    "safetensors": "ascend_nb.convert.sources.bin_to_safetensors:convert_bin_to_safetensors",
-    "baichuan2": "ascend_nb.convert.sources.baichuan2:convert_baichuan2",
-    "aquila": "ascend_nb.convert.sources.aquila:convert_aquila",
-}
 KINDS = (*CONVERTERS, "patch-auto-map", "verify")
 DESCRIPTION = """\
   gguf            GGUF file -> safetensors Llama directory (dequantized)
@@ -67,10 +62,7 @@ def run_convert(args: argparse.Namespace) -> int:
     _needs_dst(args)
     if args.kind == "verify":
         return _run_verify(args)
-    import importlib
-
-    module_name, function_name = CONVERTERS[args.kind].split(":")
-    convert = getattr(importlib.import_module(module_name), function_name)
+    convert = converter(args.kind)
     options = {"max_shard_size": args.max_shard_size, "force": args.force, "progress": not args.quiet,
                "verify": not args.no_verify}
     if args.kind != "safetensors":

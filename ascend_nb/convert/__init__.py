@@ -6,6 +6,8 @@
 - :func:`convert_aquila`: Aquila-7B (``AquilaForCausalLM``) -> Llama.
 - :func:`patch_auto_map`: point ``config.json`` at the vendor's Ascend modeling file (the guides' edit).
 - :func:`verify_conversion`: logits of the original architecture vs the converted model, per position.
+- :func:`converter` (a kind's converter, from :data:`~ascend_nb.convert.sources.CONVERTERS`),
+  :func:`original_encoder` and :func:`encoding_table`: the original tokenizer against the converted one.
 
 Every converter writes into a temporary directory beside ``dst`` (disk space checked first), verifies
 there, writes a ``checksums.sha256`` manifest, and renames it into place; it returns a
@@ -26,6 +28,9 @@ _EXPORTS = {
     "verify_conversion": "ascend_nb.convert.verify",
     "Conversion": "ascend_nb.convert.output",
     "VerifyReport": "ascend_nb.convert.verify",
+    "converter": "ascend_nb.convert.sources",
+    "original_encoder": "ascend_nb.convert.sources",
+    "encoding_table": "ascend_nb.convert.tokenizer_files",
 }
 __all__ = list(_EXPORTS)
 

@@ -106,6 +106,17 @@ def save_tokenizer(tokenizer, directory: Path, *, bos_token: str | None, eos_tok
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
+def encoding_table(expected: Callable[[str], list[int]], directory: Path, texts: Iterable[str] = SAMPLE_TEXTS):
+    """``text, tokens, identical ids`` per text: the tokenizer saved in ``directory`` against ``expected``."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    return pd.DataFrame([{"text": text, "tokens": len(expected(text)),
+                          "identical ids": tokenizer.encode(text, add_special_tokens=False) == expected(text)}
+                         for text in texts])
+
+
 def check_same_encoding(expected: Callable[[str], list[int]], directory: Path, texts: Iterable[str] = SAMPLE_TEXTS) -> None:
     """Load the tokenizer saved in ``directory`` and raise unless it encodes every text as ``expected`` does."""
     from transformers import AutoTokenizer

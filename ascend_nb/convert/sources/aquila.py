@@ -10,6 +10,7 @@ which the verification would show.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,6 +50,12 @@ def source_tokenizer(src: Path):
                             "merges.txt) from the Aquila download") from exc
 
 
+def original_encoder(src: Path) -> Callable[[str], list[int]]:
+    """How Aquila's own tokenizer encodes text (no special tokens)."""
+    tokenizer = source_tokenizer(src)
+    return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
+
+
 def write_tokenizer(src: Path, out: Path, config: dict) -> None:
     """The source tokenizer with bos/eos taken from config.json's ids and Aquila's chat template."""
     tokenizer = source_tokenizer(src)
@@ -63,7 +70,7 @@ def write_tokenizer(src: Path, out: Path, config: dict) -> None:
                             f"are not in the tokenizer of {src}: the tokenizer files do not belong to this model")
     save_tokenizer(tokenizer, out, bos_token=bos, eos_token=eos, chat_template=CHAT_TEMPLATE,
                    model_max_length=config.get("max_position_embeddings"))
-    check_same_encoding(lambda text: tokenizer.encode(text, add_special_tokens=False).ids, out)
+    check_same_encoding(original_encoder(src), out)
 
 
 def convert_aquila(src: Path, dst: Path, dtype: str | torch.dtype | None = None, **options) -> Conversion:

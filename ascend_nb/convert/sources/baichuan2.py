@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -82,6 +83,13 @@ def chat_template(user: str, assistant: str) -> str:
             f"{{%- endfor -%}}{{%- if add_generation_prompt -%}}{assistant}{{%- endif -%}}")
 
 
+def original_encoder(src: Path) -> Callable[[str], list[int]]:
+    """How Baichuan2's tokenizer encodes text: ``SentencePieceProcessor(tokenizer.model).encode``."""
+    import sentencepiece
+
+    return sentencepiece.SentencePieceProcessor(model_file=str(Path(src) / "tokenizer.model")).encode
+
+
 def write_tokenizer(src: Path, out: Path, config: dict) -> None:
     """``tokenizer.model`` kept, plus an exact fast-tokenizer twin with Baichuan2's chat template."""
     import sentencepiece
@@ -105,7 +113,7 @@ def write_tokenizer(src: Path, out: Path, config: dict) -> None:
     save_tokenizer(tokenizer, out, bos_token=piece("bos_token_id"), eos_token=piece("eos_token_id"),
                    unk_token=processor.id_to_piece(processor.unk_id()), pad_token=piece("pad_token_id"),
                    chat_template=template, model_max_length=config.get("model_max_length"))
-    check_same_encoding(processor.encode, out)
+    check_same_encoding(original_encoder(src), out)
 
 
 def convert_baichuan2(src: Path, dst: Path, dtype: str | torch.dtype | None = None, **options) -> Conversion:
