@@ -1,7 +1,9 @@
 """ascend_nb's imports point down the layers and never form a cycle.
 
 Every module is parsed (no import runs); every ``import`` counts, including those inside functions,
-so an import cannot dodge a cycle by hiding in a function. The layer order lives here, once.
+so an import cannot dodge a cycle by hiding in a function, and so does every string that names a module
+(``"ascend_nb.engine.accelerated:AcceleratedEngine"`` in a table imported on first use, a lazy export).
+The layer order lives here, once.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def imports(mods: dict[str, Path]) -> dict[str, set[str]]:
                     base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + [base] * bool(base))
                 if base.startswith("ascend_nb"):
                     targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in mods else known(base) for a in node.names}
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = node.value.partition(":")[0]  # "module" or "module:attribute", imported by name later
+                if "." in named and named in mods:  # (plain "ascend_nb" is also the torch.ops namespace)
+                    targets.add(named)
         edges[name] = targets - {name}
     return edges
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ascend_nb.convert.sources import CONVERTERS
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import read_config_json
 
@@ -48,7 +47,7 @@ def require_kind(src: Path, kind: str) -> dict:
     config = read_source_config(src)  # raises for GGUF files and non-directories
     found = kind_of_config(config)
     if found != kind:
-        suggestion = found if found in CONVERTERS else "safetensors"
+        suggestion = "safetensors" if found == "llama" else found  # a plain Llama only needs its .bin converted
         raise AscendNbError(f"{src} is not what `convert {kind}` expects: its config.json says model_type "
                             f"{config.get('model_type')!r}; use `ascend-nb convert {suggestion} SRC DST`")
     return config
