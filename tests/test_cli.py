@@ -69,3 +69,16 @@ def test_chat_survives_a_line_that_is_not_utf8_and_marks_a_broken_reply():
     assert good.stdout.count(b"Hello world\n") == 1 and good.stdout.count(b"TTFT") == 1
     assert cut.returncode == 2 and cut.stdout.count(b"Hello world\n") == 1 and cut.stdout.endswith(b"Hello [partial reply]\n")
     assert cut.stderr.decode().count("\n") == 1 and "broke the connection mid-stream" in cut.stderr.decode()
+
+
+def test_a_reader_that_goes_away_ends_quietly():
+    """`ascend-nb plan ... | head -0`: no BrokenPipeError traceback, the exit code of a SIGPIPE'd tool."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "ascend_nb", "plan", "--model", "aquila-7b", "--device", "310P3", "--dtype", "float16"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # long before the command has imported torch and written its first line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert stderr == ""
