@@ -19,7 +19,7 @@ from ascend_nb import device as devices
 from ascend_nb.bench import reference
 from ascend_nb.bench.roofline_model import roofline
 from ascend_nb.errors import AscendNbError
-from ascend_nb.models.footprint import OVERHEAD_BYTES, Footprint, Target, footprint, local_target, sized
+from ascend_nb.models.footprint import OVERHEAD_BYTES, Footprint, Target, footprint, local_target, named_dims
 from ascend_nb.models.footprint import require_fit  # noqa: F401  (models/loading.py imports it from here for now)
 
 
@@ -83,7 +83,7 @@ def plan(model, device: str | torch.device = "cpu", dtype: str | torch.dtype = "
     the roofline's bandwidth (spec sheet for a ``data/devices.csv`` row, else measured here).
     """
     fp = footprint(model, target(device), dtype, quantize, max_seq_len, batch_size, tp)
-    rank = sized(model)[1].split(tp)
+    rank = named_dims(model)[1].split(tp)
     speed = roofline(rank, fp.device, fp.dtype, fp.quantize, fp.max_seq_len, batch_size, bandwidth_gbs)
     return MemoryPlan(**asdict(fp), decode_tokens_per_s=speed.tokens_per_s, bandwidth_gbs=speed.bandwidth_gbs)
 
@@ -112,7 +112,7 @@ def fit_grid(model, device: str | torch.device, dtype: str | torch.dtype = "auto
     """``batch_size, max_seq_len, total_bytes, device_bytes, verdict`` over a batch x context grid
     (``seq_lens`` default: powers of two from 256 up to the model's limit)."""
     if seq_lens is None:
-        top = sized(model)[1].max_position_embeddings or 4096
+        top = named_dims(model)[1].max_position_embeddings or 4096
         seq_lens = [2**k for k in range(8, top.bit_length()) if 2**k <= top]
     where = target(device)
     rows = []

@@ -100,7 +100,7 @@ def prefill_activation_bytes(model, dtype: str | torch.dtype, batch_size: int, i
     return scores + activations + b * dims.vocab_size * 4
 
 
-def sized(model) -> tuple[str, LlamaDims]:
+def named_dims(model) -> tuple[str, LlamaDims]:
     """A registry name, a model directory, a config (object or dict) or a LlamaDims -> (label, dims)."""
     if not isinstance(model, (str, Path)):
         return str(getattr(model, "_name_or_path", None) or "model"), model_dims(model)
@@ -191,7 +191,7 @@ def footprint(model, device: str | torch.device | Target = "cpu", dtype: str | t
     ``max_seq_len`` defaults to the model's ``max_position_embeddings``; ``tp`` splits heads and
     FFN over that many devices of this kind (the numbers are per rank).
     """
-    label, dims = sized(model)
+    label, dims = named_dims(model)
     where = device if isinstance(device, Target) else local_target(device)
     dtype = _dtype_name(dtype, where)
     quantize = None if quantize in (None, "none") else quantize
@@ -229,7 +229,7 @@ def require_fit(model, device: str | torch.device | Target, dtype: str | torch.d
     cannot fit the device; return the footprint otherwise (None for a config it cannot size). Called
     before anything is allocated."""
     try:
-        sized(model)
+        named_dims(model)
     except AscendNbError:
         return None  # not a Llama-family config that can be sized: nothing to check
     where = device if isinstance(device, Target) else local_target(device)
