@@ -134,23 +134,21 @@ def cpu_supports_bf16() -> bool:
     return cpu_features().onednn_bf16
 
 
-def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device = "auto") -> torch.dtype:
-    """Pick the compute dtype; ``"auto"`` is fp16 on NPU, bf16 on CUDA/CPU where supported, else fp32.
-
-    Asking for bf16 on a device without it (Atlas 300I DUO / 310P) is a clear error.
-    """
-    info = device_info(device)
-    if isinstance(dtype, torch.dtype):
-        chosen = dtype
-    elif (dtype or "auto") == "auto":
-        if info.type == "npu":
-            return torch.float16
-        return torch.bfloat16 if info.supports_bf16 else torch.float32
-    else:
-        chosen = dtypes.parse_dtype(dtype)
-    if chosen == torch.bfloat16 and info.type == "npu" and not info.supports_bf16:
-        raise AscendNbError(f"{info.name} (310P) has no bfloat16 support: use --dtype float16")
+def choose_dtype(dtype: str | torch.dtype, kind: str, supports_bf16: bool, name: str) -> torch.dtype:
+    """The compute dtype on a device of ``kind`` (here or planned for); ``"auto"`` is fp16 on NPU, bf16
+    where supported, else fp32. Asking for bf16 on a device without it (Atlas 300I DUO / 310P) is a clear error."""
+    if (dtype or "auto") == "auto":
+        return torch.float16 if kind == "npu" else torch.bfloat16 if supports_bf16 else torch.float32
+    chosen = dtype if isinstance(dtype, torch.dtype) else dtypes.parse_dtype(dtype)
+    if chosen == torch.bfloat16 and kind == "npu" and not supports_bf16:
+        raise AscendNbError(f"{name} (310P) has no bfloat16 support: use --dtype float16")
     return chosen
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device = "auto") -> torch.dtype:
+    """Pick the compute dtype on ``device`` of this machine (:func:`choose_dtype`)."""
+    info = device_info(device)
+    return choose_dtype(dtype, info.type, info.supports_bf16, info.name)
 
 
 def synchronize(device: str | torch.device = "cpu") -> None:

@@ -5,7 +5,7 @@ import torch
 
 from ascend_nb.cli import main
 from ascend_nb.convert.sources.bin_to_safetensors import convert_bin_to_safetensors
-from ascend_nb.convert.reference import Architecture
+from ascend_nb.convert.reference import Original
 from ascend_nb.convert.verify import TOLERANCES, compare_logits, tolerance_for, verify_conversion
 from ascend_nb.errors import AscendNbError
 from tests.tiny_checkpoints import make_tiny_llama
@@ -58,4 +58,4 @@ def test_cli_verify_exit_codes(llama_pair, capsys):
 def test_reference_refuses_what_it_does_not_implement(edit, message):
     config = {"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 10, **edit}
     with pytest.raises(AscendNbError, match=message):
-        Architecture.from_config(config, "llama")
+        Original.from_config(config, "llama")

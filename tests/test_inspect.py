@@ -15,7 +15,7 @@ from transformers.generation.logits_process import (
 
 import ascend_nb
 from ascend_nb import inspect as ins
-from ascend_nb.bench.roofline_model import kv_cache_bytes, weight_bytes
+from ascend_nb.models.footprint import kv_cache_bytes, weight_bytes
 from ascend_nb.bench.op_trace import nested_self_times, trace_events
 from ascend_nb.models.params import GenerationParams
 from ascend_nb.engine.sampling import kept_tokens, select_tokens

@@ -13,12 +13,14 @@ from safetensors import safe_open
 
 import ascend_nb
 from ascend_nb import bench
-from ascend_nb.bench.planner import fit_grid, plan, plan_table, rank_shape, require_fit
-from ascend_nb.bench.roofline_model import KNOWN_SHAPES, roofline
+from ascend_nb.bench.planner import fit_grid, plan, plan_table, target
+from ascend_nb.bench.roofline_model import roofline
 from ascend_nb.bench.run import BenchConfig, load_engines
 from ascend_nb.cli import main
 from ascend_nb.convert.demo_checkpoints import make_tiny_llama
 from ascend_nb.errors import AscendNbError
+from ascend_nb.models.dims import KNOWN_DIMS
+from ascend_nb.models.footprint import require_fit
 from ascend_nb.models.registry import MODELS
 
 DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
@@ -48,11 +50,11 @@ def test_weights_bytes_of_an_untied_model_count_embedding_and_head(tmp_path):
     assert plan(model_dir, "cpu", "float32", bandwidth_gbs=1).weights_bytes == tensor_bytes(model_dir)
 
 
-def test_registry_sizes_are_the_roofline_shapes_and_the_embedded_config(embedded_model_dir):
+def test_registry_sizes_are_the_known_dims_and_the_embedded_config(embedded_model_dir):
     config = json.loads((embedded_model_dir / "config.json").read_text())
     assert {k: config[k] for k in MODELS["smollm2-135m-instruct"].sizes} == MODELS["smollm2-135m-instruct"].sizes
-    assert KNOWN_SHAPES["aquila-7b"].vocab_size == 100008 and KNOWN_SHAPES["aquila-7b"].max_position_embeddings == 2048
-    assert KNOWN_SHAPES["baichuan2-7b-chat"].vocab_size == 125696
+    assert KNOWN_DIMS["aquila-7b"].vocab_size == 100008 and KNOWN_DIMS["aquila-7b"].max_position_embeddings == 2048
+    assert KNOWN_DIMS["baichuan2-7b-chat"].vocab_size == 125696
     assert plan("baichuan2-7b-chat", "310P3", "float16").weights_bytes == 15_011_946_496  # 7.5B parameters x 2
 
 
@@ -96,7 +98,7 @@ def test_int8_and_tp_shrink_the_per_rank_bytes():
     embed_and_head = 2 * 125696 * 4096 * 2
     assert tp2.weights_bytes == (full.weights_bytes - embed_and_head - 65 * 4096 * 2) // 2 + embed_and_head + 65 * 4096 * 2
     assert tp2.decode_tokens_per_s > 1.5 * full.decode_tokens_per_s
-    assert rank_shape(KNOWN_SHAPES["aquila-7b"], 4).num_attention_heads == 8
+    assert KNOWN_DIMS["aquila-7b"].split(4).num_attention_heads == 8
     with pytest.raises(AscendNbError, match="--tp 2 does not divide the model's attention heads \\(9\\): use one of 1, 3"):
         plan("smollm2-135m-instruct", "cpu", "float32", tp=2)
 
@@ -156,8 +158,8 @@ def test_require_fit_suggests_int8_when_only_the_weights_are_too_big(tmp_path):
                  vocab_size=32000, max_position_embeddings=2048)  # a 21B Llama: 43 GB in fp16, 22 GB in int8
     (tmp_path / "config.json").write_text(json.dumps(sizes))
     with pytest.raises(AscendNbError, match="even the weights do not fit; with quantize int8 they do"):
-        require_fit(str(tmp_path), "910B4-32GB", "float16", max_seq_len=1)
-    assert require_fit(tmp_path, "910B4-32GB", "float16", "int8", max_seq_len=2048).verdict == "fits"
+        require_fit(str(tmp_path), target("910B4-32GB"), "float16", max_seq_len=1)
+    assert require_fit(tmp_path, target("910B4-32GB"), "float16", "int8", max_seq_len=2048).verdict == "fits"
     assert require_fit({"model_type": "gpt2", "n_embd": 768}, "cpu", "float32") is None  # nothing it can size
 
 

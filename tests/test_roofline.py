@@ -7,17 +7,9 @@ import time
 import pytest
 
 from ascend_nb.bench import reference
-from ascend_nb.bench.roofline_model import (
-    ModelShape,
-    kv_cache_bytes,
-    measure_bandwidth,
-    model_shape,
-    roofline,
-    roofline_table,
-    weight_bytes,
-    with_roofline,
-)
+from ascend_nb.bench.roofline_model import measure_bandwidth, roofline, roofline_table, with_roofline
 from ascend_nb.errors import AscendNbError
+from ascend_nb.models.footprint import kv_cache_bytes, weight_bytes
 
 # hidden 64, ffn 128, 2 layers, 4 query heads and 2 KV heads of 16, vocab 100 (a config.json dict).
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -63,15 +55,6 @@ def test_aquila_on_the_spec_sheets():
     assert limit.tokens_per_s == pytest.approx(2039e9 / (2 * params))
     published = with_roofline(reference.performance("aquila-7b", "A100")).iloc[0]
     assert published["pct_of_roofline"] == pytest.approx(100 * 88.88888889 / (2039e9 / (2 * params)))
-
-
-def test_model_shape_sources():
-    shape = model_shape(TINY)
-    assert (shape.head_dim, shape.num_key_value_heads) == (16, 2)
-    assert model_shape({**TINY, "num_key_value_heads": None}).num_key_value_heads == 4
-    assert isinstance(model_shape("baichuan2-7b-chat"), ModelShape)
-    with pytest.raises(AscendNbError, match="no known shape"):
-        model_shape("gpt-5")
 
 
 def test_bad_arguments():

@@ -20,10 +20,11 @@ import torch
 
 from ascend_nb import device as devices
 from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, guide_values
-from ascend_nb.bench.planner import prefill_activation_bytes
 from ascend_nb.bench.results_csv import ResultsCsv
-from ascend_nb.bench.roofline_model import kv_cache_bytes, model_shape, roofline
+from ascend_nb.bench.roofline_model import roofline
 from ascend_nb.dtypes import dtype_name
+from ascend_nb.models.dims import model_dims
+from ascend_nb.models.footprint import kv_cache_bytes, prefill_activation_bytes
 from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.registry import MODELS
@@ -71,10 +72,10 @@ def _positive_ints(name: str, values: Sequence[int], minimum: int = 1) -> list[i
 def point_memory_bytes(engine, point: SweepPoint) -> int:
     """A rough upper estimate of the memory one point needs beyond the weights: the KV cache at full
     length, eager prefill attention scores (fp32), MLP activations and the logits."""
-    shape = model_shape(engine)
+    dims = model_dims(engine)
     b, t = point.batch_size, point.input_len
-    kv = kv_cache_bytes(shape, engine.dtype, t + point.output_len, b)
-    return kv + prefill_activation_bytes(shape, engine.dtype, b, t)
+    kv = kv_cache_bytes(dims, engine.dtype, t + point.output_len, b)
+    return kv + prefill_activation_bytes(dims, engine.dtype, b, t)
 
 
 def require_local_model(engine) -> None:

@@ -2,8 +2,8 @@
 
 Every decode step reads each linear weight once (shared by the whole batch: q/k/v/o, gate/up/down
 per layer and the LM head), the RMSNorm weights, and each sequence's KV cache up to its current
-length. The embedding lookup reads only one row per token and is left out. ``quantize`` applies to
-every linear layer, the LM head included; the KV cache stays in the compute dtype.
+length: :func:`ascend_nb.models.footprint.weight_bytes` and :func:`~ascend_nb.models.footprint.kv_cache_bytes`.
+``quantize`` applies to every linear layer, the LM head included; the KV cache stays in the compute dtype.
 
 Bandwidth is a device's spec-sheet ceiling (``data/devices.csv``) when ``device`` names one there
 (``"A100"``, ``"Atlas 300I DUO"``, ...), and is measured on this machine (once per process and
@@ -21,112 +21,8 @@ import torch
 
 from ascend_nb import device as devices
 from ascend_nb.bench import reference
-from ascend_nb.dtypes import bytes_per_element
 from ascend_nb.errors import AscendNbError
-from ascend_nb.models.registry import MODELS
-
-
-@dataclass(frozen=True)
-class QuantFormat:
-    """Weight-only quantization: ``bits`` per weight plus ``params_per_group`` dtype-sized values
-    (scale, or scale and zero) per ``group_size`` weights of a row (``None``: one group per row)."""
-
-    bits: int
-    group_size: int | None
-    params_per_group: int
-
-
-QUANT_FORMATS: dict[str, QuantFormat | None] = {
-    "none": None,
-    "int8": QuantFormat(bits=8, group_size=None, params_per_group=1),  # per-channel scale
-    "int4": QuantFormat(bits=4, group_size=32, params_per_group=2),  # gpt-fast style scale + zero
-}
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The sizes of a Llama-family decoder that decide how many bytes a decode step reads."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    vocab_size: int
-    tie_word_embeddings: bool = False  # the LM head is the embedding (stored once)
-    max_position_embeddings: int | None = None
-
-    @classmethod
-    def from_config(cls, config) -> ModelShape:
-        """From a transformers config object or a ``config.json`` dict."""
-        get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
-        heads = get("num_attention_heads")
-        hidden = get("hidden_size")
-        return cls(hidden_size=hidden, intermediate_size=get("intermediate_size"),
-                   num_hidden_layers=get("num_hidden_layers"), num_attention_heads=heads,
-                   num_key_value_heads=get("num_key_value_heads") or heads,
-                   head_dim=get("head_dim") or hidden // heads, vocab_size=get("vocab_size"),
-                   tie_word_embeddings=bool(get("tie_word_embeddings")),
-                   max_position_embeddings=get("max_position_embeddings"))
-
-    def linear_shapes(self) -> list[tuple[int, int]]:
-        """``(out_features, in_features)`` of every linear layer read per decode step."""
-        q_dim = self.num_attention_heads * self.head_dim
-        kv_dim = self.num_key_value_heads * self.head_dim
-        per_layer = [(q_dim, self.hidden_size), (kv_dim, self.hidden_size), (kv_dim, self.hidden_size),
-                     (self.hidden_size, q_dim), (self.intermediate_size, self.hidden_size),
-                     (self.intermediate_size, self.hidden_size), (self.hidden_size, self.intermediate_size)]
-        return per_layer * self.num_hidden_layers + [(self.vocab_size, self.hidden_size)]
-
-
-# Shapes of the registry's models (their config.json sizes) and of the peers' Llama-2-7B.
-KNOWN_SHAPES = {
-    **{name: ModelShape.from_config(spec.sizes) for name, spec in MODELS.items() if spec.sizes},
-    "llama-2-7b": ModelShape(4096, 11008, 32, 32, 32, 128, 32000, max_position_embeddings=4096),
-}
-
-
-def model_shape(model) -> ModelShape:
-    """A :class:`ModelShape` from an engine, a transformers config, a config dict or a known model name."""
-    if isinstance(model, ModelShape):
-        return model
-    if isinstance(model, str):
-        if model not in KNOWN_SHAPES:
-            raise AscendNbError(f"no known shape for model {model!r}: pass an engine or its config "
-                                f"(known names: {', '.join(KNOWN_SHAPES)})")
-        return KNOWN_SHAPES[model]
-    return ModelShape.from_config(getattr(model, "config", model))
-
-
-def _quant_format(quantize: str | None) -> QuantFormat | None:
-    key = quantize or "none"
-    if key not in QUANT_FORMATS:
-        raise AscendNbError(f"unknown quantize {quantize!r}: use one of {', '.join(QUANT_FORMATS)}")
-    return QUANT_FORMATS[key]
-
-
-def weight_bytes(model, dtype: str | torch.dtype, quantize: str | None = None) -> int:
-    """Bytes of weights one decode step reads: every linear layer, the LM head and the RMSNorm weights."""
-    shape = model_shape(model)
-    element = bytes_per_element(dtype)
-    fmt = _quant_format(quantize)
-    total = (2 * shape.num_hidden_layers + 1) * shape.hidden_size * element  # RMSNorm weights
-    for out_features, in_features in shape.linear_shapes():
-        if fmt is None:
-            total += out_features * in_features * element
-            continue
-        groups = 1 if fmt.group_size is None else -(-in_features // fmt.group_size)
-        total += out_features * in_features * fmt.bits // 8 + out_features * groups * fmt.params_per_group * element
-    return total
-
-
-def kv_cache_bytes(model, dtype: str | torch.dtype, seq_len: float, batch_size: int = 1) -> int:
-    """Bytes of K and V cache for ``batch_size`` sequences of ``seq_len`` tokens."""
-    shape = model_shape(model)
-    per_token = 2 * shape.num_hidden_layers * shape.num_key_value_heads * shape.head_dim * bytes_per_element(dtype)
-    return int(per_token * seq_len * batch_size)
-
+from ascend_nb.models.footprint import kv_cache_bytes, weight_bytes
 
 MIN_WORKING_SET, MAX_WORKING_SET = 64 * 2**20, 2**30  # below: a cache's speed; above: DRAM's, and costly to allocate
 

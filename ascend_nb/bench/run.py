@@ -12,10 +12,10 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ascend_nb.bench.planner import require_fit
 from ascend_nb.bench.latency_sweep import SweepPoint, measure_point, run_fields
 from ascend_nb.errors import AscendNbError
 from ascend_nb.engine.loading import DEFAULT_MODEL, check_backend, load
+from ascend_nb.models.footprint import require_fit
 from ascend_nb.parallel import check_ranks
 
 QUANTIZABLE_BACKENDS = ("accelerated",)  # take quantize and graphs; the transformers reference runs as it is
@@ -71,7 +71,7 @@ class BenchConfig:
 def load_engines(config: BenchConfig) -> dict:
     """The engines to compare, each with a static budget of exactly input + output tokens: one per
     backend, and one accelerated engine per kernel path in ``config.kernels``; a point whose batch
-    cannot fit the device is refused first (:func:`~ascend_nb.bench.planner.require_fit`)."""
+    cannot fit the device is refused first (:func:`~ascend_nb.models.footprint.require_fit`)."""
     if "openai" not in config.backends:  # a served model has no local weights to plan
         require_fit(config.model, config.device, config.dtype, config.quantize, config.input_len + config.output_len,
                     config.batch_size, config.tp)

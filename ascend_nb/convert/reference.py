@@ -12,32 +12,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from ascend_nb.errors import AscendNbError
+from ascend_nb.models.dims import LlamaDims
 
 FAMILIES = ("llama", "aquila", "baichuan2")
 AQUILA_ATTENTION_CLAMP = 1024.0
 HEAD_CHUNK_ROWS = 16384  # LM-head rows cast to the compute dtype at a time
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """What the reference forward needs to know about a Llama-family decoder."""
+class Original(NamedTuple):
+    """What the reference forward needs to know about a Llama-family decoder: its family and its sizes."""
 
     family: str
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    rms_norm_eps: float
-    rope_theta: float
-    tie_word_embeddings: bool = False
+    dims: LlamaDims
 
     @property
     def packed_qkv(self) -> bool:
@@ -54,7 +46,7 @@ class Architecture:
         return AQUILA_ATTENTION_CLAMP if self.family == "aquila" else None
 
     @classmethod
-    def from_config(cls, config: dict, family: str) -> Architecture:
+    def from_config(cls, config: dict, family: str) -> Original:
         """Read a (possibly original, remote-code) ``config.json`` dict."""
         if family not in FAMILIES:
             raise AscendNbError(f"no reference forward for family {family!r}: use one of {', '.join(FAMILIES)}")
@@ -65,13 +57,7 @@ class Architecture:
         if scaling:
             raise AscendNbError(f"rope scaling {scaling!r} is not supported by the reference forward "
                                 "(only the default rotary embedding)")
-        heads = config["num_attention_heads"]
-        return cls(family=family, hidden_size=config["hidden_size"], num_layers=config["num_hidden_layers"],
-                   num_heads=heads, num_kv_heads=config.get("num_key_value_heads") or heads,
-                   head_dim=config.get("head_dim") or config["hidden_size"] // heads,
-                   vocab_size=config["vocab_size"], rms_norm_eps=config.get("rms_norm_eps", 1e-6),
-                   rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
-                   tie_word_embeddings=bool(config.get("tie_word_embeddings", False)))
+        return cls(family, LlamaDims.from_config(config))
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -83,8 +69,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-second, first), dim=-1)
 
 
-def _rotary(arch: Architecture, length: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / arch.rope_theta ** (torch.arange(0, arch.head_dim, 2, dtype=torch.float64, device=device) / arch.head_dim)
+def _rotary(dims: LlamaDims, length: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / dims.rope_theta ** (torch.arange(0, dims.head_dim, 2, dtype=torch.float64, device=device) / dims.head_dim)
     angles = torch.outer(torch.arange(length, dtype=torch.float64, device=device), inv_freq)
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos().to(dtype), angles.sin().to(dtype)
@@ -94,7 +80,7 @@ WeightGetter = Callable[[str], torch.Tensor]
 
 
 @torch.inference_mode()
-def reference_logits(arch: Architecture, weight: WeightGetter, input_ids: torch.Tensor,
+def reference_logits(arch: Original, weight: WeightGetter, input_ids: torch.Tensor,
                      dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
     """Logits ``[B, T, V]`` (in ``dtype``) of the original architecture for ``input_ids`` ``[B, T]``.
 
@@ -105,17 +91,18 @@ def reference_logits(arch: Architecture, weight: WeightGetter, input_ids: torch.
 
     input_ids = input_ids.to(device)
     batch, length = input_ids.shape
-    heads, kv_heads, head_dim = arch.num_heads, arch.num_kv_heads, arch.head_dim
+    dims = arch.dims
+    heads, kv_heads, head_dim = dims.num_attention_heads, dims.num_key_value_heads, dims.head_dim
     embed = weight("model.embed_tokens.weight")
     x = embed[input_ids.cpu()].to(device=device, dtype=dtype)
-    cos, sin = _rotary(arch, length, dtype, device)
+    cos, sin = _rotary(dims, length, dtype, device)
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
 
-    for layer in range(arch.num_layers):
+    for layer in range(dims.num_hidden_layers):
         prefix = f"model.layers.{layer}."
-        h = _rms_norm(x, get(prefix + "input_layernorm.weight"), arch.rms_norm_eps)
+        h = _rms_norm(x, get(prefix + "input_layernorm.weight"), dims.rms_norm_eps)
         if arch.packed_qkv:
-            q, k, v = (h @ get(prefix + "self_attn.W_pack.weight").T).split(arch.hidden_size, dim=-1)
+            q, k, v = (h @ get(prefix + "self_attn.W_pack.weight").T).split(dims.hidden_size, dim=-1)
         else:
             q, k, v = (h @ get(prefix + f"self_attn.{p}_proj.weight").T for p in "qkv")
         q = q.view(batch, length, heads, head_dim).transpose(1, 2)
@@ -129,12 +116,12 @@ def reference_logits(arch: Architecture, weight: WeightGetter, input_ids: torch.
         scores = scores.masked_fill(~causal, float("-inf"))
         attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, length, heads * head_dim)
         x = x + attended @ get(prefix + "self_attn.o_proj.weight").T
-        h = _rms_norm(x, get(prefix + "post_attention_layernorm.weight"), arch.rms_norm_eps)
+        h = _rms_norm(x, get(prefix + "post_attention_layernorm.weight"), dims.rms_norm_eps)
         gate, up = h @ get(prefix + "mlp.gate_proj.weight").T, h @ get(prefix + "mlp.up_proj.weight").T
         x = x + (F.silu(gate) * up) @ get(prefix + "mlp.down_proj.weight").T
 
-    x = _rms_norm(x, get("model.norm.weight"), arch.rms_norm_eps)
-    head = embed if arch.tie_word_embeddings else weight("lm_head.weight")
+    x = _rms_norm(x, get("model.norm.weight"), dims.rms_norm_eps)
+    head = embed if dims.tie_word_embeddings else weight("lm_head.weight")
     logits = torch.empty(batch, length, head.shape[0], dtype=dtype, device=device)
     for start in range(0, head.shape[0], HEAD_CHUNK_ROWS):
         rows = head[start:start + HEAD_CHUNK_ROWS].to(device=device, dtype=dtype)

@@ -20,7 +20,7 @@ import torch
 from ascend_nb.convert.sources.gguf_reader import open_gguf
 from ascend_nb.convert.kinds import detect_kind, read_source_config
 from ascend_nb.convert.output import dtype_name, parse_dtype
-from ascend_nb.convert.reference import Architecture, WeightGetter, reference_logits
+from ascend_nb.convert.reference import Original, WeightGetter, reference_logits
 from ascend_nb.device import host_memory, resolve_device
 from ascend_nb.errors import AscendNbError
 
@@ -107,14 +107,14 @@ class VerifyReport:
                 "tolerance": {"min_cosine": self.tolerance.min_cosine, "max_abs_err": self.tolerance.max_abs_err}}
 
 
-def gguf_source(model) -> tuple[Architecture, WeightGetter]:
+def gguf_source(model) -> tuple[Original, WeightGetter]:
     """The reference's view of an opened :class:`ascend_nb.convert.sources.gguf_reader.GgufModel` (dequantized on use)."""
     by_name = {t.name: t for t in model.tensors}
-    return Architecture.from_config(model.config.to_dict(), "llama"), lambda name: by_name[name].load()
+    return Original.from_config(model.config.to_dict(), "llama"), lambda name: by_name[name].load()
 
 
-def source_model(src: Path, kind: str | None = None) -> tuple[Architecture, WeightGetter]:
-    """``(Architecture, weight getter)`` of an original checkpoint directory or GGUF file."""
+def source_model(src: Path, kind: str | None = None) -> tuple[Original, WeightGetter]:
+    """``(Original, weight getter)`` of an original checkpoint directory or GGUF file."""
     from ascend_nb.models.checkpoint import Checkpoint
 
     kind = kind or detect_kind(src)
@@ -125,7 +125,7 @@ def source_model(src: Path, kind: str | None = None) -> tuple[Architecture, Weig
     if family == "llama" and config.get("model_type") != "llama":
         raise AscendNbError(f"{src} has model_type {config.get('model_type')!r}: verify compares Llama, Aquila, "
                             "Baichuan2 and GGUF Llama sources only")
-    return Architecture.from_config(config, family), Checkpoint(src).get
+    return Original.from_config(config, family), Checkpoint(src).get
 
 
 def stored_dtype(model_dir: Path) -> torch.dtype:
@@ -151,7 +151,7 @@ def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEF
                       dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu",
                       reference_dtype: torch.dtype = torch.float64, max_tokens: int = MAX_VERIFY_TOKENS,
                       raise_on_failure: bool = True,
-                      source: tuple[Architecture, WeightGetter] | None = None) -> VerifyReport:
+                      source: tuple[Original, WeightGetter] | None = None) -> VerifyReport:
     """Compare the original model at ``src`` with the converted directory ``dst`` on ``prompts``.
 
     Prompts are tokenized with the converted tokenizer (each cut to ``max_tokens``); the converted
@@ -188,7 +188,7 @@ def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEF
 
 
 def verification_step(src: Path, kind: str, enabled: bool, dtype: str | torch.dtype, device: str | torch.device,
-                      parameters: int, source: tuple[Architecture, WeightGetter] | None = None):
+                      parameters: int, source: tuple[Original, WeightGetter] | None = None):
     """The check a converter runs on its output before renaming it into place (None when disabled).
 
     Runs the memory check now, so a conversion that could not be verified fails before it starts.

@@ -15,6 +15,7 @@ import torch
 from ascend_nb import device as devices
 from ascend_nb.errors import AscendNbError, note_once
 from ascend_nb.convert.embedded import ensure_embedded_model
+from ascend_nb.models.footprint import require_fit
 from ascend_nb.models.registry import MODELS, ModelSpec, detect_spec, get_spec
 from ascend_nb.models.validation import read_config, validate_model_dir
 
@@ -110,8 +111,6 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     limit = config.max_position_embeddings
     if max_seq_len is not None and not 0 < max_seq_len <= limit:
         raise AscendNbError(f"max_seq_len must be in 1..{limit} (the model's max_position_embeddings), got {max_seq_len}")
-    from ascend_nb.bench.planner import require_fit  # at call time: the planner lives in bench, above models
-
     require_fit(config, placement.device, placement.dtype, backend_options.get("quantize"), max_seq_len or limit,
                 tp=placement.tp.world_size if placement.tp else 1)  # refuse what cannot fit before anything is allocated
     return engine_class(backend).from_directory(

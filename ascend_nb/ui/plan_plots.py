@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from ascend_nb.bench.planner import VERDICTS, fit_grid
+from ascend_nb.bench.planner import fit_grid
+from ascend_nb.models.footprint import VERDICTS
 
 VERDICT_COLOURS = {"fits": "#66bb6a", "tight": "#ffa726", "does not fit": "#ef5350"}
 

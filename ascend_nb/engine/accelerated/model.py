@@ -8,13 +8,14 @@ through a :class:`~ascend_nb.engine.accelerated.kernels.Kernels` object, chosen 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ascend_nb.models.checkpoint import Checkpoint
+from ascend_nb.models.dims import LlamaDims
 from ascend_nb.engine.accelerated.kernels import Kernels
 from ascend_nb.errors import AscendNbError
 from ascend_nb.parallel import TensorParallel
@@ -22,43 +23,17 @@ from ascend_nb.parallel import TensorParallel
 UNSUPPORTED_ROPE = ("dynamic", "longrope")  # their frequencies change with the sequence length
 
 
-@dataclass(frozen=True)
-class LlamaDims:
-    """The sizes of a Llama-family decoder, read from its transformers config."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-    rms_norm_eps: float
-    tie_word_embeddings: bool
-
-    @classmethod
-    def from_config(cls, config) -> LlamaDims:
-        if getattr(config, "model_type", "llama") != "llama":
-            raise AscendNbError(f"the accelerated backend runs Llama-family models, not {config.model_type!r}: "
-                                "convert it to Llama format or use backend='transformers'")
-        if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
-            raise AscendNbError("the accelerated backend has no projection biases (config attention_bias/mlp_bias): "
-                                "use backend='transformers'")
-        if getattr(config, "hidden_act", "silu") != "silu":
-            raise AscendNbError(f"the accelerated backend supports hidden_act 'silu', not {config.hidden_act!r}: "
-                                "use backend='transformers'")
-        heads = config.num_attention_heads
-        return cls(hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-                   num_layers=config.num_hidden_layers, num_heads=heads,
-                   num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-                   head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
-                   vocab_size=config.vocab_size, rms_norm_eps=config.rms_norm_eps,
-                   tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)))
-
-    def split(self, parts: int) -> LlamaDims:
-        """The sizes one of ``parts`` tensor-parallel ranks holds (heads and FFN divided)."""
-        return replace(self, num_heads=self.num_heads // parts, num_kv_heads=self.num_kv_heads // parts,
-                       intermediate_size=self.intermediate_size // parts)
+def check_supported(config) -> None:
+    """Refuse, before any weight is read, a transformers config the compact runtime cannot run."""
+    if getattr(config, "model_type", "llama") != "llama":
+        raise AscendNbError(f"the accelerated backend runs Llama-family models, not {config.model_type!r}: "
+                            "convert it to Llama format or use backend='transformers'")
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        raise AscendNbError("the accelerated backend has no projection biases (config attention_bias/mlp_bias): "
+                            "use backend='transformers'")
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise AscendNbError(f"the accelerated backend supports hidden_act 'silu', not {config.hidden_act!r}: "
+                            "use backend='transformers'")
 
 
 def rope_tables(config, length: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,6 +95,7 @@ class CompactLlama:
         With ``tp``, this rank reads only its heads and FFN slice (column-parallel q/k/v, gate/up;
         row-parallel o, down followed by an all-reduce); everything else is replicated.
         """
+        check_supported(config)
         full = LlamaDims.from_config(config)
         dims = full.split(tp.world_size) if tp else full
         checkpoint = Checkpoint(model_dir)
@@ -139,9 +115,10 @@ class CompactLlama:
                 return kernels.linear(weight, quantize)
             return AllReduced(kernels.linear(weight, quantize, out_dtype=torch.float32), tp)
 
-        heads, kv_heads, head_dim, ffn = full.num_heads, full.num_kv_heads, full.head_dim, full.intermediate_size
+        heads, kv_heads, head_dim = full.num_attention_heads, full.num_key_value_heads, full.head_dim
+        ffn = full.intermediate_size
         layers = []
-        for i in range(dims.num_layers):
+        for i in range(dims.num_hidden_layers):
             p = f"model.layers.{i}."
             layers.append(DecoderLayer(
                 input_norm=get(p + "input_layernorm.weight"),
@@ -165,10 +142,10 @@ class CompactLlama:
         if self.k_cache and self.k_cache[0].shape[0] >= batch_size:
             return
         d = self.dims
-        shape = (batch_size, d.num_kv_heads, self.max_seq_len, d.head_dim)
+        shape = (batch_size, d.num_key_value_heads, self.max_seq_len, d.head_dim)
         self.k_cache = self.v_cache = []  # release the old cache before allocating the new one
-        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(d.num_layers)]
-        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(d.num_layers)]
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(d.num_hidden_layers)]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(d.num_hidden_layers)]
 
     # -- forward ---------------------------------------------------------------------------------
     def _layers(self, h: torch.Tensor, positions: torch.Tensor, attend, collect: list | None = None) -> torch.Tensor:
@@ -176,15 +153,15 @@ class CompactLlama:
         kernels, d = self.kernels, self.dims
         b, t, _ = h.shape
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [B, 1, T, D]
-        rotated = d.num_heads + d.num_kv_heads
+        rotated = d.num_attention_heads + d.num_key_value_heads
         for i, layer in enumerate(self.layers):
             if collect is not None:
                 collect.append(h)
             x = kernels.rms_norm(h, layer.input_norm, d.rms_norm_eps)
-            qkv = layer.qkv(x).view(b, t, rotated + d.num_kv_heads, d.head_dim).transpose(1, 2)
+            qkv = layer.qkv(x).view(b, t, rotated + d.num_key_value_heads, d.head_dim).transpose(1, 2)
             qk = kernels.rotary(qkv[:, :rotated], cos, sin)  # q and k heads rotate together
-            q, k, v = qk[:, :d.num_heads], qk[:, d.num_heads:], qkv[:, rotated:]
-            out = attend(i, q, k, v).transpose(1, 2).reshape(b, t, d.num_heads * d.head_dim)
+            q, k, v = qk[:, :d.num_attention_heads], qk[:, d.num_attention_heads:], qkv[:, rotated:]
+            out = attend(i, q, k, v).transpose(1, 2).reshape(b, t, d.num_attention_heads * d.head_dim)
             h = h + layer.o(out)
             x = kernels.rms_norm(h, layer.post_norm, d.rms_norm_eps)
             gate, up = layer.gate_up(x).chunk(2, dim=-1)
