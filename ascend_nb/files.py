@@ -1,4 +1,4 @@
-"""Files: ascend-nb's cache root, and atomic writes (a reader sees the old content or the new, never half of it)."""
+"""Files: ascend-nb's cache root, its data folder, and atomic writes (a reader sees the old content or the new, never half of it)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,23 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ascend_nb.errors import AscendNbError
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repository's data/, beside the package
+
 
 def cache_home() -> Path:
     """ascend-nb's cache root: ``$ASCEND_NB_HOME``, default ``~/.cache/ascend_nb``."""
     return Path(os.environ.get("ASCEND_NB_HOME", "~/.cache/ascend_nb")).expanduser()
+
+
+def data_dir() -> Path:
+    """The ``data/`` folder (published tables, device specs, error signatures, C-Eval sample):
+    ``$ASCEND_NB_DATA`` if set, else :data:`DATA_DIR`."""
+    path = Path(os.environ.get("ASCEND_NB_DATA") or DATA_DIR)
+    if not path.is_dir():
+        raise AscendNbError(f"data folder {path} is missing: set ASCEND_NB_DATA to the repository's data/ folder")
+    return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -5,7 +5,7 @@ import torch
 
 from ascend_nb.cli import main
 from ascend_nb.convert.sources.bin_to_safetensors import convert_bin_to_safetensors
-from ascend_nb.convert.reference import Original
+from ascend_nb.convert.original import Original
 from ascend_nb.convert.verify import TOLERANCES, compare_logits, tolerance_for, verify_conversion
 from ascend_nb.errors import AscendNbError
 from tests.tiny_checkpoints import make_tiny_llama

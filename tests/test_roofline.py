@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ascend_nb.bench import reference
+from ascend_nb.bench import published
 from ascend_nb.bench.roofline_model import measure_bandwidth, roofline, roofline_table, with_roofline
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.footprint import kv_cache_bytes, weight_bytes
@@ -53,8 +53,8 @@ def test_aquila_on_the_spec_sheets():
     assert limit.weight_bytes == 2 * params == 13_771_808_768
     assert (limit.bandwidth_gbs, limit.bandwidth_source) == (2039, "spec sheet (A100)")
     assert limit.tokens_per_s == pytest.approx(2039e9 / (2 * params))
-    published = with_roofline(reference.performance("aquila-7b", "A100")).iloc[0]
-    assert published["pct_of_roofline"] == pytest.approx(100 * 88.88888889 / (2039e9 / (2 * params)))
+    row = with_roofline(published.performance("aquila-7b", "A100")).iloc[0]
+    assert row["pct_of_roofline"] == pytest.approx(100 * 88.88888889 / (2039e9 / (2 * params)))
 
 
 def test_bad_arguments():
@@ -86,7 +86,7 @@ def test_the_roofline_measures_over_the_weights_size():
 
 def test_roofline_table_lists_every_device_and_this_one():
     table = roofline_table("aquila-7b", "float16", this_device="cpu")
-    assert list(table["device"]) == list(reference.devices()["device"]) + ["cpu"]
+    assert list(table["device"]) == list(published.devices()["device"]) + ["cpu"]
     duo = table.set_index("device").loc["Atlas 300I DUO"]
     assert duo["roofline_tokens_per_s"] == pytest.approx(204e9 / 13_771_808_768)
     assert duo["min_tpot_ms"] == pytest.approx(1000 / duo["roofline_tokens_per_s"])

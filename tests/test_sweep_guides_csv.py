@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ascend_nb.bench import reference
+from ascend_nb.bench import published
 from ascend_nb.bench.comparison import compare, summarize
 from ascend_nb.bench.guides_csv import GUIDE_COLUMNS, read_csv, write_guides_csv
 from ascend_nb.errors import AscendNbError
@@ -60,28 +60,28 @@ def test_read_csv_rejects_other_files(tmp_path):
 
 
 def test_reference_tables_derive_times_from_published_speeds():
-    a100 = reference.performance("aquila-7b", "A100").iloc[0]
+    a100 = published.performance("aquila-7b", "A100").iloc[0]
     assert a100["ttft_ms"] == pytest.approx(1000 / 22.68088002)
     assert a100["tpot_ms"] == pytest.approx(1000 / 88.88888889)
-    duo = reference.performance("aquila-7b", "Atlas 300I DUO").iloc[0]
+    duo = published.performance("aquila-7b", "Atlas 300I DUO").iloc[0]
     assert (duo["ttft_ms"], duo["tpot_ms"]) == (235.0490424, 91.39817598)
     assert duo["decode_tokens_per_s"] == pytest.approx(1000 / 91.39817598)
     assert (duo["input_len_min"], duo["input_len_max"]) == (32, 1024)
     with pytest.raises(AscendNbError, match="device='TPU'"):
-        reference.performance(device="TPU")
+        published.performance(device="TPU")
 
 
 def test_device_specs():
-    table = reference.devices()
+    table = published.devices()
     assert {"Atlas 800I A2", "Atlas 300I DUO", "A100", "H100 SXM"} <= set(table["device"])
-    duo = reference.device_spec("Atlas 300I DUO")
+    duo = published.device_spec("Atlas 300I DUO")
     assert (duo["bandwidth_gbs_max"], bool(duo["supports_bf16"])) == (204, False)
-    assert reference.device_spec("A100")["bandwidth_gbs_max"] == 2039
+    assert published.device_spec("A100")["bandwidth_gbs_max"] == 2039
 
 
 def test_compare_reproduces_the_guides_compare_row():
-    atlas = reference.performance("aquila-7b", "Atlas 800I A2")
-    a100 = reference.performance("aquila-7b", "A100")
+    atlas = published.performance("aquila-7b", "Atlas 800I A2")
+    a100 = published.performance("aquila-7b", "A100")
     row = compare(atlas, a100, labels=("Atlas 800I A2", "A100")).iloc[0]
     assert row["first_token_speedup"] == pytest.approx(1.067157158, rel=1e-8)
     assert row["next_token_speedup"] == pytest.approx(0.760111527, rel=1e-8)
@@ -100,7 +100,7 @@ def test_compare_two_runs_point_by_point():
 
 def test_compare_a_run_with_a_published_grid_average():
     ours = pd.DataFrame(result_rows() + [{**result_rows()[0], "input_len": 2048}])
-    row = compare(ours, reference.performance("aquila-7b", "Atlas 300I DUO")).iloc[0]
+    row = compare(ours, published.performance("aquila-7b", "Atlas 300I DUO")).iloc[0]
     inside = ours[ours["input_len"] <= 1024]
     assert (row["input_len"], row["output_len"], row["points"]) == ("32-1024", "32-1024", 4)
     assert row["first_token_speedup"] == pytest.approx(235.0490424 / inside["ttft_ms"].mean())
@@ -125,5 +125,5 @@ def test_summarize_puts_a_run_in_the_guides_table_form():
     assert row["tpot_ms"] == pytest.approx(sum(r["tpot_ms"] for r in rows) / 4)
     assert row["decode_tokens_per_s"] == pytest.approx(1000 / row["tpot_ms"])
     assert row["pct_of_roofline"] == pytest.approx(15.0)
-    both = pd.concat([reference.performance("aquila-7b"), summary], ignore_index=True)
+    both = pd.concat([published.performance("aquila-7b"), summary], ignore_index=True)
     assert both["tpot_ms"].notna().all()

@@ -56,7 +56,7 @@ def _describe(frame: pd.DataFrame) -> list[str]:
 def summarize(results: Results) -> pd.DataFrame:
     """A sweep in the guides' table form: one row per run and batch size with the length ranges
     covered, mean TTFT and TPOT (and % of roofline when present) and the decode tokens/s of that
-    mean TPOT, in the columns of :func:`ascend_nb.bench.reference.performance` so the two concatenate."""
+    mean TPOT, in the columns of :func:`ascend_nb.bench.published.performance` so the two concatenate."""
     frame = _frame(results)
     keys = [c for c in _RUN_IDENTITY if c in frame] + ["batch_size"]
     metrics = [c for c in ("ttft_ms", "tpot_ms", "pct_of_roofline") if c in frame]
@@ -70,7 +70,7 @@ def summarize(results: Results) -> pd.DataFrame:
 
 
 def compare(results: Results, reference: Results, labels: tuple[str, str] = ("results", "reference")) -> pd.DataFrame:
-    """Set one run's latencies against a reference (another run, or ``reference.performance(...)``).
+    """Set one run's latencies against a reference (another run, or ``published.performance(...)``).
 
     ``results`` and ``reference`` are DataFrames, lists of row dicts or CSV paths (ours or the
     guides'). ``results`` must hold a single run (one backend, model, device, dtype, quantize).

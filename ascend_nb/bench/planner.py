@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ascend_nb import device as devices
-from ascend_nb.bench import reference
+from ascend_nb.bench import published
 from ascend_nb.bench.roofline_model import roofline
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.footprint import OVERHEAD_BYTES, Footprint, Target, footprint, local_target, named_dims
@@ -54,9 +54,9 @@ class MemoryPlan(Footprint):
 def target(device: str | torch.device) -> Target:
     """``auto``, ``cpu``, ``cuda[:i]``, ``npu[:i]`` (measured free memory here) or a ``data/devices.csv`` row."""
     name = str(device)
-    table = reference.devices()
+    table = published.devices()
     if name in set(table["device"]):
-        row = reference.device_spec(name)
+        row = published.device_spec(name)
         if pd.notna(row.get("usable_memory_mb")):
             memory, source = int(row["usable_memory_mb"]) * 2**20, f"data/devices.csv {name}"
         else:
@@ -91,7 +91,7 @@ def plan_table(models=("aquila-7b", "baichuan2-7b-chat"), device_names=None, dty
                quantizes=(None, "int8"), max_seq_len: int | None = None, batch_size: int = 1, tp: int = 1
                ) -> pd.DataFrame:
     """One plan per model x device x quantize: ``device_names`` default to every ``data/devices.csv`` row."""
-    names = list(device_names) if device_names is not None else list(reference.devices()["device"])
+    names = list(device_names) if device_names is not None else list(published.devices()["device"])
     rows = []
     for model in models:
         for name in names:

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ascend_nb import device as devices
-from ascend_nb.bench import reference
+from ascend_nb.bench import published
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.footprint import kv_cache_bytes, weight_bytes
 
@@ -59,9 +59,9 @@ def resolve_bandwidth(device: str | torch.device, working_set_bytes: int | None 
     """``(GB/s, source)``: the spec-sheet ceiling of a device named in ``data/devices.csv``, else
     the bandwidth of the torch device measured over ``working_set_bytes`` (see :func:`measure_bandwidth`)."""
     name = str(device)
-    known = reference.devices()
+    known = published.devices()
     if name in set(known["device"]):
-        return float(reference.device_spec(name)["bandwidth_gbs_max"]), f"spec sheet ({name})"
+        return float(published.device_spec(name)["bandwidth_gbs_max"]), f"spec sheet ({name})"
     torch_device = str(devices.resolve_device(device))
     size_mb = _working_set(torch_device, working_set_bytes) / 1e6
     return (measure_bandwidth(device, working_set_bytes),
@@ -130,7 +130,7 @@ def roofline_table(model, dtype: str | torch.dtype, quantize: str | None = None,
                    batch_size: int = 1, this_device: str | torch.device | None = "cpu") -> pd.DataFrame:
     """The decode ceiling of one model on every device of ``data/devices.csv`` (spec sheet) and on
     ``this_device`` (measured here; ``None`` leaves it out)."""
-    targets = list(reference.devices()["device"]) + ([this_device] if this_device is not None else [])
+    targets = list(published.devices()["device"]) + ([this_device] if this_device is not None else [])
     rows = []
     for target in targets:
         limit = roofline(model, target, dtype, quantize, seq_len, batch_size)
@@ -148,7 +148,7 @@ def _mean_context(row: pd.Series) -> float:
 
 
 def with_roofline(table: pd.DataFrame) -> pd.DataFrame:
-    """Published rows (:func:`ascend_nb.bench.reference.performance`) with ``roofline_tokens_per_s``
+    """Published rows (:func:`ascend_nb.bench.published.performance`) with ``roofline_tokens_per_s``
     (spec-sheet bandwidth of the row's device, one chip per row's ``chips``) and ``pct_of_roofline``."""
     table = table.copy()
     ceilings = []

@@ -1,6 +1,6 @@
 """Prove a conversion: run the original architecture and the converted model on the same token ids.
 
-The source side is :mod:`ascend_nb.convert.reference` (float64 by default, straight from the source
+The source side is :mod:`ascend_nb.convert.original` (float64 by default, straight from the source
 weights, no remote code); the converted side is ``transformers.AutoModelForCausalLM`` loaded from
 the converted directory, the way users and serving stacks load it. Per position we report the
 msprobe-style Cosine and MaxAbsErr of the logits and whether the argmax (greedy) token agrees.
@@ -20,7 +20,7 @@ import torch
 from ascend_nb.convert.sources.gguf_reader import open_gguf
 from ascend_nb.convert.kinds import detect_kind, read_source_config
 from ascend_nb.convert.output import dtype_name, parse_dtype
-from ascend_nb.convert.reference import Original, WeightGetter, reference_logits
+from ascend_nb.convert.original import Original, WeightGetter, original_logits
 from ascend_nb.device import host_memory, resolve_device
 from ascend_nb.errors import AscendNbError
 
@@ -172,7 +172,7 @@ def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEF
         if not ids:
             raise AscendNbError(f"prompt {number} encodes to no tokens: give some text")
         input_ids = torch.tensor([ids])
-        expected = reference_logits(arch, weight, input_ids, dtype=reference_dtype)[0]
+        expected = original_logits(arch, weight, input_ids, dtype=reference_dtype)[0]
         got = model(input_ids=input_ids.to(device)).logits[0].float()
         frames.append(compare_logits(expected, got).assign(prompt=number, token_id=ids))
     table = pd.concat(frames, ignore_index=True)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from ascend_nb.bench.reference import data_dir
+from ascend_nb.files import data_dir
 from ascend_nb.doctor.report import Check
 from ascend_nb.errors import AscendNbError
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import DATA_DIR
 
 CHOICES = ("A", "B", "C", "D")
 CATEGORIES = ("STEM", "Social Science", "Humanities", "Other")
@@ -36,7 +37,7 @@ PROTOCOL_DESCRIPTIONS = {
     "logits": "official C-Eval: Chinese prompt, argmax over the A/B/C/D logits",
     "generate": "Ascend harness: English MMLU-style prompt, greedy generation, first letter",
 }
-SAMPLE_DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "ceval_sample"
+SAMPLE_DATA_DIR = DATA_DIR / "ceval_sample"
 
 # The 52 C-Eval subjects: category -> {subject: Chinese name}
 _CEVAL = {

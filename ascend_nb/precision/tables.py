@@ -9,11 +9,12 @@ from pathlib import Path
 import pandas as pd
 
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import DATA_DIR
 from ascend_nb.precision.ceval import CATEGORIES
 from ascend_nb.precision.accuracy import AVG_ACC, EvalResult
 
 ROWS = (*CATEGORIES, AVG_ACC)
-AQUILA_REFERENCE_CSV = Path(__file__).resolve().parents[2] / "data" / "reference" / "precision_aquila.csv"
+AQUILA_REFERENCE_CSV = DATA_DIR / "reference" / "precision_aquila.csv"
 
 
 def load_aquila_reference(path: str | Path = AQUILA_REFERENCE_CSV) -> pd.DataFrame:

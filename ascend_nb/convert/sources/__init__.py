@@ -2,7 +2,7 @@
 
 :data:`CONVERTERS` is the one table of them (the CLI's ``convert KIND`` and the notebooks pick from it).
 The shared machinery they write through lives one level up (:mod:`ascend_nb.convert.output`, ``shards``,
-``kinds``, ``llama_target``, ``tokenizer_files``, ``verify``, ``reference``).
+``kinds``, ``llama_target``, ``tokenizer_files``, ``verify``, ``original``).
 """
 
 from __future__ import annotations

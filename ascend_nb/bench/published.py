@@ -9,24 +9,13 @@ ports run fp16 (``.half()``), which the table records as ``float16``.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pandas as pd
 
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import data_dir
 
 PERFORMANCE_FILE = "reference/performance_guides.csv"
 DEVICES_FILE = "devices.csv"
-
-
-def data_dir() -> Path:
-    """The ``data/`` folder: ``$ASCEND_NB_DATA`` if set, else the one beside the package."""
-    path = Path(os.environ.get("ASCEND_NB_DATA") or Path(__file__).resolve().parents[2] / "data")
-    if not path.is_dir():
-        raise AscendNbError(f"reference data folder {path} is missing: "
-                            "set ASCEND_NB_DATA to the repository's data/ folder")
-    return path
 
 
 def _read(name: str) -> pd.DataFrame:

@@ -80,7 +80,7 @@ WeightGetter = Callable[[str], torch.Tensor]
 
 
 @torch.inference_mode()
-def reference_logits(arch: Original, weight: WeightGetter, input_ids: torch.Tensor,
+def original_logits(arch: Original, weight: WeightGetter, input_ids: torch.Tensor,
                      dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
     """Logits ``[B, T, V]`` (in ``dtype``) of the original architecture for ``input_ids`` ``[B, T]``.
 
