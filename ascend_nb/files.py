@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -53,10 +54,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def read_config_json(directory: str | Path, fix: str) -> dict:
     """``config.json`` of a model directory as a dict; each usual breakage is a one-line
     :class:`AscendNbError` (``fix`` says what to do about a corrupt file)."""
-    import json
-
-    from ascend_nb.errors import AscendNbError
-
     directory = Path(directory)
     if not directory.is_dir():
         raise AscendNbError(f"{directory} is not a directory: point at the folder holding config.json and the weights")

@@ -1,0 +1,42 @@
+"""docs/architecture.md gives every module of ascend_nb its sentence, in its layer's section."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import ascend_nb
+
+PACKAGE = Path(ascend_nb.__file__).parent
+DOC = PACKAGE.parent / "docs" / "architecture.md"
+BASE_SECTIONS = ("base", "device")  # where the modules directly under ascend_nb/ are described
+
+
+def sections() -> dict[str, str]:
+    """Section name (the bold heading, e.g. ``convert``) -> its text."""
+    parts = re.split(r"^\*\*(\w+)\*\*.*$", DOC.read_text(), flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_every_module_has_its_sentence():
+    text = sections()
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if path.name == "__init__.py" and relative.parts[0] != "cli" or path.name == "__main__.py":
+            continue  # a package's exports, described by its modules
+        names = BASE_SECTIONS if len(relative.parts) == 1 else (relative.parts[0],)
+        inside = Path(*relative.parts[1:]) if len(relative.parts) > 2 else path.name  # sources/gguf.py, kernels.py
+        if not any(f"`{path.name}`" in text.get(name, "") or f"`{inside}`" in text.get(name, "") for name in names):
+            missing.append(str(relative))
+    assert missing == [], f"add a sentence for each of {missing} to docs/architecture.md"
+
+
+def test_every_described_module_exists():
+    text = sections()
+    for name, body in text.items():
+        described = re.findall(r"^\s*- `([\w/]+\.py)`", body, flags=re.M)
+        assert described, name
+        files = {p.name for p in PACKAGE.rglob("*.py")} | {str(p.relative_to(PACKAGE / name)) for p in (PACKAGE / name).rglob("*.py")} \
+            if (PACKAGE / name).is_dir() else {p.name for p in PACKAGE.glob("*.py")}
+        assert sorted(set(described) - files) == [], f"docs/architecture.md describes modules {name} no longer has"
