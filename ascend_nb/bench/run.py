@@ -66,7 +66,8 @@ class BenchConfig:
         if self.batch_size < 1 or self.input_len < 1 or self.output_len < 2:
             raise AscendNbError("batch size and input length must be >= 1 and output length >= 2 (TPOT needs two tokens)")
         if self.max_seq_len is not None and self.max_seq_len < 3:
-            raise AscendNbError(f"--max-seq-len must hold an input and two output tokens (>= 3), got {self.max_seq_len}")
+            raise AscendNbError("--max-seq-len must hold an input and two output tokens (>= 3), "
+                                f"got {self.max_seq_len}")
         if self.repeat < 1 or self.warmup < 0:
             raise AscendNbError(f"repeat must be >= 1 and warmup >= 0, got {self.repeat} and {self.warmup}")
         check_ranks(self.tp)
@@ -108,12 +109,14 @@ def engine_loaders(config: BenchConfig, max_seq_len: int) -> dict[str, Callable]
     sweep can load them one at a time."""
     loaders = {}
     for backend in config.backends:
-        variants = {backend: {}}
         if backend in QUANTIZABLE_BACKENDS:
             base = {"quantize": config.quantize, "graphs": config.graphs or None,
                     **({"tp": config.tp} if config.tp != 1 else {})}
-            variants = ({f"{backend}[{path}]": {**base, "kernels": path} for path in config.kernels}
-                        if len(config.kernels) > 1 else {backend: {**base, "kernels": next(iter(config.kernels), None)}})
+            paths = config.kernels or (None,)  # None: the machine's fastest
+            variants = {backend if len(paths) == 1 else f"{backend}[{path}]": {**base, "kernels": path}
+                        for path in paths}
+        else:
+            variants = {backend: {}}
         for label, options in variants.items():
             loaders[label] = partial(load, config.model, device=config.device, dtype=config.dtype, backend=backend,
                                      max_seq_len=max_seq_len, **options)

@@ -24,7 +24,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     options.add(parser, "--kernels", default="", type=options.names,
                 help="accelerated backend: comma-separated kernel paths to run side by side, e.g. "
                              "cpu-avx512-gemv,cpu-onednn (default: this machine's fastest; see `ascend-nb doctor`)")
-    parser.add_argument("--batch-size", type=int, default=None, help=f"rows per batch (default: {BenchConfig.batch_size})")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"rows per batch (default: {BenchConfig.batch_size})")
     parser.add_argument("--input-len", type=int, default=None,
                         help=f"random prompt tokens per row, fixed seed (default: {BenchConfig.input_len})")
     parser.add_argument("--output-len", type=int, default=None,

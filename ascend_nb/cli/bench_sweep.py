@@ -16,12 +16,12 @@ import pandas as pd
 
 from ascend_nb.bench.comparison import compare
 from ascend_nb.bench.latency_sweep import GUIDE_LENS
-from ascend_nb.bench.run import BenchConfig, run_sweep as sweep_config
+from ascend_nb.bench.run import BenchConfig, run_sweep
 from ascend_nb.cli import options
 from ascend_nb.errors import AscendNbError
 
-SUMMARY_COLUMNS = ("backend", "kernels", "batch_size", "input_len", "output_len", "ttft_ms", "tpot_ms", "decode_tokens_per_s",
-                   "pct_of_roofline")
+SUMMARY_COLUMNS = ("backend", "kernels", "batch_size", "input_len", "output_len", "ttft_ms", "tpot_ms",
+                   "decode_tokens_per_s", "pct_of_roofline")
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +59,7 @@ def _text(table: pd.DataFrame, digits: int = 2) -> str:
     return table.to_string(index=False, float_format=lambda v: f"{v:.{digits}f}")
 
 
-def run_sweep(args: argparse.Namespace, config: BenchConfig) -> int:
+def sweep_command(args: argparse.Namespace, config: BenchConfig) -> int:
     """Sweep every engine of ``config`` over the grid; print the rows (and each engine against the first)."""
     point = [flag for flag, value in (("--batch-size", args.batch_size), ("--input-len", args.input_len),
                                       ("--output-len", args.output_len)) if value is not None]
@@ -67,8 +67,8 @@ def run_sweep(args: argparse.Namespace, config: BenchConfig) -> int:
         raise AscendNbError(f"--sweep measures the grid of --batch-sizes, --input-lens and --output-lens: drop "
                             f"{', '.join(point)}")
     csv_path = results_csv_path(args)
-    rows = sweep_config(config, args.batch_sizes or (1,), args.input_lens or GUIDE_LENS, args.output_lens or GUIDE_LENS,
-                        csv_path=csv_path, resume=True)
+    rows = run_sweep(config, args.batch_sizes or (1,), args.input_lens or GUIDE_LENS, args.output_lens or GUIDE_LENS,
+                     csv_path=csv_path, resume=True)
     everything = [row for label_rows in rows.values() for row in label_rows]
     if args.json:
         print(json.dumps(everything))
@@ -98,7 +98,7 @@ def run_sweep_or_compare(args: argparse.Namespace, config: BenchConfig) -> int |
     if args.compare:
         return run_compare(args)
     if args.sweep:
-        return run_sweep(args, config)
+        return sweep_command(args, config)
     if args.csv or args.resume:
         raise AscendNbError("--csv and --resume go with --sweep (or --backend openai)")
     if args.batch_sizes or args.input_lens or args.output_lens:
