@@ -25,7 +25,7 @@ from ascend_nb.bench.latency_sweep import SweepPoint, measure_point, run_fields,
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.loading import DEFAULT_MODEL, check_backend, load
 from ascend_nb.models.loading import read_config, resolve_model_dir
-from ascend_nb.parallel import check_ranks
+from ascend_nb.parallel import check_ranks, is_main_process
 
 QUANTIZABLE_BACKENDS = ("accelerated",)  # take quantize and graphs; the transformers reference runs as it is
 ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "tp", "max_seq_len",
@@ -158,6 +158,14 @@ def run_rounds(engines: dict, config: BenchConfig) -> list[dict]:
 def run_bench(config: BenchConfig) -> list[dict]:
     """Load every backend of ``config`` and return its rows (fields: :data:`ROW_FIELDS` and more)."""
     return run_rounds(load_engines(config), config)
+
+
+def run_bench_rank(config: BenchConfig) -> list[dict] | None:
+    """:func:`run_bench` on one rank of a torchrun launch (every rank must measure: the collectives need
+    them all): the rows on rank 0 (and without tensor parallelism), None on the other ranks."""
+    engines = load_engines(config)
+    rows = run_rounds(engines, config)
+    return rows if all(is_main_process(engine) for engine in engines.values()) else None
 
 
 def sweep_max_seq_len(config: BenchConfig, input_lens: Sequence[int], output_lens: Sequence[int]) -> int:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ascend_nb.bench.run import BenchConfig, load_engines, run_rounds
+from ascend_nb.bench.run import BenchConfig, run_bench_rank
 from ascend_nb.errors import AscendNbError
-from ascend_nb.parallel import is_main_process
 
 ERROR_PREFIX = "tensor-parallel bench: error: "
 
@@ -21,13 +20,11 @@ ERROR_PREFIX = "tensor-parallel bench: error: "
 def main(argv: list[str]) -> int:
     """Run the :meth:`BenchConfig.to_json` config in ``argv[0]`` on this rank; the exit code."""
     try:
-        config = BenchConfig.from_json(argv[0])
-        engines = load_engines(config)
-        rows = run_rounds(engines, config)
+        rows = run_bench_rank(BenchConfig.from_json(argv[0]))
     except AscendNbError as exc:
         print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return 2
-    if all(is_main_process(engine) for engine in engines.values()):
+    if rows is not None:
         print(json.dumps(rows), flush=True)
     return 0
 

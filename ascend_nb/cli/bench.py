@@ -6,10 +6,9 @@ import argparse
 import json
 
 from ascend_nb.cli import options
-from ascend_nb.bench.run import BenchConfig, load_engines, run_rounds, speedups
+from ascend_nb.bench.run import BenchConfig, run_bench_rank, speedups
 from ascend_nb.cli.bench_serve import add_serve_arguments, run_serve_load
 from ascend_nb.cli.bench_sweep import add_sweep_arguments, run_sweep_or_compare
-from ascend_nb.parallel import is_main_process
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,9 +80,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     handled = run_sweep_or_compare(args, config)
     if handled is not None:
         return handled
-    engines = load_engines(config)
-    rows = run_rounds(engines, config)
-    if not all(is_main_process(engine) for engine in engines.values()):
+    rows = run_bench_rank(config)
+    if rows is None:
         return 0  # tensor parallel: rank 0 prints
     if args.json:
         print(json.dumps(rows))
