@@ -69,6 +69,12 @@ def init_tensor_parallel(tp: int, device_type: str) -> TensorParallel:
     return TensorParallel(rank=dist.get_rank(), world_size=dist.get_world_size())
 
 
+def is_main_process(engine) -> bool:
+    """False on tensor-parallel ranks other than 0 (only rank 0 prints)."""
+    tp = getattr(engine, "tp", None)
+    return tp is None or tp.rank == 0
+
+
 def local_device(device_type: str) -> torch.device:
     """This rank's device: ``LOCAL_RANK`` on NPU/CUDA, the CPU otherwise."""
     if device_type == "cpu":

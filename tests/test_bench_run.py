@@ -86,10 +86,33 @@ def test_speedups():
     ({"repeat": 0}, "repeat must be >= 1"),
     ({"backends": ("transformers",), "quantize": "int8"}, "quantize, graphs and kernels apply to accelerated"),
     ({"backends": ("transformers",), "graphs": True}, "quantize, graphs and kernels apply to accelerated"),
+    ({"max_seq_len": 2}, "--max-seq-len must hold an input and two output tokens"),
 ])
 def test_bad_configs_are_clear_errors(changes, match):
     with pytest.raises(AscendNbError, match=match):
         BenchConfig(**changes)
+
+
+def test_config_travels_as_json_and_lists_become_tuples():
+    config = BenchConfig(model="m", backends=["accelerated"], kernels=["cpu-aten", "torch"], tp=2, max_seq_len=64,
+                         quantize="int8", seed=7)
+    assert config.backends == ("accelerated",) and config.kernels == ("cpu-aten", "torch")
+    assert BenchConfig.from_json(config.to_json()) == config
+    with pytest.raises(AscendNbError, match="--tp must be a number of ranks >= 1, got 0"):
+        BenchConfig.from_json('{"backends": ["accelerated"], "tp": 0}')  # checked as the constructor checks
+
+
+def test_one_point_budget_is_max_seq_len_or_exactly_the_point():
+    assert BenchConfig(input_len=8, output_len=4).point_max_seq_len == 12
+    assert BenchConfig(input_len=8, output_len=4, max_seq_len=64).point_max_seq_len == 64
+    with pytest.raises(AscendNbError, match=r"input \+ output \(12 tokens\) exceeds --max-seq-len 10"):
+        BenchConfig(input_len=8, output_len=4, max_seq_len=10).point_max_seq_len
+
+
+def test_engines_load_with_the_budget_and_every_row_says_so(rows, tiny_llama_dir):
+    assert [(r["tp"], r["max_seq_len"]) for r in rows] == [(1, 12), (1, 12)]  # 8 + 4 tokens
+    engines = run.load_engines(tiny_config(tiny_llama_dir, backends=("accelerated",), max_seq_len=40))
+    assert [e.max_seq_len for e in engines.values()] == [40]
 
 
 def test_cli_json_and_table(tiny_llama_dir, capsys):
@@ -107,3 +130,13 @@ def test_cli_json_and_table(tiny_llama_dir, capsys):
 def test_cli_unknown_backend_exits_2(capsys):
     assert main(["bench", "--backend", "transformers,warp"]) == 2
     assert "unknown backend 'warp'" in capsys.readouterr().err
+
+
+def test_cli_max_seq_len_reaches_the_engines(tiny_llama_dir, capsys):
+    assert main(["bench", "--model", str(tiny_llama_dir), "--backend", "accelerated", "--device", "cpu", "--dtype",
+                 "float32", "--input-len", "6", "--output-len", "3", "--max-seq-len", "48", "--repeat", "1",
+                 "--warmup", "0", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["max_seq_len"], row["input_len"], row["output_len"]) == (48, 6, 3)
+    assert main(["bench", "--input-len", "60", "--output-len", "8", "--max-seq-len", "64"]) == 2
+    assert "input + output (68 tokens) exceeds --max-seq-len 64" in capsys.readouterr().err

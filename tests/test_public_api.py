@@ -10,7 +10,7 @@ import inspect
 
 import pytest
 
-BENCH_FUNCTIONS = ("sweep", "roofline", "compare", "trace", "run_bench", "plan", "summarize", "headline")
+BENCH_FUNCTIONS = ("sweep", "roofline", "compare", "trace", "run_bench", "run_sweep", "plan", "summarize", "headline")
 PRECISION_FUNCTIONS = ("evaluate", "compare_models")
 UI_CLASSES = ("ChatWidget", "CompareChat", "ChatApp")
 UI_FUNCTIONS = ("compare_chat", "fits_heatmap")

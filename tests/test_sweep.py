@@ -134,6 +134,36 @@ def test_resume_key_holds_the_kernel_path(tiny_llama_dir, tmp_path):
     assert len(read_rows(path)[1]) == 4  # measured again, appended beside the first path's rows
 
 
+def test_resume_key_holds_every_setting_of_the_bench_config():
+    """Each BenchConfig field changes a figure, so each is in the key (backends as the row's backend; the
+    point's fields as the grid point's), and so is the device's name: a CSV carried to another machine's
+    GPU of the same device string is measured again there."""
+    from dataclasses import fields
+
+    from ascend_nb.bench.run import BenchConfig
+
+    settings = {f.name for f in fields(BenchConfig)} - {"backends"} | {"backend", "device_name"}
+    assert settings <= set(KEY_FIELDS)
+
+
+def test_a_resumed_csv_never_mixes_settings_it_measures_the_new_ones_beside(engine, tiny_llama_dir, tmp_path):
+    import ascend_nb
+
+    path = tmp_path / "sweep.csv"
+    first = run(engine, path, input_lens=[4])
+    assert [(r["seed"], r["warmup"], r["repeat"], r["tp"], r["max_seq_len"]) for r in first] == [(0, 1, 1, 1, 256)] * 2
+    changed = [run(engine, path, input_lens=[4], seed=1), run(engine, path, input_lens=[4], warmup=0),
+               run(engine, path, input_lens=[4], repeat=2),
+               run(ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", max_seq_len=64), path, input_lens=[4])]
+    stored = read_rows(path)[1]
+    assert len(stored) == 10  # each setting measured again, appended beside the first rows
+    assert [(r["seed"], r["warmup"], r["repeat"], r["max_seq_len"]) for r in stored[::2]] == [
+        ("0", "1", "1", "256"), ("1", "1", "1", "256"), ("0", "0", "1", "256"), ("0", "1", "2", "256"),
+        ("0", "1", "1", "64")]
+    assert all(row not in first for rows in changed for row in rows)
+    assert run(engine, path, input_lens=[4], seed=1) == changed[0] and len(read_rows(path)[1]) == 10  # read back
+
+
 def test_resume_false_starts_the_file_over(engine, tmp_path):
     path = tmp_path / "sweep.csv"
     run(engine, path)

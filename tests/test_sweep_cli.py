@@ -32,6 +32,33 @@ def test_sweep_two_backends_into_one_csv_then_resume(tiny_llama_dir, tmp_path, c
     assert len(read_rows(path)[1]) == 8
 
 
+def test_sweep_honours_the_bench_options(tiny_llama_dir, tmp_path, capsys):
+    """--quantize, several --kernels, --max-seq-len and --seed reach the sweep: each kernel path swept in turn."""
+    path = tmp_path / "sweep.csv"
+    extra = ("--quantize", "int8", "--kernels", "cpu-aten,torch", "--max-seq-len", "32", "--seed", "3", "--input-lens",
+             "4", "--output-lens", "2")
+    assert main(sweep_args(tiny_llama_dir, path, "transformers,accelerated", *extra)) == 0
+    out = capsys.readouterr().out
+    assert "accelerated[cpu-aten] vs transformers" in out and "accelerated[torch] vs transformers" in out
+    rows = read_rows(path)[1]
+    assert [(r["backend"], r["kernels"], r["quantize"]) for r in rows] == [
+        ("transformers", "transformers", "none"), ("accelerated", "cpu-aten", "int8"), ("accelerated", "torch", "int8")]
+    assert {(r["max_seq_len"], r["seed"], r["repeat"], r["warmup"], r["tp"]) for r in rows} == {("32", "3", "1", "0", "1")}
+
+
+def test_a_resumed_sweep_with_another_setting_measures_it_beside_the_first(tiny_llama_dir, tmp_path, capsys):
+    path = tmp_path / "sweep.csv"
+    grid = ("--input-lens", "4", "--output-lens", "2")
+    assert main(sweep_args(tiny_llama_dir, path, "transformers", *grid)) == 0
+    assert main(sweep_args(tiny_llama_dir, path, "transformers", *grid, "--resume", "--max-seq-len", "16")) == 0
+    assert main(sweep_args(tiny_llama_dir, path, "transformers", *grid, "--resume", "--seed", "1", "--json")) == 0
+    rows = read_rows(path)[1]
+    assert [(r["max_seq_len"], r["seed"]) for r in rows] == [("6", "0"), ("16", "0"), ("6", "1")]
+    capsys.readouterr()
+    assert main(sweep_args(tiny_llama_dir, path, "transformers", *grid, "--resume", "--seed", "1", "--json")) == 0
+    assert json.loads(capsys.readouterr().out)[0]["seed"] == 1 and len(read_rows(path)[1]) == 3  # read back
+
+
 def test_compare_two_csv_files(tmp_path, capsys):
     base = [{"batch_size": 1, "input_len": 32, "output_len": out, "ttft_ms": 40.0, "tpot_ms": 10.0, "e2e_ms": 400.0}
             for out in (32, 64)]
@@ -49,6 +76,12 @@ def test_compare_two_csv_files(tmp_path, capsys):
     (["bench", "--sweep", "--resume"], "add --csv PATH"),
     (["bench", "--sweep", "--compare", "a.csv", "b.csv"], "separate modes"),
     (["bench", "--compare", "missing-a.csv", "missing-b.csv"], "does not exist"),
+    (["bench", "--sweep", "--input-len", "8", "--batch-size", "2"], "grid of --batch-sizes, --input-lens and "
+                                                                  "--output-lens: drop --batch-size, --input-len"),
+    (["bench", "--input-lens", "8"], "make the grid of --sweep: add --sweep"),
+    (["bench", "--sweep", "--backend", "accelerated", "--tp", "2"], "--sweep runs in one process, --tp 2 needs torchrun"),
+    (["bench", "--sweep", "--backend", "transformers", "--quantize", "int8"], "quantize, graphs and kernels apply to"),
+    (["bench", "--sweep", "--max-seq-len", "2"], "--max-seq-len must hold"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2

@@ -101,3 +101,46 @@ def test_bench_tp2_under_torchrun_prints_one_row_from_rank_0(tiny_llama_dir):
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(done.stdout)
     assert row["tp"] == 2 and row["backend"] == "accelerated" and row["tpot_ms"] > 0
+
+
+def test_bench_tensor_parallel_launches_the_bench_rank_at_each_size(tiny_llama_dir):
+    from ascend_nb.bench.distributed import bench_tensor_parallel
+
+    table = bench_tensor_parallel(tiny_llama_dir, (1, 2), device="cpu", dtype="float32", input_len=8, output_len=4,
+                                  repeat=1)
+    assert table["tp"].tolist() == [1, 2] and set(table["backend"]) == {"accelerated"}
+    assert (table["input_len"].tolist(), table["output_len"].tolist()) == ([8, 8], [4, 4])
+    assert (table["tpot_ms"] > 0).all()
+
+
+def test_bench_tensor_parallel_reports_a_rank_error_in_one_line(tmp_path):
+    from ascend_nb.bench.distributed import bench_tensor_parallel
+
+    with pytest.raises(AscendNbError) as failed:
+        bench_tensor_parallel(tmp_path / "missing", (1,), device="cpu")
+    message = str(failed.value)
+    assert message.startswith(f"tp=1 benchmark failed: model directory {tmp_path / 'missing'} does not exist")
+    assert "\n" not in message
+
+
+def test_bench_tensor_parallel_checks_every_size_before_launching(tiny_llama_dir):
+    from ascend_nb.bench.distributed import bench_tensor_parallel
+
+    with pytest.raises(AscendNbError, match="--tp must be a number of ranks >= 1, got 0"):
+        bench_tensor_parallel(tiny_llama_dir, (2, 0), device="cpu")  # refused before the tp=2 launch
+
+
+def test_the_bench_rank_prints_its_rows_as_one_json_line(tiny_llama_dir, capsys):
+    import json
+
+    from ascend_nb.bench import tp_rank
+    from ascend_nb.bench.run import BenchConfig
+
+    config = BenchConfig(model=str(tiny_llama_dir), backends=("accelerated",), device="cpu", dtype="float32",
+                         input_len=6, output_len=3, repeat=1, warmup=0)
+    assert tp_rank.main([config.to_json()]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["tp"], row["input_len"], row["max_seq_len"]) == (1, 6, 9)
+    assert tp_rank.main(['{"backends": ["accelerated"], "output_len": 1}']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(tp_rank.ERROR_PREFIX + "batch size and input length") and len(err.splitlines()) == 1

@@ -11,6 +11,7 @@ from ascend_nb.lazy import lazy_exports
 _EXPORTS = {
     "BenchConfig": "ascend_nb.bench.run",
     "run_bench": "ascend_nb.bench.run",
+    "run_sweep": "ascend_nb.bench.run",
     "speedups": "ascend_nb.bench.run",
     "sweep": "ascend_nb.bench.latency_sweep",
     "plan_sweep": "ascend_nb.bench.latency_sweep",

@@ -1,4 +1,4 @@
-"""Benchmark tensor parallelism from a notebook: one ``torchrun`` launch of ``ascend-nb bench`` per size."""
+"""Benchmark tensor parallelism from a notebook: one ``torchrun`` launch of :mod:`ascend_nb.bench.tp_rank` per size."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import sys
 from collections.abc import Sequence
 
 import pandas as pd
+
+from ascend_nb.bench import tp_rank
+from ascend_nb.bench.run import BenchConfig
 from ascend_nb.errors import AscendNbError
 from ascend_nb.progress import progress_bar
 
@@ -15,20 +18,22 @@ from ascend_nb.progress import progress_bar
 def bench_tensor_parallel(model: str, tp_sizes: Sequence[int] = (1, 2), device: str = "auto", dtype: str = "auto",
                           batch_size: int = 1, input_len: int = 128, output_len: int = 64,
                           repeat: int = 3) -> pd.DataFrame:
-    """Run ``ascend-nb bench --backend accelerated --tp N --json`` under ``torchrun --nproc-per-node N``
-    for each N and return one row per size (the bench JSON fields, ``tp`` included)."""
+    """Benchmark the accelerated backend at each tensor-parallel size N (``torchrun --nproc-per-node N``)
+    and return one row per size (the bench row fields, ``tp`` included). Every config is checked
+    before the first launch."""
+    configs = [BenchConfig(model=str(model), backends=("accelerated",), device=device, dtype=dtype, tp=tp,
+                           batch_size=batch_size, input_len=input_len, output_len=output_len, repeat=repeat)
+               for tp in tp_sizes]
     rows = []
-    bar = progress_bar(len(tp_sizes), desc="tensor parallel", unit="size")
-    for tp in tp_sizes:
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(tp), "-m", "ascend_nb",
-                   "bench", "--backend", "accelerated", "--tp", str(tp), "--model", str(model), "--device", device,
-                   "--dtype", dtype, "--batch-size", str(batch_size), "--input-len", str(input_len),
-                   "--output-len", str(output_len), "--repeat", str(repeat), "--json"]
+    bar = progress_bar(len(configs), desc="tensor parallel", unit="size")
+    for config in configs:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(config.tp),
+                   "-m", tp_rank.__name__, config.to_json()]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            reason = next((line for line in reversed(done.stderr.splitlines()) if "error" in line.lower()),
-                          f"exit code {done.returncode}")
-            raise AscendNbError(f"tp={tp} benchmark failed: {reason.strip()}")
+            reason = next((line.removeprefix(tp_rank.ERROR_PREFIX) for line in done.stderr.splitlines()
+                           if line.startswith(tp_rank.ERROR_PREFIX)), f"exit code {done.returncode}")
+            raise AscendNbError(f"tp={config.tp} benchmark failed: {reason.strip()}")
         rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
         bar.update(1)
     bar.close()

@@ -6,7 +6,8 @@ timed runs whose medians make the row, beside their minimum and spread; a row wh
 more than ``SPREAD_FLAG_PCT`` or that beats the roofline is flagged. The default grid is a quick
 one (``GRIDS["quick"]``); the guides' full 2^5..2^10 grid is ``GRIDS["guides"]``. Rows are yielded as they finish and appended to ``csv_path`` (the whole
 file is rewritten atomically, so a crash or a kernel restart loses at most the point in flight);
-a later call with the same CSV skips the points already there.
+a later call with the same CSV skips the points already there with the same settings
+(:data:`KEY_FIELDS`), and measures the others beside them.
 """
 
 from __future__ import annotations
@@ -35,15 +36,18 @@ QUICK_INPUT_LENS, QUICK_OUTPUT_LENS = (32, 256, 1024), (32, 128)  # 6 points: a 
 GRIDS = {"quick": (QUICK_INPUT_LENS, QUICK_OUTPUT_LENS), "guides": (GUIDE_LENS, GUIDE_LENS)}
 SPREAD_FLAG_PCT = 25.0  # (max - min) / median of the timed runs above this: a noisy point
 WARMUP_TOKENS = 4  # new tokens per warm-up run: enough to run prefill and the decode path once
-RUN_FIELDS = ("backend", "model", "device", "device_name", "dtype", "quantize", "kernels", "graphs")
-KEY_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "batch_size", "input_len",
-              "output_len")
-RESULT_FIELDS = RUN_FIELDS + ("batch_size", "input_len", "output_len", "repeat", "ttft_ms", "tpot_ms",
+RUN_FIELDS = ("backend", "model", "device", "device_name", "dtype", "quantize", "kernels", "graphs", "tp",
+              "max_seq_len")
+MEASURE_FIELDS = ("seed", "warmup", "repeat")  # how each point is measured
+# Everything that changes a row's figures: a resumed CSV reuses a row only when all of these match.
+KEY_FIELDS = RUN_FIELDS + ("batch_size", "input_len", "output_len") + MEASURE_FIELDS
+RESULT_FIELDS = RUN_FIELDS + ("batch_size", "input_len", "output_len") + MEASURE_FIELDS + ("ttft_ms", "tpot_ms",
                               "decode_tokens_per_s", "e2e_ms", "peak_memory_mb", "roofline_tokens_per_s",
                               "pct_of_roofline",
                               "ttft_ms_min", "tpot_ms_min", "ttft_spread_pct", "tpot_spread_pct", "flags")
 CSV_COLUMNS = RESULT_FIELDS + tuple(c for c in GUIDE_COLUMNS if c not in RESULT_FIELDS)
-_INT_FIELDS = {"batch_size", "input_len", "output_len", "repeat", "input_seq_len(Encoding)",
+_TEXT_FIELDS = ("backend", "model", "device", "device_name", "dtype", "quantize", "kernels", "graphs", "flags")
+_INT_FIELDS = {"tp", "max_seq_len", "batch_size", "input_len", "output_len", *MEASURE_FIELDS, "input_seq_len(Encoding)",
                "output_seq_len(Decoding)"}
 
 
@@ -117,14 +121,16 @@ def plan_sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[i
 
 
 def run_fields(engine) -> dict:
-    """What identifies a run in a results row: backend, model, device, device name, dtype, quantize,
-    kernel path and graph mode."""
+    """What identifies a run in a results row (:data:`RUN_FIELDS`): backend, model, device, device
+    name, dtype, quantize, kernel path, graph mode, tensor-parallel size and static token budget."""
+    tp = getattr(engine, "tp", None)
     return {"backend": engine.backend,
             "model": engine.spec.name if engine.spec.name in MODELS else engine.model_dir.name,
             "device": str(engine.device), "device_name": devices.device_info(engine.device).name,
             "dtype": dtype_name(engine.dtype),
             "quantize": getattr(engine, "quantize", None) or "none",
-            "kernels": engine.kernels, "graphs": engine.graphs or "none"}
+            "kernels": engine.kernels, "graphs": engine.graphs or "none",
+            "tp": tp.world_size if tp is not None else 1, "max_seq_len": engine.max_seq_len}
 
 
 def random_prompts(vocab_size: int, batch_size: int, input_len: int, seed: int) -> list[list[int]]:
@@ -182,7 +188,8 @@ def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] =
     minimum and spread, ``flags`` (see :func:`flags`) and the guides' columns. The progress bar
     (a notebook output that keeps its final state, or tqdm) shows an ETA.
     With ``csv_path`` every row is appended to that CSV as it lands; with ``resume`` (default) the
-    points of this run already in the CSV are yielded from it instead of measured again, while
+    points of this run already in the CSV (every :data:`KEY_FIELDS` value equal: a row measured with
+    another setting is never reused) are yielded from it instead of measured again, while
     ``resume=False`` starts the file over. Points that do not fit ``max_seq_len`` or free memory
     are skipped (see :func:`plan_sweep`).
     """
@@ -192,9 +199,9 @@ def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] =
     if not plan.points:
         raise AscendNbError(f"no grid point fits (max_seq_len {engine.max_seq_len}, free memory): "
                             "use shorter input/output lengths or smaller batch sizes")
-    results = ResultsCsv(csv_path, CSV_COLUMNS, KEY_FIELDS, text_fields=(*RUN_FIELDS, "flags"),
-                         int_fields=_INT_FIELDS, resume=resume, kind="sweep")
-    identity = run_fields(engine)
+    results = ResultsCsv(csv_path, CSV_COLUMNS, KEY_FIELDS, text_fields=_TEXT_FIELDS, int_fields=_INT_FIELDS,
+                         resume=resume, kind="sweep")
+    identity = {**run_fields(engine), "seed": seed, "warmup": warmup, "repeat": repeat}
     if bandwidth_gbs is None:
         ceiling = roofline(engine)
         bandwidth, bandwidth_note = ceiling.bandwidth_gbs, f"{ceiling.bandwidth_gbs:.1f} GB/s, {ceiling.bandwidth_source}"

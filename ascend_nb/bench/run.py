@@ -1,31 +1,42 @@
-"""The head-to-head latency benchmark behind ``ascend-nb bench``: several backends, one process.
+"""What a benchmark runs (:class:`BenchConfig`, validated once) and the two ways to run it.
 
-Every backend is loaded once; then ``repeat`` rounds run each backend in turn on the same seeded
+:func:`run_bench` is ``ascend-nb bench``: several backends, one process, one point. Every
+backend is loaded once; then ``repeat`` rounds run each backend in turn on the same seeded
 random prompts with EOS disabled (so every run produces exactly ``output_len`` tokens). Running
 the backends interleaved, rather than one after the other, spreads slow phases of a shared
 machine over all of them, so their ratio stays fair. A row per backend holds the medians.
+:func:`run_sweep` is ``ascend-nb bench --sweep``: the same engines, one after the other, over a
+batch x input x output grid (:func:`~ascend_nb.bench.latency_sweep.sweep`). Both load their
+engines through :func:`engine_loaders`, so a setting means the same in either.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
-from ascend_nb.bench.latency_sweep import SweepPoint, measure_point, run_fields
+from ascend_nb.bench.latency_sweep import SweepPoint, measure_point, run_fields, sweep
 from ascend_nb.errors import AscendNbError
-from ascend_nb.engine.loading import DEFAULT_MODEL, check_backend, load
+from ascend_nb.engine.loading import DEFAULT_MODEL, check_backend, load, resolve_model_dir
 from ascend_nb.models.footprint import require_fit
-from ascend_nb.parallel import check_ranks
+from ascend_nb.models.validation import read_config
+from ascend_nb.parallel import check_ranks, is_main_process
 
 QUANTIZABLE_BACKENDS = ("accelerated",)  # take quantize and graphs; the transformers reference runs as it is
-ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "batch_size", "input_len",
-              "output_len", "ttft_ms", "tpot_ms", "decode_tokens_per_s", "e2e_ms", "peak_memory_mb")
+ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "tp", "max_seq_len",
+              "batch_size", "input_len", "output_len", "ttft_ms", "tpot_ms", "decode_tokens_per_s", "e2e_ms",
+              "peak_memory_mb")
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to run: the model, the backends to compare and one (batch, input, output) point."""
+    """What to run: the model, the backends to compare, how each is loaded and measured, and one
+    (batch, input, output) point (a sweep's grid replaces the point: :func:`run_sweep`)."""
 
     model: str = DEFAULT_MODEL
     backends: tuple[str, ...] = ("transformers", "accelerated")
@@ -35,6 +46,7 @@ class BenchConfig:
     graphs: bool = False
     kernels: tuple[str, ...] = ()  # accelerated kernel paths to run side by side (default: the machine's fastest)
     tp: int = 1
+    max_seq_len: int | None = None  # static token budget per sequence (default: what the point or grid needs)
     batch_size: int = 1
     input_len: int = 128
     output_len: int = 64
@@ -43,6 +55,8 @@ class BenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("backends", "kernels"):  # lists (from JSON, or a caller) become tuples: the config stays hashable
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.backends:
             raise AscendNbError("give at least one backend, e.g. --backend transformers,accelerated")
         for backend in self.backends:
@@ -51,6 +65,9 @@ class BenchConfig:
             raise AscendNbError(f"a backend is named twice in {','.join(self.backends)}")
         if self.batch_size < 1 or self.input_len < 1 or self.output_len < 2:
             raise AscendNbError("batch size and input length must be >= 1 and output length >= 2 (TPOT needs two tokens)")
+        if self.max_seq_len is not None and self.max_seq_len < 3:
+            raise AscendNbError("--max-seq-len must hold an input and two output tokens (>= 3), "
+                                f"got {self.max_seq_len}")
         if self.repeat < 1 or self.warmup < 0:
             raise AscendNbError(f"repeat must be >= 1 and warmup >= 0, got {self.repeat} and {self.warmup}")
         check_ranks(self.tp)
@@ -67,27 +84,54 @@ class BenchConfig:
     def point(self) -> SweepPoint:
         return SweepPoint(self.batch_size, self.input_len, self.output_len)
 
+    @property
+    def point_max_seq_len(self) -> int:
+        """The token budget of a one-point run: ``max_seq_len``, or exactly input + output tokens."""
+        need = self.input_len + self.output_len
+        if self.max_seq_len is not None and self.max_seq_len < need:
+            raise AscendNbError(f"input + output ({need} tokens) exceeds --max-seq-len {self.max_seq_len}: "
+                                "raise it, or shorten --input-len / --output-len")
+        return self.max_seq_len or need
 
-def load_engines(config: BenchConfig) -> dict:
-    """The engines to compare, each with a static budget of exactly input + output tokens: one per
-    backend, and one accelerated engine per kernel path in ``config.kernels``; a point whose batch
-    cannot fit the device is refused first (:func:`~ascend_nb.models.footprint.require_fit`)."""
-    if "openai" not in config.backends:  # a served model has no local weights to plan
-        require_fit(config.model, config.device, config.dtype, config.quantize, config.input_len + config.output_len,
-                    config.batch_size, config.tp)
-    engines = {}
+    def to_json(self) -> str:
+        """The config as one JSON object (:meth:`from_json` reads it back): how a launcher hands it to its ranks."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> BenchConfig:
+        return cls(**json.loads(text))
+
+
+def engine_loaders(config: BenchConfig, max_seq_len: int) -> dict[str, Callable]:
+    """How to load each engine ``config`` compares, by row label, each with ``max_seq_len``: one per
+    backend, and one accelerated engine per kernel path in ``config.kernels`` (label
+    ``accelerated[PATH]``). Each value is a call without arguments that loads that engine, so a
+    sweep can load them one at a time."""
+    loaders = {}
     for backend in config.backends:
-        variants = [{}]
         if backend in QUANTIZABLE_BACKENDS:
             base = {"quantize": config.quantize, "graphs": config.graphs or None,
                     **({"tp": config.tp} if config.tp != 1 else {})}
-            variants = [{**base, "kernels": path} for path in config.kernels] or [base]
-        for options in variants:
-            engine = load(config.model, device=config.device, dtype=config.dtype, backend=backend,
-                          max_seq_len=config.input_len + config.output_len, **options)
-            label = backend if len(variants) == 1 else f"{backend}[{engine.kernels}]"
-            engines[label] = engine
-    return engines
+            paths = config.kernels or (None,)  # None: the machine's fastest
+            variants = {backend if len(paths) == 1 else f"{backend}[{path}]": {**base, "kernels": path}
+                        for path in paths}
+        else:
+            variants = {backend: {}}
+        for label, options in variants.items():
+            loaders[label] = partial(load, config.model, device=config.device, dtype=config.dtype, backend=backend,
+                                     max_seq_len=max_seq_len, **options)
+    return loaders
+
+
+def load_engines(config: BenchConfig) -> dict:
+    """The engines of :func:`engine_loaders`, loaded, each with a static budget of
+    :attr:`BenchConfig.point_max_seq_len`; a point whose batch cannot fit the device is refused
+    first (:func:`~ascend_nb.models.footprint.require_fit`)."""
+    max_seq_len = config.point_max_seq_len
+    if "openai" not in config.backends:  # a served model has no local weights to plan
+        require_fit(config.model, config.device, config.dtype, config.quantize, max_seq_len, config.batch_size,
+                    config.tp)
+    return {label: load_one() for label, load_one in engine_loaders(config, max_seq_len).items()}
 
 
 def run_rounds(engines: dict, config: BenchConfig) -> list[dict]:
@@ -106,7 +150,7 @@ def run_rounds(engines: dict, config: BenchConfig) -> list[dict]:
                "ttft_ms": statistics.median(m["ttft_ms"] for m in measured), "tpot_ms": tpot_ms,
                "decode_tokens_per_s": 1000.0 * config.batch_size / tpot_ms,
                "e2e_ms": statistics.median(m["e2e_ms"] for m in measured),
-               "peak_memory_mb": max(peaks, default=None), "tp": config.tp, "repeat": config.repeat}
+               "peak_memory_mb": max(peaks, default=None), "repeat": config.repeat}
         rows.append(row)
     return rows
 
@@ -114,6 +158,46 @@ def run_rounds(engines: dict, config: BenchConfig) -> list[dict]:
 def run_bench(config: BenchConfig) -> list[dict]:
     """Load every backend of ``config`` and return its rows (fields: :data:`ROW_FIELDS` and more)."""
     return run_rounds(load_engines(config), config)
+
+
+def run_bench_rank(config: BenchConfig) -> list[dict] | None:
+    """:func:`run_bench` on one rank of a torchrun launch (every rank must measure: the collectives need
+    them all): the rows on rank 0 (and without tensor parallelism), None on the other ranks."""
+    engines = load_engines(config)
+    rows = run_rounds(engines, config)
+    return rows if all(is_main_process(engine) for engine in engines.values()) else None
+
+
+def sweep_max_seq_len(config: BenchConfig, input_lens: Sequence[int], output_lens: Sequence[int]) -> int:
+    """A sweep's token budget: ``config.max_seq_len``, or the longest input + output capped at the model's limit."""
+    if config.max_seq_len is not None:
+        return config.max_seq_len
+    limit = read_config(resolve_model_dir(config.model)).get("max_position_embeddings")
+    wanted = max(input_lens) + max(output_lens)
+    return min(wanted, limit) if limit else wanted
+
+
+def run_sweep(config: BenchConfig, batch_sizes: Sequence[int], input_lens: Sequence[int],
+              output_lens: Sequence[int], csv_path: str | Path | None = None, resume: bool = True,
+              progress: bool = True) -> dict[str, list[dict]]:
+    """Sweep each engine of ``config`` over the grid, one engine loaded at a time, into one CSV.
+
+    The grid replaces ``config``'s point; every other setting applies as in :func:`run_bench`.
+    Returns the rows by engine label (see :func:`engine_loaders`), in ``config.backends`` order.
+    A sweep runs in one process, so ``config.tp`` must be 1 (:func:`~ascend_nb.bench.distributed.bench_tensor_parallel`
+    measures tensor-parallel sizes).
+    """
+    if config.tp != 1:
+        raise AscendNbError(f"--sweep runs in one process, --tp {config.tp} needs torchrun: sweep with --tp 1, and "
+                            "measure tensor parallel one point at a time (ascend-nb bench --tp N under torchrun)")
+    rows: dict[str, list[dict]] = {}
+    for label, load_one in engine_loaders(config, sweep_max_seq_len(config, input_lens, output_lens)).items():
+        engine = load_one()
+        rows[label] = list(sweep(engine, batch_sizes, input_lens, output_lens, repeat=config.repeat,
+                                 warmup=config.warmup, csv_path=csv_path, resume=resume, seed=config.seed,
+                                 progress=progress))
+        del engine  # free its memory before the next engine loads
+    return rows
 
 
 def speedups(rows: Sequence[dict], baseline: str = "transformers") -> dict[str, dict[str, float]]:

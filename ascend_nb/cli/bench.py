@@ -6,10 +6,9 @@ import argparse
 import json
 
 from ascend_nb.cli import options
-from ascend_nb.bench.run import BenchConfig, load_engines, run_rounds, speedups
+from ascend_nb.bench.run import BenchConfig, run_bench_rank, speedups
 from ascend_nb.cli.bench_serve import add_serve_arguments, run_serve_load
 from ascend_nb.cli.bench_sweep import add_sweep_arguments, run_sweep_or_compare
-from ascend_nb.cli.models import is_main_process
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +23,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     options.add(parser, "--kernels", default="", type=options.names,
                 help="accelerated backend: comma-separated kernel paths to run side by side, e.g. "
                              "cpu-avx512-gemv,cpu-onednn (default: this machine's fastest; see `ascend-nb doctor`)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--input-len", type=int, default=128, help="random prompt tokens per row (fixed seed)")
-    parser.add_argument("--output-len", type=int, default=64, help="generated tokens per row (EOS disabled)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"rows per batch (default: {BenchConfig.batch_size})")
+    parser.add_argument("--input-len", type=int, default=None,
+                        help=f"random prompt tokens per row, fixed seed (default: {BenchConfig.input_len})")
+    parser.add_argument("--output-len", type=int, default=None,
+                        help=f"generated tokens per row, EOS disabled (default: {BenchConfig.output_len})")
+    parser.add_argument("--max-seq-len", type=int, default=None,
+                        help="static token budget per sequence (default: input + output; with --sweep the longest "
+                             "input + output, capped at the model's limit, and points beyond it are skipped)")
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds; rows hold the medians")
     parser.add_argument("--warmup", type=int, default=1, help="untimed short runs per backend before the first round")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input ids")
@@ -34,11 +39,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The one :class:`BenchConfig` of a bench command; a point option left out keeps BenchConfig's default."""
+    point = {name: getattr(args, name) for name in ("batch_size", "input_len", "output_len")
+             if getattr(args, name) is not None}
     return BenchConfig(model=args.model, backends=args.backend, device=args.device, dtype=args.dtype,
                        quantize=args.quantize, graphs=args.graphs, kernels=args.kernels, tp=args.tp,
-                       batch_size=args.batch_size,
-                       input_len=args.input_len, output_len=args.output_len, repeat=args.repeat,
-                       warmup=args.warmup, seed=args.seed)
+                       max_seq_len=args.max_seq_len, repeat=args.repeat, warmup=args.warmup, seed=args.seed, **point)
 
 
 def register(subparsers) -> None:
@@ -68,14 +74,14 @@ def format_rows(rows: list[dict]) -> str:
 
 def run_bench_command(args: argparse.Namespace) -> int:
     handled = run_serve_load(args)
-    if handled is None:
-        handled = run_sweep_or_compare(args)
     if handled is not None:
         return handled
     config = config_from_args(args)
-    engines = load_engines(config)
-    rows = run_rounds(engines, config)
-    if not all(is_main_process(engine) for engine in engines.values()):
+    handled = run_sweep_or_compare(args, config)
+    if handled is not None:
+        return handled
+    rows = run_bench_rank(config)
+    if rows is None:
         return 0  # tensor parallel: rank 0 prints
     if args.json:
         print(json.dumps(rows))

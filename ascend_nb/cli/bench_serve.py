@@ -70,10 +70,11 @@ def run_serve_load(args: argparse.Namespace) -> int | None:
     if getattr(args, "sweep", False) or getattr(args, "compare", None):
         raise AscendNbError("--sweep and --compare measure local backends: drop them for --backend openai")
     slo = parse_slo(args.slo)
+    lens = {name: getattr(args, name) for name in ("input_len", "output_len") if getattr(args, name) is not None}
     rows = []
     for row in serve_load(args.base_url, args.model, concurrency=args.concurrency or (None if args.request_rate else (1,)),
-                          request_rates=args.request_rate, num_prompts=args.num_prompts, input_len=args.input_len,
-                          output_len=args.output_len, dataset=args.dataset, tokenizer=args.tokenizer, slo=slo,
+                          request_rates=args.request_rate, num_prompts=args.num_prompts, **lens,
+                          dataset=args.dataset, tokenizer=args.tokenizer, slo=slo,
                           seed=args.seed, ignore_eos=args.ignore_eos, csv_path=results_csv_path(args), resume=True,
                           api_key=args.api_key, request_timeout_s=args.request_timeout,
                           level_timeout_s=args.level_timeout, progress=not args.json):

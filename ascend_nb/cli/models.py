@@ -8,6 +8,7 @@ import sys
 
 from ascend_nb.cli import options
 from ascend_nb.dtypes import dtype_name
+from ascend_nb.parallel import is_main_process
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +37,6 @@ def load_from_args(args: argparse.Namespace):
         return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
     return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len,
                 verify=args.verify, tp=args.tp, kernels=args.kernels)
-
-
-def is_main_process(engine) -> bool:
-    """False on tensor-parallel ranks other than 0 (only rank 0 prints)."""
-    tp = getattr(engine, "tp", None)
-    return tp is None or tp.rank == 0
 
 
 def register(subparsers) -> None:
