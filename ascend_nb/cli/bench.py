@@ -32,9 +32,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-len", type=int, default=None,
                         help="static token budget per sequence (default: input + output; with --sweep the longest "
                              "input + output, capped at the model's limit, and points beyond it are skipped)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed rounds; rows hold the medians")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed short runs per backend before the first round")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random input ids")
+    parser.add_argument("--repeat", type=int, default=BenchConfig.repeat, help="timed rounds; rows hold the medians")
+    parser.add_argument("--warmup", type=int, default=BenchConfig.warmup,
+                        help="untimed short runs per backend before the first round")
+    parser.add_argument("--seed", type=int, default=BenchConfig.seed, help="seed of the random input ids")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
 
 
