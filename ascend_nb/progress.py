@@ -7,13 +7,14 @@ at its first state (``0/36``). :class:`NotebookProgress` is one ``display`` outp
 
 from __future__ import annotations
 
+import sys
 import time
+
+from tqdm import tqdm
 
 
 def in_jupyter_kernel() -> bool:
     """True when running inside a Jupyter kernel (IPython with a kernel attached)."""
-    import sys
-
     if "IPython" not in sys.modules:
         return False
     shell = sys.modules["IPython"].get_ipython()
@@ -90,10 +91,16 @@ class NotebookProgress:
         self.close()
 
 
+class ConsoleProgress(tqdm):
+    """tqdm on stderr whose :meth:`write` notes go to stderr too, so stdout keeps only the results
+    (``ascend-nb bench --sweep --json | jq`` reads JSON alone)."""
+
+    def write(self, message: str) -> None:  # tqdm.write goes to stdout by default
+        tqdm.write(message, file=sys.stderr)
+
+
 def progress_bar(total: int, initial: int = 0, desc: str = "", unit: str = "it", disable: bool = False):
-    """A :class:`NotebookProgress` inside a Jupyter kernel, else a console ``tqdm`` (which has an ETA)."""
+    """A :class:`NotebookProgress` inside a Jupyter kernel, else a console :class:`ConsoleProgress` (which has an ETA)."""
     if not disable and in_jupyter_kernel():
         return NotebookProgress(total, initial=initial, desc=desc, unit=unit)
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=disable)
+    return ConsoleProgress(total=total, initial=initial, desc=desc, unit=unit, disable=disable)

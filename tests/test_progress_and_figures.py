@@ -24,10 +24,16 @@ def test_progress_text_counts_resumed_steps_as_free_and_ends_done(monkeypatch):
     assert '<progress value="6" max="6"' in bar._bundle()["text/html"]
 
 
-def test_outside_a_kernel_the_bar_is_tqdm():
+def test_outside_a_kernel_the_bar_is_tqdm_and_its_notes_go_to_stderr(capsys):
+    from tqdm import tqdm
+
     assert not progress.in_jupyter_kernel()
-    bar = progress.progress_bar(3, desc="x", disable=True)
-    assert type(bar).__module__.startswith("tqdm")
+    bar = progress.progress_bar(3, desc="x")
+    assert isinstance(bar, tqdm)
+    bar.write("a note")
+    bar.close()
+    captured = capsys.readouterr()
+    assert captured.out == "" and "a note" in captured.err  # stdout keeps only results (--json)
 
 
 def test_a_static_bundle_holds_plotly_json_html_and_a_text_line():

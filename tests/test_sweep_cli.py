@@ -32,6 +32,17 @@ def test_sweep_two_backends_into_one_csv_then_resume(tiny_llama_dir, tmp_path, c
     assert len(read_rows(path)[1]) == 8
 
 
+@pytest.mark.parametrize("grid, points", [([], [(32, 32)]), (["--grid", "guides"], [(32, 32), (32, 64), (64, 32)])])
+def test_sweep_grid_defaults_to_the_quick_grid_of_sweep(tiny_llama_dir, tmp_path, capsys, grid, points):
+    """Without --input-lens/--output-lens the CLI sweeps what sweep() and notebook 04 do (a 96-token budget
+    keeps the points that fit: quick 32,256,1024 x 32,128 -> one, guides 32..1024 x 32..1024 -> three)."""
+    args = [a for a in sweep_args(tiny_llama_dir, tmp_path / "grid.csv") if a not in ("--input-lens", "4,8", "--output-lens", "2,3")]
+    assert main([*args, *grid, "--max-seq-len", "96", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [(r["input_len"], r["output_len"]) for r in json.loads(captured.out)] == points  # stdout: the JSON alone
+    assert "skipping" in captured.err
+
+
 def test_sweep_honours_the_bench_options(tiny_llama_dir, tmp_path, capsys):
     """--quantize, several --kernels, --max-seq-len and --seed reach the sweep: each kernel path swept in turn."""
     path = tmp_path / "sweep.csv"
@@ -79,6 +90,7 @@ def test_compare_two_csv_files(tmp_path, capsys):
     (["bench", "--sweep", "--input-len", "8", "--batch-size", "2"], "grid of --batch-sizes, --input-lens and "
                                                                   "--output-lens: drop --batch-size, --input-len"),
     (["bench", "--input-lens", "8"], "make the grid of --sweep: add --sweep"),
+    (["bench", "--grid", "guides"], "make the grid of --sweep: add --sweep"),
     (["bench", "--sweep", "--backend", "accelerated", "--tp", "2"], "--sweep runs in one process, --tp 2 needs torchrun"),
     (["bench", "--sweep", "--backend", "transformers", "--quantize", "int8"], "quantize, graphs and kernels apply to"),
     (["bench", "--sweep", "--max-seq-len", "2"], "--max-seq-len must hold"),

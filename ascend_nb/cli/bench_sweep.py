@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ascend_nb.bench.comparison import compare
-from ascend_nb.bench.latency_sweep import GUIDE_LENS
+from ascend_nb.bench.latency_sweep import GRIDS, grid_lengths
 from ascend_nb.bench.run import BenchConfig, run_sweep
 from ascend_nb.cli import options
 from ascend_nb.errors import AscendNbError
@@ -31,11 +31,14 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                        help="run the grid batch sizes x input lengths x output lengths (the guides' performance test)")
     group.add_argument("--batch-sizes", type=options.numbers(int), default=None, metavar="N,N",
                        help="sweep batch sizes (default: 1)")
-    lens = ",".join(map(str, GUIDE_LENS))
+    grids = "; ".join(f"{name}: inputs {','.join(map(str, ins))} x outputs {','.join(map(str, outs))}"
+                      for name, (ins, outs) in GRIDS.items())
+    group.add_argument("--grid", choices=tuple(GRIDS), default=None,
+                       help=f"the sweep's lengths, as sweep() and notebook 04 name them ({grids}; default: quick)")
     group.add_argument("--input-lens", type=options.numbers(int), default=None, metavar="N,N",
-                       help=f"sweep input lengths (default: {lens})")
+                       help="sweep input lengths (default: the --grid's)")
     group.add_argument("--output-lens", type=options.numbers(int), default=None, metavar="N,N",
-                       help=f"sweep output lengths (default: {lens})")
+                       help="sweep output lengths (default: the --grid's)")
     group.add_argument("--csv", metavar="PATH",
                        help="write each sweep row (or load level) to PATH as it finishes (ours + the guides' or MindIE's columns)")
     group.add_argument("--resume", action="store_true", help="continue the sweep (or load run) already in --csv PATH")
@@ -67,7 +70,8 @@ def sweep_command(args: argparse.Namespace, config: BenchConfig) -> int:
         raise AscendNbError(f"--sweep measures the grid of --batch-sizes, --input-lens and --output-lens: drop "
                             f"{', '.join(point)}")
     csv_path = results_csv_path(args)
-    rows = run_sweep(config, args.batch_sizes or (1,), args.input_lens or GUIDE_LENS, args.output_lens or GUIDE_LENS,
+    input_lens, output_lens = grid_lengths(args.grid or "quick")
+    rows = run_sweep(config, args.batch_sizes or (1,), args.input_lens or input_lens, args.output_lens or output_lens,
                      csv_path=csv_path, resume=True)
     everything = [row for label_rows in rows.values() for row in label_rows]
     if args.json:
@@ -101,7 +105,7 @@ def run_sweep_or_compare(args: argparse.Namespace, config: BenchConfig) -> int |
         return sweep_command(args, config)
     if args.csv or args.resume:
         raise AscendNbError("--csv and --resume go with --sweep (or --backend openai)")
-    if args.batch_sizes or args.input_lens or args.output_lens:
-        raise AscendNbError("--batch-sizes, --input-lens and --output-lens make the grid of --sweep: add --sweep, or "
+    if args.batch_sizes or args.input_lens or args.output_lens or args.grid:
+        raise AscendNbError("--grid, --batch-sizes, --input-lens and --output-lens make the grid of --sweep: add --sweep, or "
                             "give one point with --batch-size, --input-len and --output-len")
     return None
