@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.notebook_runner import run_notebook  # noqa: E402
-from tests.test_browser_chat import CHROMIUM, CHROMIUM_FLAGS, QUESTION, run_all_cells, running_lab  # noqa: E402
+from tests.browser import lab_page, run_all_cells  # noqa: E402
+from tests.test_browser_chat import QUESTION  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "ascend"
 EXECUTED = {  # notebook -> papermill parameters
@@ -66,42 +67,35 @@ def cell_index(notebook: Path, marker: str) -> int:
 
 
 def main(out_dir: str = "docs/images", reuse: bool = False) -> None:
-    from playwright.sync_api import sync_playwright
-
     out = (ROOT / out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ascend-nb-shots-") as tmp:
         workdir = Path(tmp)
         executed = execute(RUNS, reuse)
-        with running_lab(workdir) as (base, token), sync_playwright() as playwright:
+        with lab_page(workdir, "screenshots_failure.png", viewport=(1600, 1200)) as (page, base, token):
             tracker = workdir / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
             tracker.parent.mkdir(parents=True, exist_ok=True)
             tracker.write_text('{"windowingMode": "none"}')  # every cell in the page, not only those in view
             for path in executed.values():
                 shutil.copy(path, workdir / "notebooks" / path.name)
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-            page = browser.new_page(viewport={"width": 1600, "height": 1200}, device_scale_factor=1)
-            try:
-                for png, name, marker, selector in SHOTS:  # a workspace per shot: only that notebook open
-                    page.goto(f"{base}/lab/workspaces/{Path(png).stem}/tree/executed_{name}?token={token}")
-                    cell = page.locator(".jp-Notebook .jp-Cell").nth(cell_index(executed[name], marker))
-                    target = cell.locator(selector).first
-                    target.wait_for(timeout=60_000)
-                    target.scroll_into_view_if_needed()
-                    page.wait_for_timeout(1500)  # plotly draws after it is attached
-                    target.screenshot(path=str(out / png))
-                    print(f"wrote {out / png}", flush=True)
-                run_all_cells(page, base, token, "03_chat.ipynb")
-                page.locator("textarea.anb-chat-prompt").fill(f"{QUESTION} (法国的首都是哪里？)")  # CJK renders
-                page.get_by_role("button", name="Send").click()
-                page.locator(".anb-chat-row.assistant .anb-chat-stats", has_text=re.compile(r"TPOT \d")).last.wait_for(
-                    timeout=180_000)  # the finished reply's line, not the live "generating…" one
-                chat = page.locator(".anb-chat").first
-                chat.scroll_into_view_if_needed()
-                chat.screenshot(path=str(out / "chat_widget.png"))
-                print(f"wrote {out / 'chat_widget.png'}", flush=True)
-            finally:
-                browser.close()
+            for png, name, marker, selector in SHOTS:  # a workspace per shot: only that notebook open
+                page.goto(f"{base}/lab/workspaces/{Path(png).stem}/tree/executed_{name}?token={token}")
+                cell = page.locator(".jp-Notebook .jp-Cell").nth(cell_index(executed[name], marker))
+                target = cell.locator(selector).first
+                target.wait_for(timeout=60_000)
+                target.scroll_into_view_if_needed()
+                page.wait_for_timeout(1500)  # plotly draws after it is attached
+                target.screenshot(path=str(out / png))
+                print(f"wrote {out / png}", flush=True)
+            run_all_cells(page, base, token, "03_chat.ipynb")
+            page.locator("textarea.anb-chat-prompt").fill(f"{QUESTION} (法国的首都是哪里？)")  # CJK renders
+            page.get_by_role("button", name="Send").click()
+            page.locator(".anb-chat-row.assistant .anb-chat-stats", has_text=re.compile(r"TPOT \d")).last.wait_for(
+                timeout=180_000)  # the finished reply's line, not the live "generating…" one
+            chat = page.locator(".anb-chat").first
+            chat.scroll_into_view_if_needed()
+            chat.screenshot(path=str(out / "chat_widget.png"))
+            print(f"wrote {out / 'chat_widget.png'}", flush=True)
 
 
 if __name__ == "__main__":

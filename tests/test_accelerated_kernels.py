@@ -6,7 +6,6 @@ these tests that computes each torch_npu op's documented formula and checks the 
 (layout, head counts, mask convention). That proves the plumbing, not the NPU: not verified on NPU.
 """
 
-import subprocess
 import sys
 import types
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.test_browser_chat import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, _kernel_idle, running_lab
+from tests.browser import lab_page, run_all_cells
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -45,45 +45,27 @@ def _bars(page) -> tuple[str, list[str]]:
 
 @pytest.mark.timeout(400)
 def test_live_next_token_view_moves_while_the_reply_streams(tmp_path, embedded_model_dir):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)")
-    with running_lab(tmp_path) as (base, token), sync_playwright() as playwright:
+    with lab_page(tmp_path, "browser_inside_failure.png") as (page, base, token):
         _write_notebook(tmp_path / "notebooks" / "live_next_token.ipynb")
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        try:
-            page.goto(f"{base}/lab/tree/live_next_token.ipynb?token={token}")
-            deadline = time.monotonic() + 120
-            while not _kernel_idle(base, token):
-                assert time.monotonic() < deadline, "the notebook's kernel did not start in 120 s"
-                time.sleep(0.5)
-            page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$")).wait_for(timeout=30_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-            page.locator(".anb-next-token .js-plotly-plot .barlayer .point").first.wait_for(timeout=180_000)
-            seen_steps, seen_bars = set(), set()
-            done = page.locator(".jp-OutputArea-output", has_text=f"done {TOKENS}")
-            while done.count() == 0:  # sample the page while the reply is being generated
-                title, paths = _bars(page)
-                match = re.match(r"step (\d+):", title)
-                if match and paths:
-                    seen_steps.add(int(match[1]))
-                    seen_bars.add(tuple(paths))
-                time.sleep(0.1)
-            assert len(seen_steps) >= 3, f"the title moved through only {sorted(seen_steps)} while streaming"
-            assert len(seen_bars) >= 3, "the bars did not move while the reply streamed"
-            title, _ = _bars(page)
-            assert title.startswith(f"step {TOKENS - 1}:")
-            # greedy (temperature 0): only one bar stays blue, the rest turn grey
-            slider = page.locator(".anb-next-token .widget-slider", has_text="temperature").locator(".widget-readout")
-            slider.fill("0")
-            slider.press("Enter")
-            expect(page.locator(".anb-next-token .gtitle")).to_contain_text("keeps 1 of 49152 tokens", timeout=30_000)
-        except Exception:
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser_inside_failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+        run_all_cells(page, base, token, "live_next_token.ipynb", wait=False)
+        page.locator(".anb-next-token .js-plotly-plot .barlayer .point").first.wait_for(timeout=180_000)
+        seen_steps, seen_bars = set(), set()
+        done = page.locator(".jp-OutputArea-output", has_text=f"done {TOKENS}")
+        while done.count() == 0:  # sample the page while the reply is being generated
+            title, paths = _bars(page)
+            match = re.match(r"step (\d+):", title)
+            if match and paths:
+                seen_steps.add(int(match[1]))
+                seen_bars.add(tuple(paths))
+            time.sleep(0.1)
+        assert len(seen_steps) >= 3, f"the title moved through only {sorted(seen_steps)} while streaming"
+        assert len(seen_bars) >= 3, "the bars did not move while the reply streamed"
+        title, _ = _bars(page)
+        assert title.startswith(f"step {TOKENS - 1}:")
+        # greedy (temperature 0): only one bar stays blue, the rest turn grey
+        slider = page.locator(".anb-next-token .widget-slider", has_text="temperature").locator(".widget-readout")
+        slider.fill("0")
+        slider.press("Enter")
+        expect(page.locator(".anb-next-token .gtitle")).to_contain_text("keeps 1 of 49152 tokens", timeout=30_000)
