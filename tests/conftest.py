@@ -8,6 +8,7 @@ import pytest
 
 import ascend_nb  # noqa: F401  (sets TORCH_DEVICE_BACKEND_AUTOLOAD / HF_HUB_OFFLINE before torch loads)
 from ascend_nb.convert.embedded import ensure_embedded_model
+from tests.tiny_checkpoints import random_llama
 
 
 @pytest.fixture(scope="session")
@@ -24,18 +25,9 @@ def embedded_engine(embedded_model_dir):
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, embedded_model_dir) -> Path:
     """A tiny random-weight Llama (GQA, untied head) with the embedded model's real tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    config.architectures = ["LlamaForCausalLM"]
-    target = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(target)
-    AutoTokenizer.from_pretrained(embedded_model_dir).save_pretrained(target)
-    return target
+    return random_llama(tmp_path_factory.mktemp("tiny-llama"), embedded_model_dir, seed=0, hidden_size=64,
+                        intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from ascend_nb import GenerationParams
 from ascend_nb import device as devices
 from ascend_nb.precision import greedy_divergence
 from ascend_nb.errors import AscendNbError
+from tests.tiny_checkpoints import random_llama
 
 PROMPT = [1, 504, 3458, 282, 4649, 314, 77, 12, 90]
 
@@ -18,18 +19,9 @@ PROMPT = [1, 504, 3458, 282, 4649, 314, 77, 12, 90]
 @pytest.fixture(scope="module")
 def tied_mqa_dir(tmp_path_factory, tiny_llama_dir):
     """SmolLM2's features at tiny size: tied embeddings, one kv head shared by 4, rope base 100000."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(1)
-    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=128,
-                         rms_norm_eps=1e-5, tie_word_embeddings=True, rope_theta=100000.0,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    config.architectures = ["LlamaForCausalLM"]
-    target = tmp_path_factory.mktemp("tied-mqa")
-    LlamaForCausalLM(config).save_pretrained(target)
-    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(target)
-    return target
+    return random_llama(tmp_path_factory.mktemp("tied-mqa"), tiny_llama_dir, seed=1, hidden_size=64,
+                        intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                        max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=True, rope_theta=100000.0)
 
 
 @pytest.fixture(scope="module")
