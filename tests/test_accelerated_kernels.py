@@ -90,6 +90,20 @@ def test_cpu_rms_norm_equals_twin(dtype):
     assert torch.equal(cpu_kernels("cpu-aten").rms_norm(x, weight, 1e-5), TWIN.rms_norm(x, weight, 1e-5))
 
 
+GEMV_PATHS = [path for path in CPU_PATHS if devices.gemv_isa(path)]
+
+
+@pytest.mark.parametrize("path", GEMV_PATHS)
+@pytest.mark.parametrize("shape", [(1, 1, 576), (3, 9, 576), (2, 37), (1, 100, 2048)])
+def test_native_rms_norm_is_the_twin(path, shape):
+    """One pass per row: bf16 gives the twin's bits (the normed value is rounded to bf16 before the
+    weight), float32 differs only where a sum in another order moves the last bit."""
+    bf16 = randn(*shape, dtype=torch.bfloat16) * 3, randn(shape[-1], dtype=torch.bfloat16, seed=5)
+    assert torch.equal(cpu_kernels(path).rms_norm(*bf16, 1e-5), TWIN.rms_norm(*bf16, 1e-5))
+    fp32 = randn(*shape) * 3, randn(shape[-1], seed=5)
+    torch.testing.assert_close(cpu_kernels(path).rms_norm(*fp32, 1e-6), TWIN.rms_norm(*fp32, 1e-6), rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("path", CPU_PATHS)
 @pytest.mark.parametrize("quantize, rows", [(None, 1), (None, 8), (None, 40), ("int8", 1), ("int8", 40)])
 def test_every_cpu_kernel_path_equals_the_twin(path, quantize, rows):

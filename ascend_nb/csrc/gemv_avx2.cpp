@@ -1,4 +1,5 @@
-// The GEMV of gemv.h for AVX2 + FMA (8 float32 lanes); compiled with -mavx2 -mfma.
+// The GEMV of gemv.h and the RMSNorm of rms_norm.h for AVX2 + FMA (8 float32 lanes); compiled with
+// -mavx2 -mfma.
 #include <immintrin.h>
 
 #include <ATen/ATen.h>
@@ -26,3 +27,6 @@ struct Vec {
 
 #define GEMV_OP "gemv_avx2"
 #include "gemv.h"
+
+#define RMS_NORM_OP "rms_norm_avx2"
+#include "rms_norm.h"

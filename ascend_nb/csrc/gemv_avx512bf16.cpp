@@ -1,8 +1,12 @@
-// The GEMV of gemv.h for AVX512-BF16: bf16 activations against bf16 weights through VDPBF16PS
-// (32 weights per instruction, products summed in float32), other inputs as the AVX512 build;
+// The GEMV of gemv.h and the RMSNorm of rms_norm.h for AVX512-BF16: bf16 activations against bf16
+// weights through VDPBF16PS (32 weights per instruction, products summed in float32), other inputs as
+// the AVX512 build;
 // compiled with -mavx512f -mavx512bw -mavx512bf16 -mfma.
 #include "vec_avx512.h"
 
 #define GEMV_BF16_DOT
 #define GEMV_OP "gemv_avx512bf16"
 #include "gemv.h"
+
+#define RMS_NORM_OP "rms_norm_avx512bf16"
+#include "rms_norm.h"

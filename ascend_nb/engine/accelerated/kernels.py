@@ -193,7 +193,8 @@ class Kernels:
 
 
 class CpuKernels(Kernels):
-    """CPU: fused RMSNorm and one linear kernel per kernel path (see :data:`ascend_nb.device.KERNEL_PATHS`):
+    """CPU: fused RMSNorm (native on the GEMV paths) and one linear kernel per kernel path (see
+    :data:`ascend_nb.device.KERNEL_PATHS`):
 
     - ``cpu-avx512bf16-gemv`` / ``cpu-avx512-gemv`` / ``cpu-avx2-gemv``: decoding rows through the
       native GEMV of that instruction set (bf16 and int8 weights; bf16 dot products on AVX512-BF16);
@@ -212,9 +213,11 @@ class CpuKernels(Kernels):
         self.onednn_prompts = self.name == "cpu-onednn" or (self.isa in ("avx512", "avx512bf16") and native_bf16)
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        if self.isa and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype:
+            return native.rms_norm(x, weight, eps, self.isa)  # one op instead of six (bf16: the twin's bits)
         if not hasattr(F, "rms_norm"):  # torch < 2.4
             return super().rms_norm(x, weight, eps)
-        return weight * F.rms_norm(x, x.shape[-1:], eps=eps)  # one op; bit-identical to the twin (tested)
+        return weight * F.rms_norm(x, x.shape[-1:], eps=eps)  # bit-identical to the twin (tested)
 
     def _linear(self, weight: torch.Tensor, quantize: str | None) -> Linear:
         if quantize == "int8":
