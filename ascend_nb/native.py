@@ -1,13 +1,14 @@
-"""Native CPU kernels built from ascend_nb/csrc: memory-bound GEMV custom ops ``torch.ops.ascend_nb.gemv_<isa>``
-and a one-pass RMSNorm ``torch.ops.ascend_nb.rms_norm_<isa>``.
+"""Native CPU kernels built from ascend_nb/csrc: memory-bound GEMV custom ops ``torch.ops.ascend_nb.gemv_<isa>``,
+a one-pass RMSNorm ``rms_norm_<isa>`` and one decode step's attention ``decode_attention_<isa>``.
 
 ATen's bf16 GEMV and ``_weight_int8pack_mm`` are compute-bound on a CPU without native bf16
 (about 4 GMAC/s a core on AVX2); decoding only needs to stream each weight once. The sources are
 ``ascend_nb/csrc/gemv.h`` (the driver) and one file per instruction set (``gemv_avx2.cpp``,
 ``gemv_avx512.cpp``, ``gemv_avx512bf16.cpp``: bf16 dot products), each built into its own library by ``torch.utils.cpp_extension`` (ninja,
 with its own file lock, cached under ``$ASCEND_NB_HOME/kernels``) and loaded only on a CPU that has
-the instruction set. ATen's RMSNorm is six small ops, about 40 us a call on one decoding row (2.5 ms
-of each SmolLM2 decode step); the native one is one. ``ascend-nb fetch`` (so ``make lab`` / ``make test``) builds them at set-up;
+the instruction set. The RMSNorm and the decode attention replace about six and twenty small ATen ops
+(each a few microseconds of dispatch, which add up to milliseconds per decode step) by one each.
+``ascend-nb fetch`` (so ``make lab`` / ``make test``) builds them at set-up;
 a first use builds what is missing. Each op has a fake implementation, so ``torch.compile``
 graphs call it too. Without a compiler :func:`load_gemv` is False and says which path is slower.
 """
@@ -40,7 +41,8 @@ def _build(isa: str) -> None:
     torch version exists yet. The build directory is named by a hash of all three, so every checkout
     with the same sources shares one build and a loaded library is never rebuilt underneath a process."""
     source, flags = ISAS[isa]
-    cflags = ["-O3", "-std=c++17", "-fopenmp", *flags]
+    # -ffp-contract=off: no FMA the source does not ask for, so a product is rounded as the PyTorch twin rounds it
+    cflags = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", *flags]
     digest = hashlib.sha256()
     for part in (torch.__version__, *cflags, *(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*")))):
         digest.update(part if isinstance(part, bytes) else part.encode())
@@ -83,6 +85,10 @@ def load_gemv(isa: str) -> bool:
     def _(x, weight, eps):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
+    @torch.library.register_fake(f"ascend_nb::decode_attention_{isa}")
+    def _(qkv, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, scale):
+        return qkv.new_empty(k_cache.shape[0], heads * k_cache.shape[-1])
+
     return True
 
 
@@ -99,3 +105,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, isa: str = "avx2
     """``weight * (x * rsqrt(mean(x**2) + eps))`` over the last dimension of a float32 or bfloat16 ``x``
     (the normed value rounded to ``x``'s dtype first, as transformers does), through ``rms_norm_<isa>``."""
     return getattr(torch.ops.ascend_nb, f"rms_norm_{isa}")(x, weight, eps)
+
+
+def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                     v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
+                     kv_heads: int, scale: float, isa: str = "avx2") -> torch.Tensor:
+    """One decode step's attention through ``decode_attention_<isa>``: ``qkv`` ``[B, (heads + 2 kv_heads) * D]``
+    (the fused projection), ``cos``/``sin`` ``[B, D]``; rotates q and k, writes k and v into slot ``index`` of the
+    contiguous caches ``[B, kv_heads, S, D]``, attends the first ``span`` slots ``key_valid`` ``[B, S]`` allows;
+    returns ``[B, heads * D]``."""
+    op = getattr(torch.ops.ascend_nb, f"decode_attention_{isa}")
+    return op(qkv, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, scale)

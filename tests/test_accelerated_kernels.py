@@ -104,6 +104,34 @@ def test_native_rms_norm_is_the_twin(path, shape):
     torch.testing.assert_close(cpu_kernels(path).rms_norm(*fp32, 1e-6), TWIN.rms_norm(*fp32, 1e-6), rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("path", GEMV_PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch, heads, kv_heads, head_dim", [(1, 9, 3, 64), (3, 4, 2, 16), (2, 8, 8, 128)])
+def test_native_decode_step_attention_is_the_twin(path, dtype, batch, heads, kv_heads, head_dim):
+    """Rotary, the cache write and masked attention in one op: the cache gets the twin's exact bits (the
+    rotary rounds as the twin does), the output is the twin's within rounding (float32 sums in another
+    order); left-padded (masked) slots and slots beyond the span are never read."""
+    slots, span = 40, 23
+    qkv = randn(batch, 1, (heads + 2 * kv_heads) * head_dim, dtype=dtype, seed=1)
+    angles = randn(batch, 1, 1, head_dim, seed=2)
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    k_cache, v_cache = randn(batch, kv_heads, slots, head_dim, dtype=dtype, seed=3), randn(
+        batch, kv_heads, slots, head_dim, dtype=dtype, seed=4)
+    key_valid = torch.ones(batch, slots, dtype=torch.bool)
+    key_valid[0, :5] = False  # row 0 was left-padded by 5
+    index = torch.tensor([span - 1])
+    expected_k, expected_v = k_cache.clone(), v_cache.clone()
+    expected = TWIN.decode_step_attention(qkv, cos, sin, expected_k, expected_v, index, key_valid, span, heads, 0.125)
+    k_cache[0, :, :5] = float("nan")  # masked and beyond the span: never read
+    k_cache[:, :, span:] = v_cache[:, :, span:] = float("nan")
+    expected_k[:, :, span:] = expected_v[:, :, span:] = float("nan")
+    got = cpu_kernels(path).decode_step_attention(qkv, cos, sin, k_cache, v_cache, index, key_valid, span, heads, 0.125)
+    assert torch.equal(k_cache[:, :, span - 1], expected_k[:, :, span - 1]) and torch.equal(v_cache[:, :, span - 1],
+                                                                                            expected_v[:, :, span - 1])
+    tolerance = {"rtol": 1.6e-2, "atol": 8e-3} if dtype == torch.bfloat16 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(got, expected, **tolerance)
+
+
 @pytest.mark.parametrize("path", CPU_PATHS)
 @pytest.mark.parametrize("quantize, rows", [(None, 1), (None, 8), (None, 40), ("int8", 1), ("int8", 40)])
 def test_every_cpu_kernel_path_equals_the_twin(path, quantize, rows):

@@ -1,5 +1,5 @@
-// The GEMV of gemv.h and the RMSNorm of rms_norm.h for AVX2 + FMA (8 float32 lanes); compiled with
-// -mavx2 -mfma.
+// The CPU kernels for AVX2 + FMA (8 float32 lanes): the GEMV of gemv.h, the RMSNorm of rms_norm.h and
+// the decode attention of decode_attention.h; compiled with -mavx2 -mfma.
 #include <immintrin.h>
 
 #include <ATen/ATen.h>
@@ -30,3 +30,6 @@ struct Vec {
 
 #define RMS_NORM_OP "rms_norm_avx2"
 #include "rms_norm.h"
+
+#define DECODE_ATTENTION_OP "decode_attention_avx2"
+#include "decode_attention.h"

@@ -179,6 +179,28 @@ class Kernels:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
         return out.view(b, heads, 1, d)
 
+    def split_rotate(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``q, k, v`` ``[B, heads or kv_heads, T, D]`` of the fused projection ``qkv`` ``[B, T, (heads + 2 kv_heads) * D]``,
+        q and k rotated together (``cos``/``sin`` ``[B, 1, T, D]``)."""
+        b, t, width = qkv.shape
+        rotated = heads + kv_heads
+        x = qkv.view(b, t, rotated + kv_heads, width // (rotated + kv_heads)).transpose(1, 2)
+        qk = self.rotary(x[:, :rotated], cos, sin)
+        return qk[:, :heads], qk[:, heads:], x[:, rotated:]
+
+    def decode_step_attention(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                              v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int,
+                              heads: int, scale: float) -> torch.Tensor:
+        """One decode step's attention from the fused projection ``qkv`` ``[B, 1, (heads + 2 kv_heads) * D]``:
+        q and k rotated, k and v written into cache slot ``index`` (a one-element tensor), then
+        :meth:`decode_attention` over the first ``span`` slots; returns ``[B, 1, heads * D]``."""
+        q, k, v = self.split_rotate(qkv, cos, sin, heads, k_cache.shape[1])
+        k_cache.index_copy_(2, index, k)
+        v_cache.index_copy_(2, index, v)
+        out = self.decode_attention(q, k_cache, v_cache, span, key_valid, scale)
+        return out.transpose(1, 2).reshape(qkv.shape[0], 1, -1)
+
     def linear(self, weight: torch.Tensor, quantize: str | None = None, out_dtype: torch.dtype | None = None) -> Linear:
         """A callable ``x -> x @ weight.T`` (weight ``[out, in]``), optionally weight-only int8;
         ``out_dtype`` float32 keeps the head's logits (or a partial sum) out of bf16 rounding."""
@@ -193,8 +215,8 @@ class Kernels:
 
 
 class CpuKernels(Kernels):
-    """CPU: fused RMSNorm (native on the GEMV paths) and one linear kernel per kernel path (see
-    :data:`ascend_nb.device.KERNEL_PATHS`):
+    """CPU: fused RMSNorm and decode attention (native, one op each, on the GEMV paths) and one linear
+    kernel per kernel path (see :data:`ascend_nb.device.KERNEL_PATHS`):
 
     - ``cpu-avx512bf16-gemv`` / ``cpu-avx512-gemv`` / ``cpu-avx2-gemv``: decoding rows through the
       native GEMV of that instruction set (bf16 and int8 weights; bf16 dot products on AVX512-BF16);
@@ -218,6 +240,16 @@ class CpuKernels(Kernels):
         if not hasattr(F, "rms_norm"):  # torch < 2.4
             return super().rms_norm(x, weight, eps)
         return weight * F.rms_norm(x, x.shape[-1:], eps=eps)  # bit-identical to the twin (tested)
+
+    def decode_step_attention(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                              v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int,
+                              heads: int, scale: float) -> torch.Tensor:
+        if not (self.isa and qkv.dtype in (torch.float32, torch.bfloat16) and k_cache.is_contiguous()):
+            return super().decode_step_attention(qkv, cos, sin, k_cache, v_cache, index, key_valid, span, heads, scale)
+        b = qkv.shape[0]  # one native op instead of about twenty small ones
+        out = native.decode_attention(qkv.view(b, -1), cos.reshape(b, -1), sin.reshape(b, -1), k_cache, v_cache, index,
+                                      key_valid, span, heads, k_cache.shape[1], scale, self.isa)
+        return out.view(b, 1, -1)
 
     def _linear(self, weight: torch.Tensor, quantize: str | None) -> Linear:
         if quantize == "int8":

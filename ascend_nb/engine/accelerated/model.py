@@ -149,24 +149,29 @@ class CompactLlama:
 
     # -- forward ---------------------------------------------------------------------------------
     def _layers(self, h: torch.Tensor, positions: torch.Tensor, attend, collect: list | None = None) -> torch.Tensor:
-        """Run every decoder layer on ``h`` ``[B, T, H]``; ``attend(i, q, k, v)`` does attention (and caching)."""
+        """Run every decoder layer on ``h`` ``[B, T, H]``; ``attend(i, qkv, cos, sin)`` turns layer ``i``'s
+        fused q/k/v projection into the attention output ``[B, T, heads * D]`` (caching as it goes)."""
         kernels, d = self.kernels, self.dims
-        b, t, _ = h.shape
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [B, 1, T, D]
-        rotated = d.num_attention_heads + d.num_key_value_heads
         for i, layer in enumerate(self.layers):
             if collect is not None:
                 collect.append(h)
             x = kernels.rms_norm(h, layer.input_norm, d.rms_norm_eps)
-            qkv = layer.qkv(x).view(b, t, rotated + d.num_key_value_heads, d.head_dim).transpose(1, 2)
-            qk = kernels.rotary(qkv[:, :rotated], cos, sin)  # q and k heads rotate together
-            q, k, v = qk[:, :d.num_attention_heads], qk[:, d.num_attention_heads:], qkv[:, rotated:]
-            out = attend(i, q, k, v).transpose(1, 2).reshape(b, t, d.num_attention_heads * d.head_dim)
-            h = h + layer.o(out)
+            h = h + layer.o(attend(i, layer.qkv(x), cos, sin))
             x = kernels.rms_norm(h, layer.post_norm, d.rms_norm_eps)
             gate, up = layer.gate_up(x).chunk(2, dim=-1)
             h = h + layer.down(F.silu(gate) * up)
         return kernels.rms_norm(h, self.norm, d.rms_norm_eps)
+
+    def _heads(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """``q, k, v`` ``[B, heads, T, D]`` of a fused projection, q and k rotated."""
+        return self.kernels.split_rotate(qkv, cos, sin, self.dims.num_attention_heads, self.dims.num_key_value_heads)
+
+    @staticmethod
+    def _merge(out: torch.Tensor) -> torch.Tensor:
+        """``[B, heads, T, D]`` -> ``[B, T, heads * D]``."""
+        b, heads, t, d = out.shape
+        return out.transpose(1, 2).reshape(b, t, heads * d)
 
     def prefill(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Fill cache slots ``0..T-1`` from a (left-padded) prompt; return the last position's logits ``[B, V]``.
@@ -178,10 +183,11 @@ class CompactLlama:
             raise AscendNbError(f"the prompt ({t} tokens) exceeds the static cache (max_seq_len {self.max_seq_len})")
         self.ensure_cache(b)
 
-        def attend(i: int, q, k, v):
+        def attend(i: int, qkv, cos, sin):
+            q, k, v = self._heads(qkv, cos, sin)
             self.k_cache[i][:b, :, :t] = k
             self.v_cache[i][:b, :, :t] = v
-            return self.kernels.prefill_attention(q, k, v, mask, self.scale)
+            return self._merge(self.kernels.prefill_attention(q, k, v, mask, self.scale))
 
         h = self._layers(F.embedding(input_ids, self.embed), positions, attend)
         return self.lm_head(h[:, -1])
@@ -197,11 +203,9 @@ class CompactLlama:
         """
         b = tokens.shape[0]
 
-        def attend(i: int, q, k, v):
-            k_cache, v_cache = self.k_cache[i][:b], self.v_cache[i][:b]
-            k_cache.index_copy_(2, index, k)
-            v_cache.index_copy_(2, index, v)
-            return self.kernels.decode_attention(q, k_cache, v_cache, span, key_valid, self.scale)
+        def attend(i: int, qkv, cos, sin):
+            return self.kernels.decode_step_attention(qkv, cos, sin, self.k_cache[i][:b], self.v_cache[i][:b], index,
+                                                      key_valid, span, self.dims.num_attention_heads, self.scale)
 
         h = self._layers(F.embedding(tokens[:, None], self.embed), positions[:, None], attend)
         return self.lm_head(h[:, -1])
@@ -219,13 +223,14 @@ class CompactLlama:
         positions = torch.arange(t, device=input_ids.device).expand(b, t)
         collect: list[torch.Tensor] | None = [] if output_hidden_states else None
 
-        def attend(i: int, q, k, v):
+        def attend(i: int, qkv, cos, sin):
+            q, k, v = self._heads(qkv, cos, sin)
             if attentions is not None:
                 keys = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # each kv head serves its query group
                 scores = (q @ keys.transpose(-1, -2)) * self.scale
                 causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
                 attentions.append(scores.masked_fill(~causal, float("-inf")).softmax(-1, dtype=torch.float32))
-            return self.kernels.prefill_attention(q, k, v, None, self.scale)
+            return self._merge(self.kernels.prefill_attention(q, k, v, None, self.scale))
 
         h = self._layers(F.embedding(input_ids, self.embed), positions, attend, collect)
         if collect is not None:
