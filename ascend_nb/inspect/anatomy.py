@@ -5,7 +5,9 @@ through :func:`ascend_nb.bench.op_trace.profile_to_file`) with Python calls reco
 the first and second token (a marker written from the engine's step observer), and adds up operator
 self time by class. An operator belongs to the innermost enclosing call that names a class (the
 model's ``nn.Linear`` / RMSNorm / rotary modules or our kernels' ``rms_norm``, ``rotary``, attention and
-linear calls, the sampler), else to its own name (``aten::linear``, ...), else to "other". On CPU the
+linear calls, the sampler), else to its own name (``aten::linear``, ...), else to "other" (on the CPU
+GEMV kernel paths a decode step's rotary runs inside the native attention op, so it counts as
+attention there). On CPU the
 time is host operator self time (Python overhead left out); on a device it is kernel time, each
 kernel classed by the host call that launched it.
 
@@ -35,7 +37,8 @@ PHASES = ("prefill", "decode")
 MARKER = "ascend_nb::token"
 FUNCTION_CLASSES = {
     "rms_norm": "norm", "rotary": "rotary", "rotate_half": "rotary", "apply_rotary_pos_emb": "rotary",
-    "prefill_attention": "attention", "decode_attention": "attention", "eager_attention_forward": "attention",
+    "prefill_attention": "attention", "decode_attention": "attention", "decode_step_attention": "attention",
+    "eager_attention_forward": "attention",
     "sdpa_attention_forward": "attention", "flash_attention_forward": "attention", "gemv": "linear",
     "select_tokens": "sampling",
 }
