@@ -1,5 +1,6 @@
 """Native CPU kernels built from ascend_nb/csrc: memory-bound GEMV custom ops ``torch.ops.ascend_nb.gemv_<isa>``,
-a one-pass RMSNorm ``rms_norm_<isa>`` and one decode step's attention ``decode_attention_<isa>``.
+a one-pass RMSNorm ``rms_norm_<isa>``, one decode step's attention ``decode_attention_<isa>`` and a whole
+decoder layer of a decode step ``decode_layer_<isa>`` (those ops and ATen's add/SiLU/mul, called from C++).
 
 ATen's bf16 GEMV and ``_weight_int8pack_mm`` are compute-bound on a CPU without native bf16
 (about 4 GMAC/s a core on AVX2); decoding only needs to stream each weight once. The sources are
@@ -7,7 +8,8 @@ ATen's bf16 GEMV and ``_weight_int8pack_mm`` are compute-bound on a CPU without 
 ``gemv_avx512.cpp``, ``gemv_avx512bf16.cpp``: bf16 dot products), each built into its own library by ``torch.utils.cpp_extension`` (ninja,
 with its own file lock, cached under ``$ASCEND_NB_HOME/kernels``) and loaded only on a CPU that has
 the instruction set. The RMSNorm and the decode attention replace about six and twenty small ATen ops
-(each a few microseconds of dispatch, which add up to milliseconds per decode step) by one each.
+(each a few microseconds of dispatch, which add up to milliseconds per decode step) by one each, and
+the decode layer the Python between a layer's ops.
 ``ascend-nb fetch`` (so ``make lab`` / ``make test``) builds them at set-up;
 a first use builds what is missing. Each op has a fake implementation, so ``torch.compile``
 graphs call it too. Without a compiler :func:`load_gemv` is False and says which path is slower.
@@ -89,6 +91,10 @@ def load_gemv(isa: str) -> bool:
     def _(qkv, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, scale):
         return qkv.new_empty(k_cache.shape[0], heads * k_cache.shape[-1])
 
+    @torch.library.register_fake(f"ascend_nb::decode_layer_{isa}")
+    def _(h, *weights_and_attention):
+        return torch.empty_like(h, memory_format=torch.contiguous_format)
+
     return True
 
 
@@ -116,3 +122,13 @@ def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_
     returns ``[B, heads * D]``."""
     op = getattr(torch.ops.ascend_nb, f"decode_attention_{isa}")
     return op(qkv, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, scale)
+
+
+def decode_layer(h: torch.Tensor, weights: tuple, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                 v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
+                 kv_heads: int, eps: float, scale: float, isa: str = "avx2") -> torch.Tensor:
+    """One decoder layer of a decode step through ``decode_layer_<isa>``: ``h`` ``[B, H]``; ``weights`` =
+    ``(input_norm, qkv, qkv_scales, o, o_scales, post_norm, gate_up, gate_up_scales, down, down_scales)``;
+    the rest as :func:`decode_attention`. Returns the new ``h``."""
+    op = getattr(torch.ops.ascend_nb, f"decode_layer_{isa}")
+    return op(h, *weights, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, eps, scale)

@@ -202,3 +202,35 @@ def test_embedded_int8_keeps_the_answer(embedded_engine):
     assert cosines(embedded_engine, quantized, prompt_for(embedded_engine, length=256)).min() >= 0.99
     answer = quantized.chat([{"role": "user", "content": QUICKSTART[0]}], max_new_tokens=32)
     assert "Paris" in answer.text
+
+
+GEMV_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if devices.gemv_isa(path)]
+
+
+@pytest.mark.parametrize("kernels", GEMV_PATHS)
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_fused_decode_layer_is_the_python_layer_bit_for_bit(tiny_llama_dir, tied_mqa_dir, kernels, quantize):
+    """On the GEMV paths each decode layer is one native call (the same ops called from C++): every
+    decode step's logits are those of the op-by-op Python layer exactly, for a left-padded batch."""
+    for model_dir in (tiny_llama_dir, tied_mqa_dir):
+        engine = ascend_nb.load(model_dir, device="cpu", dtype="bfloat16", backend="accelerated", kernels=kernels,
+                                quantize=quantize)
+        kernels_used, layer_calls = engine.model.kernels, []
+        real_decode_layer = kernels_used.decode_layer
+        kernels_used.decode_layer = lambda *args: layer_calls.append(1) or real_decode_layer(*args)  # counts, then runs it
+        padded = torch.tensor([[engine.pad_token_id] * 5 + PROMPT[:4], PROMPT])
+        mask = torch.tensor([[0] * 5 + [1] * 4, [1] * len(PROMPT)])
+        steps = {}
+        with torch.inference_mode():
+            for fused in (True, False):
+                engine.model.fused_decode = fused
+                engine._prefill(padded, mask)
+                steps[fused] = [engine._decode(torch.tensor([7 + i, 11 + i])).clone() for i in range(6)]
+        assert len(layer_calls) == 6 * engine.config.num_hidden_layers  # the fused steps ran it, the others did not
+        assert all(torch.equal(a, b) for a, b in zip(steps[True], steps[False]))
+
+
+def test_layers_that_are_not_all_native_gemvs_run_op_by_op(tiny_llama_dir):
+    float32 = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated")  # MKL linears
+    aten = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="bfloat16", backend="accelerated", kernels="cpu-aten")
+    assert not float32.model.fused_decode and not aten.model.fused_decode

@@ -265,6 +265,16 @@ def test_first_departure_is_the_first_layer_outside_the_thresholds():
 
 
 # -- one decode step -------------------------------------------------------------------------------
+def test_step_anatomy_opens_the_fused_decode_layer(tiny_llama_dir):
+    """bf16 on a GEMV path decodes each layer as one native op; its stages still count by class."""
+    fused = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="bfloat16", backend="accelerated")
+    if not fused.model.fused_decode:
+        pytest.skip(f"kernel path {fused.kernels} has no native decode layer")
+    per = ins.step_anatomy(fused, input_len=16).set_index(["phase", "op_class"])["ms"]
+    for op_class in ("linear", "attention", "norm"):
+        assert per[("decode", op_class)] > 0, op_class
+
+
 def test_step_anatomy_splits_prefill_and_one_decode_step_by_operator_class(engine, tmp_path):
     path = tmp_path / "anatomy.json"
     table = ins.step_anatomy(engine, input_len=16, trace_path=path)

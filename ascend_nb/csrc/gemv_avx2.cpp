@@ -1,5 +1,6 @@
-// The CPU kernels for AVX2 + FMA (8 float32 lanes): the GEMV of gemv.h, the RMSNorm of rms_norm.h and
-// the decode attention of decode_attention.h; compiled with -mavx2 -mfma.
+// The CPU kernels for AVX2 + FMA (8 float32 lanes): the GEMV of gemv.h, the RMSNorm of rms_norm.h,
+// the decode attention of decode_attention.h and the decode layer of decode_layer.h; compiled with
+// -mavx2 -mfma.
 #include <immintrin.h>
 
 #include <ATen/ATen.h>
@@ -33,3 +34,6 @@ struct Vec {
 
 #define DECODE_ATTENTION_OP "decode_attention_avx2"
 #include "decode_attention.h"
+
+#define DECODE_LAYER_OP "decode_layer_avx2"
+#include "decode_layer.h"

@@ -7,7 +7,8 @@ self time by class. An operator belongs to the innermost enclosing call that nam
 model's ``nn.Linear`` / RMSNorm / rotary modules or our kernels' ``rms_norm``, ``rotary``, attention and
 linear calls, the sampler), else to its own name (``aten::linear``, ...), else to "other" (on the CPU
 GEMV kernel paths a decode step's rotary runs inside the native attention op, so it counts as
-attention there). On CPU the
+attention there; its decode layer is one operator whose stages are profiler scopes named
+``ascend_nb::gemv``, ``ascend_nb::rms_norm`` and ``ascend_nb::decode_attention``). On CPU the
 time is host operator self time (Python overhead left out); on a device it is kernel time, each
 kernel classed by the host call that launched it.
 
@@ -111,6 +112,13 @@ def _classify(event: dict, ancestors: tuple[dict, ...], methods: dict) -> str:
     return "other"
 
 
+def _operator_time(event: dict, ancestors: tuple[dict, ...]) -> bool:
+    """Whether an event's self time is operator time: an operator's, or a profiler scope's inside an
+    operator (the stages of the native decode layer, which calls its GEMVs without dispatching)."""
+    return event.get("cat") == "cpu_op" or (event.get("cat") == "user_annotation"
+                                            and any(a.get("cat") == "cpu_op" for a in ancestors))
+
+
 def _phase(ts: float, marks: list[float]) -> str | None:
     if ts < marks[0]:
         return "prefill"
@@ -132,7 +140,7 @@ def anatomy_table(events: list[dict], methods: dict) -> pd.DataFrame:
         correlation = (event.get("args") or {}).get("correlation")
         if correlation is not None:
             launches[correlation] = (phase, op_class)
-        if not device and event.get("cat") == "cpu_op" and phase is not None:
+        if not device and phase is not None and _operator_time(event, ancestors):
             totals[(phase, op_class)] += self_time / 1000
     for kernel in device:  # a kernel runs later than its launch: it counts where it was launched
         phase, op_class = launches.get((kernel.get("args") or {}).get("correlation"), (None, "other"))

@@ -201,6 +201,18 @@ class Kernels:
         out = self.decode_attention(q, k_cache, v_cache, span, key_valid, scale)
         return out.transpose(1, 2).reshape(qkv.shape[0], 1, -1)
 
+    max_fused_rows = 0  # decode steps of at most this many rows run each layer as one call (decode_layer)
+
+    def fuses_decode_layers(self, layers) -> bool:
+        """Whether :meth:`decode_layer` can run these layers (plain PyTorch: never; one op at a time)."""
+        return False
+
+    def decode_layer(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                     v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
+                     eps: float, scale: float) -> torch.Tensor:
+        """One decoder layer of a decode step in one call, ``h`` ``[B, H]`` (see :meth:`fuses_decode_layers`)."""
+        raise NotImplementedError
+
     def linear(self, weight: torch.Tensor, quantize: str | None = None, out_dtype: torch.dtype | None = None) -> Linear:
         """A callable ``x -> x @ weight.T`` (weight ``[out, in]``), optionally weight-only int8;
         ``out_dtype`` float32 keeps the head's logits (or a partial sum) out of bf16 rounding."""
@@ -240,6 +252,24 @@ class CpuKernels(Kernels):
         if not hasattr(F, "rms_norm"):  # torch < 2.4
             return super().rms_norm(x, weight, eps)
         return weight * F.rms_norm(x, x.shape[-1:], eps=eps)  # bit-identical to the twin (tested)
+
+    @property
+    def max_fused_rows(self) -> int:
+        return native.MAX_ROWS if self.isa else 0
+
+    def fuses_decode_layers(self, layers) -> bool:
+        """On a GEMV path, when every linear is a native GEMV (not a tensor-parallel one): the layer's
+        ops are then called from C++ in the Python layer's order, with the same results."""
+        linears = [linear for layer in layers for linear in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        return bool(self.isa) and all(isinstance(linear, GemvLinear) for linear in linears)
+
+    def decode_layer(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+                     v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
+                     eps: float, scale: float) -> torch.Tensor:
+        weights = (layer.input_norm, layer.qkv.weight, layer.qkv.scales, layer.o.weight, layer.o.scales, layer.post_norm,
+                   layer.gate_up.weight, layer.gate_up.scales, layer.down.weight, layer.down.scales)
+        return native.decode_layer(h, weights, cos, sin, k_cache, v_cache, index, key_valid, span, heads,
+                                   k_cache.shape[1], eps, scale, self.isa)
 
     def decode_step_attention(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                               v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int,

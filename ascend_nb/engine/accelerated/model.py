@@ -83,6 +83,7 @@ class CompactLlama:
         self.cos, self.sin, self.kernels, self.max_seq_len = cos, sin, kernels, max_seq_len
         self.scale = dims.head_dim ** -0.5
         self.dtype, self.device = embed.dtype, embed.device
+        self.fused_decode = kernels.fuses_decode_layers(layers)  # each decode layer one call (kernels.decode_layer)
         self.k_cache: list[torch.Tensor] = []
         self.v_cache: list[torch.Tensor] = []
 
@@ -202,6 +203,8 @@ class CompactLlama:
         no shape or host value changes from step to step.
         """
         b = tokens.shape[0]
+        if self.fused_decode and b <= self.kernels.max_fused_rows:
+            return self._decode_fused(tokens, positions, index, key_valid, span)
 
         def attend(i: int, qkv, cos, sin):
             return self.kernels.decode_step_attention(qkv, cos, sin, self.k_cache[i][:b], self.v_cache[i][:b], index,
@@ -209,6 +212,17 @@ class CompactLlama:
 
         h = self._layers(F.embedding(tokens[:, None], self.embed), positions[:, None], attend)
         return self.lm_head(h[:, -1])
+
+    def _decode_fused(self, tokens: torch.Tensor, positions: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor,
+                      span: int) -> torch.Tensor:
+        """:meth:`decode` with each layer as one :meth:`Kernels.decode_layer` call: the same ops on the
+        same kernels, without the Python between them (``h`` stays ``[B, H]``)."""
+        b, d = tokens.shape[0], self.dims
+        h, cos, sin = F.embedding(tokens, self.embed), self.cos[positions], self.sin[positions]
+        for i, layer in enumerate(self.layers):
+            h = self.kernels.decode_layer(layer, h, cos, sin, self.k_cache[i][:b], self.v_cache[i][:b], index, key_valid,
+                                          span, d.num_attention_heads, d.rms_norm_eps, self.scale)
+        return self.lm_head(self.kernels.rms_norm(h, self.norm, d.rms_norm_eps))
 
     def forward(self, input_ids: torch.Tensor, output_hidden_states: bool = False,
                 attentions: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
