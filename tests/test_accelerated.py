@@ -234,3 +234,11 @@ def test_layers_that_are_not_all_native_gemvs_run_op_by_op(tiny_llama_dir):
     float32 = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated")  # MKL linears
     aten = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="bfloat16", backend="accelerated", kernels="cpu-aten")
     assert not float32.model.fused_decode and not aten.model.fused_decode
+
+
+@pytest.mark.skipif(not GEMV_PATHS, reason="no native GEMV path on this CPU")
+def test_float16_int8_decodes_op_by_op_on_a_gemv_path(tiny_llama_dir):
+    """int8 weights are native GEMVs, but the native ops take float32 / bf16 activations only."""
+    engine = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float16", backend="accelerated", quantize="int8")
+    assert not engine.model.fused_decode
+    assert len(engine.generate(PROMPT, max_new_tokens=3, ignore_eos=True).token_ids) == 3

@@ -203,8 +203,9 @@ class Kernels:
 
     max_fused_rows = 0  # decode steps of at most this many rows run each layer as one call (decode_layer)
 
-    def fuses_decode_layers(self, layers) -> bool:
-        """Whether :meth:`decode_layer` can run these layers (plain PyTorch: never; one op at a time)."""
+    def fuses_decode_layers(self, layers, dtype: torch.dtype) -> bool:
+        """Whether :meth:`decode_layer` can run these layers on activations of ``dtype`` (plain PyTorch:
+        never; one op at a time)."""
         return False
 
     def decode_layer(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
@@ -257,11 +258,13 @@ class CpuKernels(Kernels):
     def max_fused_rows(self) -> int:
         return native.MAX_ROWS if self.isa else 0
 
-    def fuses_decode_layers(self, layers) -> bool:
-        """On a GEMV path, when every linear is a native GEMV (not a tensor-parallel one): the layer's
-        ops are then called from C++ in the Python layer's order, with the same results."""
+    def fuses_decode_layers(self, layers, dtype: torch.dtype) -> bool:
+        """On a GEMV path, for float32 or bf16 activations (those the native ops take; float16 runs op by
+        op), when every linear is a native GEMV (not a tensor-parallel one): the layer's ops are then
+        called from C++ in the Python layer's order, with the same results."""
         linears = [linear for layer in layers for linear in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-        return bool(self.isa) and all(isinstance(linear, GemvLinear) for linear in linears)
+        return (bool(self.isa) and dtype in (torch.float32, torch.bfloat16)
+                and all(isinstance(linear, GemvLinear) for linear in linears))
 
     def decode_layer(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                      v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,

@@ -83,7 +83,7 @@ class CompactLlama:
         self.cos, self.sin, self.kernels, self.max_seq_len = cos, sin, kernels, max_seq_len
         self.scale = dims.head_dim ** -0.5
         self.dtype, self.device = embed.dtype, embed.device
-        self.fused_decode = kernels.fuses_decode_layers(layers)  # each decode layer one call (kernels.decode_layer)
+        self.fused_decode = kernels.fuses_decode_layers(layers, self.dtype)  # each decode layer one call
         self.k_cache: list[torch.Tensor] = []
         self.v_cache: list[torch.Tensor] = []
 
