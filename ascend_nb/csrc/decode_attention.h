@@ -20,24 +20,13 @@
 #include <limits>
 #include <vector>
 
-namespace {
+#include "lane_sum.h"
 
-constexpr int kDotLanes = 16;
+namespace {
 
 template <typename T>
 float dot(const float* q, const T* k, int64_t D) {
-  float partial[kDotLanes] = {0.0f};
-  int64_t d = 0;
-  for (; d + kDotLanes <= D; d += kDotLanes) {
-#pragma GCC unroll 16
-    for (int i = 0; i < kDotLanes; ++i) partial[i] += q[d + i] * static_cast<float>(k[d + i]);
-  }
-  for (; d < D; ++d) partial[0] += q[d] * static_cast<float>(k[d]);
-  for (int width = kDotLanes / 2; width > 0; width /= 2) {
-#pragma GCC unroll 8
-    for (int i = 0; i < width; ++i) partial[i] += partial[i + width];
-  }
-  return partial[0];
+  return lane_sum(D, [&](int64_t d) { return q[d] * static_cast<float>(k[d]); });
 }
 
 // out[d] = T(T(x[d] * cos[d]) + T(rotate_half(x)[d] * sin[d])), rotate_half(x) = (-x[D/2:], x[:D/2]).

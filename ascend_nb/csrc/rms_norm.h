@@ -13,33 +13,20 @@
 
 #include <cmath>
 
-namespace {
+#include "lane_sum.h"
 
-constexpr int kLanes = 16;
+namespace {
 
 template <typename T>
 void rms_norm_rows(const T* x, const T* weight, T* out, int64_t m0, int64_t m1, int64_t K, float eps) {
   for (int64_t m = m0; m < m1; ++m) {
     const T* xr = x + m * K;
     T* yr = out + m * K;
-    float partial[kLanes] = {0.0f};
-    int64_t k = 0;
-    for (; k + kLanes <= K; k += kLanes) {
-#pragma GCC unroll 16
-      for (int i = 0; i < kLanes; ++i) {
-        const float v = static_cast<float>(xr[k + i]);
-        partial[i] += v * v;
-      }
-    }
-    for (int64_t j = k; j < K; ++j) {
-      const float v = static_cast<float>(xr[j]);
-      partial[0] += v * v;
-    }
-    for (int width = kLanes / 2; width > 0; width /= 2) {
-#pragma GCC unroll 8
-      for (int i = 0; i < width; ++i) partial[i] += partial[i + width];
-    }
-    const float scale = 1.0f / std::sqrt(partial[0] / static_cast<float>(K) + eps);
+    const float sum = lane_sum(K, [&](int64_t k) {
+      const float v = static_cast<float>(xr[k]);
+      return v * v;
+    });
+    const float scale = 1.0f / std::sqrt(sum / static_cast<float>(K) + eps);
     for (int64_t j = 0; j < K; ++j) {
       const T normed = static_cast<T>(static_cast<float>(xr[j]) * scale);  // rounded to T, as transformers does
       yr[j] = static_cast<T>(static_cast<float>(weight[j]) * static_cast<float>(normed));
