@@ -121,6 +121,16 @@ def _slider(kind, description: str, value, low, high, step, fmt: str | None = No
                 style={"description_width": "140px"}, layout=widgets.Layout(width="440px"), **extra)
 
 
+
+def join_worker(worker: threading.Thread | None, timeout: float | None, still: str, hint: str = "") -> None:
+    """Wait for a widget's background thread; ``TimeoutError`` ("<still> after <timeout> s<hint>") if it
+    is still running after ``timeout`` seconds."""
+    if worker is None:
+        return
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"{still} after {timeout} s{hint}")
+
 class ChatWidget(widgets.VBox):
     """Chat with one engine: Markdown history, streaming, Stop, Regenerate, Clear, sampling sliders and
     per-reply TTFT/TPOT.
@@ -267,12 +277,7 @@ class ChatWidget(widgets.VBox):
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the running reply is finished; TimeoutError after ``timeout`` seconds."""
-        worker = self._worker
-        if worker is None:
-            return
-        worker.join(timeout)
-        if worker.is_alive():
-            raise TimeoutError(f"the reply is still running after {timeout} s: call stop() or wait longer")
+        join_worker(self._worker, timeout, "the reply is still running", ": call stop() or wait longer")
 
     def export(self) -> Transcript:
         """The conversation as Markdown and as JSON (model, device, system prompt, messages with their stats)."""

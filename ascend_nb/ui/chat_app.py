@@ -12,7 +12,7 @@ import ipywidgets as widgets
 from ascend_nb.device import available_device_types
 from ascend_nb.dtypes import CHOICES as DTYPE_CHOICES
 from ascend_nb.errors import AscendNbError
-from ascend_nb.ui.chat import CSS, ChatWidget, _button, _current_parent, _line, _output_parent
+from ascend_nb.ui.chat import CSS, ChatWidget, _button, _current_parent, _line, _output_parent, join_worker
 
 
 class ChatApp(widgets.VBox):
@@ -80,11 +80,7 @@ class ChatApp(widgets.VBox):
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until a load started by Load is finished; TimeoutError after ``timeout`` seconds."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-            if worker.is_alive():
-                raise TimeoutError(f"the model is still loading after {timeout} s")
+        join_worker(self._worker, timeout, "the model is still loading")
 
     def _load(self):
         from ascend_nb.engine.loading import load

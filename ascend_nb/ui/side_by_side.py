@@ -7,7 +7,7 @@ import threading
 import ipywidgets as widgets
 
 from ascend_nb.models.params import GenerationParams
-from ascend_nb.ui.chat import ChatWidget, _button, _current_parent, _enable, _line, _output_parent
+from ascend_nb.ui.chat import ChatWidget, _button, _current_parent, _enable, _line, _output_parent, join_worker
 from ascend_nb.ui.prompt_box import PromptBox
 
 
@@ -76,11 +76,7 @@ class CompareChat(widgets.VBox):
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until both replies are finished; TimeoutError after ``timeout`` seconds."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-            if worker.is_alive():
-                raise TimeoutError(f"the replies are still running after {timeout} s: call stop() or wait longer")
+        join_worker(self._worker, timeout, "the replies are still running", ": call stop() or wait longer")
 
     def _send_prompt(self) -> None:
         if self.ask(self.prompt.value):
