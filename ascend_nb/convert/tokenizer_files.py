@@ -106,24 +106,26 @@ def save_tokenizer(tokenizer, directory: Path, *, bos_token: str | None, eos_tok
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
-def encoding_table(expected: Callable[[str], list[int]], directory: Path, texts: Iterable[str] = SAMPLE_TEXTS):
-    """``text, tokens, identical ids`` per text: the tokenizer saved in ``directory`` against ``expected``."""
-    import pandas as pd
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    return pd.DataFrame([{"text": text, "tokens": len(expected(text)),
-                          "identical ids": tokenizer.encode(text, add_special_tokens=False) == expected(text)}
-                         for text in texts])
-
-
-def check_same_encoding(expected: Callable[[str], list[int]], directory: Path, texts: Iterable[str] = SAMPLE_TEXTS) -> None:
-    """Load the tokenizer saved in ``directory`` and raise unless it encodes every text as ``expected`` does."""
+def _encodings(expected: Callable[[str], list[int]], directory: Path, texts: Iterable[str]):
+    """``(text, expected ids, ids of the tokenizer saved in directory)`` per text, without special tokens."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     for text in texts:
-        want, got = expected(text), tokenizer.encode(text, add_special_tokens=False)
+        yield text, expected(text), tokenizer.encode(text, add_special_tokens=False)
+
+
+def encoding_table(expected: Callable[[str], list[int]], directory: Path, texts: Iterable[str] = SAMPLE_TEXTS):
+    """``text, tokens, identical ids`` per text: the tokenizer saved in ``directory`` against ``expected``."""
+    import pandas as pd
+
+    return pd.DataFrame([{"text": text, "tokens": len(want), "identical ids": got == want}
+                         for text, want, got in _encodings(expected, directory, texts)])
+
+
+def check_same_encoding(expected: Callable[[str], list[int]], directory: Path, texts: Iterable[str] = SAMPLE_TEXTS) -> None:
+    """Load the tokenizer saved in ``directory`` and raise unless it encodes every text as ``expected`` does."""
+    for text, want, got in _encodings(expected, directory, texts):
         if want != got:
             raise AscendNbError(f"the converted tokenizer encodes {text!r} as {got[:12]}... but the original gives "
                                 f"{want[:12]}...: please report this with your tokenizer files")
