@@ -46,9 +46,9 @@ RESULT_FIELDS = RUN_FIELDS + ("batch_size", "input_len", "output_len") + MEASURE
                               "pct_of_roofline",
                               "ttft_ms_min", "tpot_ms_min", "ttft_spread_pct", "tpot_spread_pct", "flags")
 CSV_COLUMNS = RESULT_FIELDS + tuple(c for c in GUIDE_COLUMNS if c not in RESULT_FIELDS)
-_TEXT_FIELDS = ("backend", "model", "device", "device_name", "dtype", "quantize", "kernels", "graphs", "flags")
 _INT_FIELDS = {"tp", "max_seq_len", "batch_size", "input_len", "output_len", *MEASURE_FIELDS, "input_seq_len(Encoding)",
                "output_seq_len(Decoding)"}
+_TEXT_FIELDS = (*(field for field in RUN_FIELDS if field not in _INT_FIELDS), "flags")
 
 
 @dataclass(frozen=True)
