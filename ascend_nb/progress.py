@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tqdm import tqdm
 
@@ -104,3 +106,18 @@ def progress_bar(total: int, initial: int = 0, desc: str = "", unit: str = "it",
     if not disable and in_jupyter_kernel():
         return NotebookProgress(total, initial=initial, desc=desc, unit=unit)
     return ConsoleProgress(total=total, initial=initial, desc=desc, unit=unit, disable=disable)
+
+
+@contextmanager
+def transformers_bars_off() -> Iterator[None]:
+    """transformers' own progress bars off (``from_pretrained``'s "Loading weights" is a tqdm widget that
+    an executed notebook shows frozen at 0 %), restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

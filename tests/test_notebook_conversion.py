@@ -14,6 +14,7 @@ def test_weight_conversion_notebook(tmp_path):
     assert "W_pack rows" in text and "NormHead" in text
     assert "contains custom code" in text  # transformers refuses the original without remote code
     assert "all files match" in text
+    assert "Loading weights" not in text  # transformers' own bar would stay frozen at 0 % in the saved notebook
     assert (tmp_path / "smollm2-135m-instruct" / "checksums.sha256").is_file()
     assert (tmp_path / "Baichuan2-7B-Chat-tiny-llama" / "model.safetensors").is_file()
     assert (tmp_path / "vendor-layout" / "config.json.bak").is_file()

@@ -23,6 +23,7 @@ from ascend_nb.convert.output import dtype_name, parse_dtype
 from ascend_nb.convert.original import Original, WeightGetter, original_logits
 from ascend_nb.device import host_memory, resolve_device
 from ascend_nb.errors import AscendNbError
+from ascend_nb.progress import transformers_bars_off
 
 DEFAULT_PROMPTS = ("The capital of France is Paris. 北京是中国的首都，上海是最大的城市。",)
 MAX_VERIFY_TOKENS = 32
@@ -165,7 +166,8 @@ def verify_conversion(src: Path, dst: Path, kind: str | None = None, prompts=DEF
     arch, weight = source or source_model(Path(src), kind)
     dtype, device = parse_dtype(dtype) or torch.float32, resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(dst, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(dst, dtype=dtype, local_files_only=True).to(device).eval()
+    with transformers_bars_off():
+        model = AutoModelForCausalLM.from_pretrained(dst, dtype=dtype, local_files_only=True).to(device).eval()
     frames = []
     for number, prompt in enumerate(prompts):
         ids = tokenizer.encode(prompt, add_special_tokens=True)[:max_tokens] if isinstance(prompt, str) else list(prompt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ascend_nb.engine.base import Engine
+from ascend_nb.progress import transformers_bars_off
 
 
 class TransformersEngine(Engine):
@@ -27,17 +28,11 @@ class TransformersEngine(Engine):
     def from_directory(cls, trust_remote_code: bool = False, **engine_kwargs) -> TransformersEngine:
         """Load the weights of ``engine_kwargs["model_dir"]`` onto its device in its dtype."""
         from transformers import AutoModelForCausalLM
-        from transformers.utils import logging as hf_logging
 
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a tqdm widget that an executed notebook shows frozen at 0 %
-        try:
+        with transformers_bars_off():
             model = AutoModelForCausalLM.from_pretrained(
                 engine_kwargs["model_dir"], dtype=engine_kwargs["dtype"], trust_remote_code=trust_remote_code,
                 local_files_only=True)
-        finally:
-            if bar_was_on:
-                hf_logging.enable_progress_bar()
         return cls(model.to(engine_kwargs["device"]).eval(), **engine_kwargs)
 
     def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
