@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,8 +76,15 @@ def running_lab(workdir: Path, timeout: float = 90):
 
 
 def _kernel_idle(base: str, token: str) -> bool:
-    with urllib.request.urlopen(f"{base}/api/kernels?token={token}", timeout=5) as reply:
-        kernels = json.load(reply)
+    try:
+        with urllib.request.urlopen(f"{base}/api/kernels?token={token}", timeout=5) as reply:
+            kernels = json.load(reply)
+    except urllib.error.HTTPError as error:
+        if error.code != 500:
+            raise
+        # jupyter_server answers 500 while a kernel it lists is still starting (its last_activity is
+        # None: "TraitError: The 'last_activity' trait ... expected a datetime"): not idle yet
+        return False
     return any(k["execution_state"] == "idle" and k["connections"] for k in kernels)
 
 
