@@ -14,7 +14,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from ascend_nb.errors import AscendNbError
@@ -145,21 +145,24 @@ def _signals_held() -> Iterator[None]:
 
 
 @contextmanager
-def _destination_lock(dst: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``.{dst.name}.lock`` beside ``dst``, removed when the block ends;
-    refused at once (one line) while another process holds it."""
-    path = dst.parent / f".{dst.name}.lock"
+def file_lock(path: Path, busy: str | None = None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, removed when the block ends.
+
+    With ``busy`` (a one-line message) the lock is refused at once while another process holds it;
+    without, the caller waits for it. The file is only removed by its holder, so a waiter that wakes
+    up holding a file another holder just removed takes the lock again on the file now on disk.
+    """
+    path = Path(path)
     while True:
         handle = open(path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
         except BlockingIOError:
             handle.close()
-            raise AscendNbError(f"another conversion is writing {dst} right now (it holds {path}): "
-                                "wait for it to finish, or choose another destination") from None
+            raise AscendNbError(busy) from None
         try:
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break  # still the file on disk (not one a finishing run just removed)
+                break  # still the file on disk (not one a finishing holder just removed)
         except FileNotFoundError:
             pass
         handle.close()
@@ -168,6 +171,13 @@ def _destination_lock(dst: Path) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)
         handle.close()
+
+
+def _destination_lock(dst: Path) -> AbstractContextManager[None]:
+    """The lock on ``.{dst.name}.lock`` beside ``dst``: refused at once (one line) while another process holds it."""
+    path = dst.parent / f".{dst.name}.lock"
+    return file_lock(path, busy=f"another conversion is writing {dst} right now (it holds {path}): "
+                                "wait for it to finish, or choose another destination")
 
 
 def _remove_stale(dst: Path) -> None:

@@ -274,6 +274,11 @@ def _choose_kernels(device_type: str, requested: str | None) -> str:
     if requested not in known:
         raise AscendNbError(f"unknown kernel path {requested!r} for {device_type}: use one of {', '.join(known)}")
     if device_type == "cpu" and not _runnable(requested):
+        isa = gemv_isa(requested)
+        if isa is not None and CPU_PATH_NEEDS[requested][0](cpu_features()):
+            raise AscendNbError(f"kernel path {requested!r} needs the native {isa} kernels, which could not be built "
+                                f"here ({native.failure(isa)}): install g++ and ninja and run `ascend-nb fetch`, or "
+                                f"use one of {', '.join(runnable_kernel_paths('cpu'))}")
         raise AscendNbError(f"kernel path {requested!r} cannot run on this CPU ({cpu_features().name}): "
                             f"use one of {', '.join(runnable_kernel_paths('cpu'))}")
     return requested

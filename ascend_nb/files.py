@@ -14,8 +14,33 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repository's d
 
 
 def cache_home() -> Path:
-    """ascend-nb's cache root: ``$ASCEND_NB_HOME``, default ``~/.cache/ascend_nb``."""
-    return Path(os.environ.get("ASCEND_NB_HOME", "~/.cache/ascend_nb")).expanduser()
+    """ascend-nb's cache root: ``$ASCEND_NB_HOME``, default ``~/.cache/ascend_nb``; one line when it cannot be used."""
+    path = configured_cache_home()
+    problem = cache_home_problem(path)
+    if problem:
+        raise AscendNbError(problem)
+    return path
+
+
+def cache_home_problem(path: Path | None = None) -> str | None:
+    """Why the cache root (default: the configured one) cannot hold models and kernels, or None when it can.
+
+    It need not exist yet; the nearest existing folder on its path must then be a writable folder."""
+    path = configured_cache_home() if path is None else path
+    existing = next((p for p in (path, *path.parents) if p.exists()), path.anchor)
+    where = f"the cache folder {path} (ASCEND_NB_HOME)"
+    if not Path(existing).is_dir():
+        return (f"{where} cannot be used: {existing} is not a folder; point ASCEND_NB_HOME at a folder "
+                "(export ASCEND_NB_HOME=~/.cache/ascend_nb) or move that file away")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (f"{where} cannot be used: {existing} is not writable; point ASCEND_NB_HOME at a folder "
+                "you can write to")
+    return None
+
+
+def configured_cache_home() -> Path:
+    """The cache root as configured, whether usable or not (see :func:`cache_home`)."""
+    return Path(os.environ.get("ASCEND_NB_HOME") or "~/.cache/ascend_nb").expanduser()
 
 
 def data_dir() -> Path:

@@ -21,17 +21,21 @@ import functools
 import hashlib
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import torch
 
-from ascend_nb.files import cache_home as home
+from ascend_nb.errors import AscendNbError
+from ascend_nb.atomic import file_lock, sha256_file
+from ascend_nb.files import atomic_write_text, cache_home as home
 
 logger = logging.getLogger(__name__)
 
 MAX_ROWS = 8
 CSRC = Path(__file__).resolve().parent / "csrc"
+CACHE_FORMAT = "2"  # libraries with a checksum beside them; older builds are not looked at
 # instruction set -> (source file, compiler flags)
 ISAS = {"avx2": ("gemv_avx2.cpp", ["-mavx2", "-mfma"]),
         "avx512": ("gemv_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma"]),
@@ -39,24 +43,42 @@ ISAS = {"avx2": ("gemv_avx2.cpp", ["-mavx2", "-mfma"]),
 
 
 def _build(isa: str) -> None:
-    """Load ``gemv_<isa>``, compiling it first when no library of these exact sources, flags and
+    """Load ``gemv_<isa>``, compiling it first when no intact library of these exact sources, flags and
     torch version exists yet. The build directory is named by a hash of all three, so every checkout
-    with the same sources shares one build and a loaded library is never rebuilt underneath a process."""
+    with the same sources shares one build and a loaded library is never rebuilt underneath a process.
+
+    A library is intact when it matches the sha256 written beside it after its build: a truncated one
+    would crash the process (SIGBUS) rather than fail to load, so it is never handed to the loader. A
+    lock per build directory keeps a second process from loading, or discarding, a library being built."""
     source, flags = ISAS[isa]
     # -ffp-contract=off: no FMA the source does not ask for, so a product is rounded as the PyTorch twin rounds it
     cflags = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", *flags]
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(CACHE_FORMAT.encode())
     for part in (torch.__version__, *cflags, *(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*")))):
         digest.update(part if isinstance(part, bytes) else part.encode())
     name = f"ascend_nb_gemv_{isa}"
     build_dir = home() / "kernels" / f"{isa}-{digest.hexdigest()[:16]}"
     library = build_dir / f"{name}.so"
-    if library.is_file():
-        torch.ops.load_library(str(library))
-        return
+    checksum = library.with_name(library.name + ".sha256")
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(build_dir.parent / f".{build_dir.name}.lock"):
+        if checksum.is_file() and library.is_file() and sha256_file(library) == checksum.read_text().strip():
+            torch.ops.load_library(str(library))
+            return
+        if build_dir.exists():
+            if library.is_file():
+                logger.warning("the cached %s kernels in %s are damaged (they no longer match their checksum): "
+                               "building them again", isa, build_dir)
+            _discard(build_dir)  # what a damaged or interrupted build left
+        _compile(name, source, cflags, build_dir)
+        atomic_write_text(checksum, sha256_file(library) + "\n")
+
+
+def _compile(name: str, source: str, cflags: list[str], build_dir: Path) -> None:
+    """Compile ``source`` into ``build_dir/<name>.so`` with ninja and load it."""
     from torch.utils.cpp_extension import load
 
-    build_dir.mkdir(parents=True, exist_ok=True)
+    build_dir.mkdir(parents=True)
     # the `ninja` this environment installed (a dependency), also when its bin/ is not on PATH
     scripts = str(Path(sys.executable).parent)
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):
@@ -65,18 +87,42 @@ def _build(isa: str) -> None:
          extra_ldflags=["-fopenmp"], build_directory=str(build_dir), is_python_module=False, verbose=False)
 
 
+def _discard(build_dir: Path) -> None:
+    """Move a broken build out of the way (one rename, so a concurrent build never sees half of it), then delete it."""
+    aside = build_dir.with_name(f".{build_dir.name}.broken-{os.getpid()}")
+    try:
+        os.replace(build_dir, aside)
+    except FileNotFoundError:
+        return  # another process moved it first
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1][-300:] if lines else type(exc).__name__
+
+
+_FAILURES: dict[str, str] = {}
+
+
+def failure(isa: str) -> str | None:
+    """Why the native kernels for ``isa`` could not be built or loaded here (None: they were, or were not tried)."""
+    return _FAILURES.get(isa)
+
+
 @functools.cache
 def load_gemv(isa: str) -> bool:
-    """Build (once per machine) and load the GEMV for ``isa``; False, with one warning, if that fails.
+    """Build (once per machine) and load the GEMV for ``isa``; False, with one warning, if that fails
+    (:func:`failure` then says why). A cached library that no longer matches its checksum is built again first.
 
     The caller checks that the CPU has the instruction set (see :mod:`ascend_nb.device`).
     """
     try:
         _build(isa)
-    except (OSError, RuntimeError, ImportError) as exc:  # no compiler / ninja, or a failed build
-        detail = str(exc).strip().splitlines()
-        logger.warning("the %s GEMV kernels could not be built (%s): decoding takes the slower ATen path",
-                       isa, detail[-1][-300:] if detail else type(exc).__name__)
+    except (OSError, RuntimeError, ImportError, AscendNbError) as exc:  # no compiler / ninja, a failed build, no cache
+        _FAILURES[isa] = _last_line(exc)
+        logger.warning("the %s native kernels could not be built (%s): decoding takes the slower ATen path",
+                       isa, _FAILURES[isa])
         return False
 
     @torch.library.register_fake(f"ascend_nb::gemv_{isa}")

@@ -1,15 +1,16 @@
 """The ascend-nb command line, run as a real subprocess."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 
-def ascend_nb(*args, stdin=None, timeout=300):
+def ascend_nb(*args, stdin=None, timeout=300, env=None):
     return subprocess.run([sys.executable, "-m", "ascend_nb", *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -28,6 +29,21 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args, message):
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert len([line for line in done.stderr.splitlines() if line.startswith("ascend-nb")]) == 1
+
+
+def test_a_file_as_ascend_nb_home_is_one_line_and_a_failing_doctor_check(tmp_path):
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder")
+    env = {**os.environ, "ASCEND_NB_HOME": str(home)}
+    for command in (["generate", "hi"], ["fetch"]):
+        done = ascend_nb(*command, env=env)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and "is not a folder; point ASCEND_NB_HOME at a folder" in done.stderr
+    done = ascend_nb("doctor", "--json", env=env)
+    assert done.returncode == 1, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)["checks"]}
+    assert rows["cache folder"]["status"] == "fail"
+    assert "point ASCEND_NB_HOME at a folder" in rows["cache folder"]["hint"]
 
 
 def test_fetch_print_path(embedded_model_dir):

