@@ -85,6 +85,15 @@ def test_prompt_longer_than_max_seq_len_is_refused_before_work(tiny_engine):
     ({"max_new_tokens": 0}, "max_new_tokens must be > 0"),
     ({"top_p": 0.0}, "top_p"),
     ({"do_sample": True, "temperature": 0.0}, "temperature"),
+    # non-finite settings: nan slipped through every comparison (a raw torch RuntimeError, or "hihihihi")
+    ({"do_sample": True, "temperature": float("nan")}, "temperature must be a finite number, got nan"),
+    ({"repetition_penalty": float("nan")}, "repetition_penalty must be a finite number, got nan"),
+    ({"repetition_penalty": float("inf")}, "repetition_penalty must be a finite number, got inf"),
+    ({"top_p": float("nan")}, "top_p must be a finite number, got nan"),
+    ({"temperature": float("-inf")}, "temperature must be a finite number, got -inf"),
+    ({"top_k": 2.5}, "top_k must be a finite whole number, got 2.5"),
+    ({"max_new_tokens": True}, "max_new_tokens must be a finite whole number, got True"),
+    ({"temperature": "hot"}, "temperature must be a finite number, got 'hot'"),
 ])
 def test_bad_generation_parameters(tiny_engine, overrides, match):
     with pytest.raises(AscendNbError, match=match):

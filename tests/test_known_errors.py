@@ -6,14 +6,18 @@ first line of each names the issue and the row it must map to).
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ascend_nb import doctor
-from ascend_nb.cli import main
+from ascend_nb.cli import build_parser, main
+from ascend_nb.cli import doctor as doctor_cli
 from ascend_nb.doctor import known_errors
 from ascend_nb.doctor.checks import Request, evaluate
 from ascend_nb.errors import AscendNbError
@@ -94,22 +98,110 @@ def test_the_doctors_failed_checks_map_to_the_same_rows():
 def test_cli_explain_file_stdin_json_and_bad_input(tmp_path, monkeypatch, capsys):
     log = LOGS / "vllm_ascend_2698_dcmi.txt"
     assert main(["doctor", "--explain", str(log)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err == ""  # a log shorter than what explain reads gets no note
     assert out.startswith("1. dcmi module initialize failed. ret is -8005") and "confirm: ascend-nb doctor" in out
     assert main(["doctor", "--explain", str(LOGS / "sglang_28628_torch_npu_pair.txt"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [set(r) for r in rows][0] == {"signature", "cause", "fix", "check", "source"}
     assert [r["signature"] for r in rows] == ["libtorch_npu.so: undefined symbol", "undefined symbol (version mismatch)"]
 
-    import io
-    monkeypatch.setattr("sys.stdin", io.StringIO("all fine here"))
+    stdin(monkeypatch, io.BytesIO(b"all fine here"))
     assert main(["doctor", "--explain", "-"]) == 1
     assert "ascend-nb doctor" in capsys.readouterr().out
     for bad, words in ((str(tmp_path / "missing.log"), "is not a file"), ("-", "nothing to explain")):
-        monkeypatch.setattr("sys.stdin", io.StringIO(""))
+        stdin(monkeypatch, io.BytesIO(b""))
         assert main(["doctor", "--explain", bad]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1
+
+
+
+def stdin(monkeypatch, raw: io.RawIOBase | io.BytesIO) -> None:
+    """Make ``raw`` the process's stdin, as a real one is: text over a binary buffer."""
+    buffer = raw if isinstance(raw, io.BytesIO) else io.BufferedReader(raw)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(buffer, encoding="utf-8"))
+
+
+class Pipe(io.RawIOBase):
+    """A pipe (not seekable) that hands out ``chunks`` as they are made, so the test never holds the whole log."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks, self.pending = (chunk for chunk in chunks if chunk), b""  # an empty read is the end
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self.pending:
+            self.pending = next(self.chunks, b"")
+        n = min(len(buffer), len(self.pending))
+        buffer[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+
+# whole lines with multibyte characters and bytes that are not UTF-8, as real logs have
+FILLER = "INFO step 1234: loss 1.2345, 日志正常 ".encode() + b"\xff\xfe\n"
+SIGNATURE_LINE = (TABLE.iloc[0]["sample"] + "\n").encode()
+LONG_MIB = 40  # ten times what explain reads
+
+
+def long_log(head: bytes = b"", tail: bytes = b"") -> Iterator[bytes]:
+    """``head``, about LONG_MIB MiB of filler lines, then ``tail``: a long log, made block by block."""
+    block = FILLER * 4096
+    yield head
+    for _ in range((LONG_MIB << 20) // len(block)):
+        yield block
+    yield tail
+
+
+def write_log(path: Path, chunks: Iterator[bytes]) -> Path:
+    with path.open("wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
+    return path
+
+
+def explain_traced(monkeypatch, argv: list[str]) -> tuple[int, str, int]:
+    """(exit code, the text handed to the matcher, peak bytes Python allocated) of ``ascend-nb`` with ``argv``."""
+    build_parser()  # the command modules are imported before memory is traced
+    seen = []
+    original = known_errors.explain
+    monkeypatch.setattr(known_errors, "explain", lambda text: seen.append(text) or original(text))
+    tracemalloc.start()
+    try:
+        code = main(argv)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return code, seen[0], peak
+
+
+@pytest.mark.parametrize("source", ["file", "stdin pipe"])
+def test_explain_reads_only_the_tail_of_a_long_log_and_says_so(source, tmp_path, monkeypatch, capsys):
+    chunks = long_log(tail=SIGNATURE_LINE)
+    if source == "file":
+        name = str(write_log(tmp_path / "long.log", chunks))
+    else:
+        stdin(monkeypatch, Pipe(chunks))
+        name = "-"
+    code, text, peak = explain_traced(monkeypatch, ["doctor", "--explain", name])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith(f"1. {TABLE.iloc[0]['signature']}\n")
+    # the matcher saw at most the last TAIL_BYTES, from the first whole line on (no character cut in two)
+    assert len(text) <= doctor_cli.TAIL_BYTES and text.startswith(FILLER.decode("utf-8", "replace"))
+    assert text.endswith(SIGNATURE_LINE.decode())
+    assert peak < 4 * doctor_cli.TAIL_BYTES  # reading the whole 40 MiB takes over 80 MiB
+    assert re.fullmatch(r"ascend-nb doctor: note: read the last 4 MiB of 40(\.\d+)? MiB \(error lines are at the "
+                        r"end of a log\)\n", err)
+
+
+def test_a_signature_only_before_the_tail_is_not_found_and_the_note_says_what_was_read(tmp_path, capsys):
+    log = write_log(tmp_path / "long.log", long_log(head=SIGNATURE_LINE))
+    assert main(["doctor", "--explain", str(log), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == []
+    assert "read the last 4 MiB of 40" in err and err.count("\n") == 1
 
 
 def test_the_doctors_text_report_lists_the_known_errors_of_its_failed_rows(monkeypatch, capsys):

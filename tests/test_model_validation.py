@@ -131,6 +131,18 @@ CASES = {  # name: (break the copy, the one-line error expected)
     "wrong shape": (lambda d: edit_json(d / "config.json", lambda c: {**c, "intermediate_size": 96}),
                     r"tensor model.layers.0.mlp.gate_proj.weight is \[128, 64\] in the checkpoint but config.json "
                     r"needs \[96, 64\]"),
+    # configs no model can be built from (transformers' strict config dataclasses raised through as tracebacks)
+    "hidden size not a multiple of the heads": (lambda d: edit_json(d / "config.json", lambda c: {**c, "hidden_size": 62}),
+                                                "has hidden_size 62, not a multiple of num_attention_heads 4"),
+    "heads not a multiple of the kv heads": (
+        lambda d: edit_json(d / "config.json", lambda c: {**c, "num_key_value_heads": 3}),
+        "has num_attention_heads 4, not a multiple of num_key_value_heads 3"),
+    "no heads": (lambda d: edit_json(d / "config.json", lambda c: {**c, "num_attention_heads": 0}),
+                 "has num_attention_heads 0: sizes are positive whole numbers"),
+    "eps of the wrong type": (lambda d: edit_json(d / "config.json", lambda c: {**c, "rms_norm_eps": "small"}),
+                              r"cannot be read as a model config \(TypeError: Field 'rms_norm_eps' expected float"),
+    "odd head_dim": (lambda d: edit_json(d / "config.json", lambda c: {**c, "head_dim": 7}),
+                     "cannot be read as a model config .*RoPE requires an even rotary dimension"),
     "random bert": (random_bert, "holds a 'bert' model: ascend-nb runs Llama-family"),
     "4 MB of 0xFF under a manifest": (flipped_bytes_under_manifest,
                                       "model.safetensors does not match its sha256 in checksums.sha256"),
@@ -172,7 +184,7 @@ def test_broken_folder_through_the_cli_is_exit_2_and_one_line(broken, backend, c
     assert code == 2 and err.startswith("ascend-nb generate: error: ") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("case", ["random bert", "4 MB of 0xFF under a manifest"])
+@pytest.mark.parametrize("case", ["random bert", "4 MB of 0xFF under a manifest", "hidden size not a multiple of the heads"])
 def test_cli_process_exits_2_without_traceback(case, copy_of_tiny, tmp_path):
     breaker, message = CASES[case]
     model_dir = copy_of_tiny()

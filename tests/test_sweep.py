@@ -180,6 +180,37 @@ def test_a_csv_of_another_format_is_not_overwritten(engine, tmp_path):
     assert path.read_text() == content
 
 
+def complete(stored: list[dict]) -> bool:
+    """Every stored row has a cell for every column and its measured figures."""
+    return all(None not in row.values() and row["tpot_ms"] and row["e2e_ms"] for row in stored)
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99], ids=["mid-row", "in-the-last-cell"])
+def test_a_row_cut_mid_write_is_measured_again_not_kept(engine, tmp_path, capsys, cut):
+    path = tmp_path / "sweep.csv"
+    first = run(engine, path, input_lens=[4])
+    header, row_1, row_2 = path.read_text().splitlines()
+    path.write_text(f"{header}\n{row_1}\n{row_2[: int(len(row_2) * cut)]}")  # the last write cut: no line end
+    rows = run(engine, path, input_lens=[4])
+    assert rows[0] == first[0] and rows[1] != first[1]  # the cut point measured again
+    assert rows[1]["tpot_ms"] > 0 and rows[1]["e2e_ms"] > 0
+    _, stored = read_rows(path)
+    assert len(stored) == 2 and complete(stored) and path.read_text().splitlines()[1] == row_1
+    assert f"{path} line 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("garbage", ["\x00" * 48, "1,transformers,garb\n", "x" * 200_000],
+                         ids=["nul-bytes", "fragment", "huge-cell"])
+def test_a_garbage_fragment_after_the_rows_is_dropped(engine, tmp_path, garbage):
+    path = tmp_path / "sweep.csv"
+    first = run(engine, path, input_lens=[4])
+    path.write_text(path.read_text() + garbage)
+    rows = run(engine, path, input_lens=[4, 8])
+    assert rows[:2] == first  # the complete rows are kept, read back
+    _, stored = read_rows(path)
+    assert len(stored) == 4 and complete(stored)  # rewritten without the fragment
+
+
 CHILD = textwrap.dedent("""
     import sys
     import ascend_nb

@@ -70,6 +70,21 @@ def test_a_resumed_sweep_with_another_setting_measures_it_beside_the_first(tiny_
     assert json.loads(capsys.readouterr().out)[0]["seed"] == 1 and len(read_rows(path)[1]) == 3  # read back
 
 
+@pytest.mark.parametrize("damage", [lambda row: row[: len(row) // 2], lambda row: row.replace(",", ",,", 1),
+                                    lambda row: "garbage"], ids=["cut", "extra-cell", "garbage"])
+def test_an_incomplete_row_before_others_refuses_the_file_in_one_line(tiny_llama_dir, tmp_path, capsys, damage):
+    path = tmp_path / "sweep.csv"
+    assert main(sweep_args(tiny_llama_dir, path, "transformers", "--input-lens", "4")) == 0
+    header, row_1, row_2 = path.read_text().splitlines()
+    path.write_text(f"{header}\n{damage(row_1)}\n{row_2}\n")
+    content = path.read_text()
+    capsys.readouterr()
+    assert main(sweep_args(tiny_llama_dir, path, "transformers", "--input-lens", "4", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert f"{path} line 2" in err and len(err.strip().splitlines()) == 1
+    assert path.read_text() == content  # refused, not rewritten
+
+
 def test_compare_two_csv_files(tmp_path, capsys):
     base = [{"batch_size": 1, "input_len": 32, "output_len": out, "ttft_ms": 40.0, "tpot_ms": 10.0, "e2e_ms": 400.0}
             for out in (32, 64)]

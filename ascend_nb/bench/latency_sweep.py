@@ -49,6 +49,7 @@ CSV_COLUMNS = RESULT_FIELDS + tuple(c for c in GUIDE_COLUMNS if c not in RESULT_
 _INT_FIELDS = {"tp", "max_seq_len", "batch_size", "input_len", "output_len", *MEASURE_FIELDS, "input_seq_len(Encoding)",
                "output_seq_len(Decoding)"}
 _TEXT_FIELDS = (*(field for field in RUN_FIELDS if field not in _INT_FIELDS), "flags")
+_OPTIONAL_FIELDS = ("peak_memory_mb",)  # None where the device reports no peak; a row fills every other figure
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def sweep(engine, batch_sizes: Sequence[int] = (1,), input_lens: Sequence[int] =
         raise AscendNbError(f"no grid point fits (max_seq_len {engine.max_seq_len}, free memory): "
                             "use shorter input/output lengths or smaller batch sizes")
     results = ResultsCsv(csv_path, CSV_COLUMNS, KEY_FIELDS, text_fields=_TEXT_FIELDS, int_fields=_INT_FIELDS,
-                         resume=resume, kind="sweep")
+                         optional_fields=_OPTIONAL_FIELDS, resume=resume, kind="sweep")
     identity = {**run_fields(engine), "seed": seed, "warmup": warmup, "repeat": repeat}
     if bandwidth_gbs is None:
         ceiling = roofline(engine)

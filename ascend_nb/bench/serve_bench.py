@@ -25,7 +25,7 @@ import numpy as np
 
 from ascend_nb.bench.mindie_csv import CASE_COLUMNS, mindie_values
 from ascend_nb.bench.results_csv import ResultsCsv
-from ascend_nb.bench.serve_metrics import LEVEL_FIELDS, RequestRecord, format_slo, level_row, parse_slo
+from ascend_nb.bench.serve_metrics import LATENCY_FIELDS, LEVEL_FIELDS, RequestRecord, format_slo, level_row, parse_slo
 from ascend_nb.bench.serve_prompts import LoadPrompt, dataset_prompts, load_tokenizer, random_load_prompts
 from ascend_nb.engine.openai_backend import OpenAIEngine, SSEDecoder, read_chunk
 from ascend_nb.models.params import GenerationParams
@@ -37,6 +37,9 @@ TEXT_FIELDS = ("backend", "base_url", "model", "dataset", "slo", "prompt_format"
 CSV_COLUMNS = IDENTITY_FIELDS + ("prompt_format",) + LEVEL_FIELDS + CASE_COLUMNS
 _INT_FIELDS = {"num_prompts", "input_len", "output_len", "seed", "concurrency", "completed", "failed",
                "total_input_tokens", "total_output_tokens", "Batchsize", "In_seq", "Out_seq"}
+# empty in a finished row: no concurrency cap, or no latency where no request completed (or all gave one token)
+_OPTIONAL_FIELDS = {"concurrency", "Batchsize", *LATENCY_FIELDS, "First token time(ms)", "Non-first token time(ms)",
+                    "Non-first token Throughput(Tokens/s)"}
 PROBE_TOKENS = 2  # output tokens of the first, untimed request (warm-up and ids-or-text probe)
 
 
@@ -280,7 +283,7 @@ def serve_load(base_url: str | None, model: str, concurrency: Sequence[int] | No
         raise AscendNbError(f"num_prompts and output_len must be >= 1, got {num_prompts} and {output_len}")
     slo = parse_slo(slo)
     results = ResultsCsv(csv_path, CSV_COLUMNS, IDENTITY_FIELDS, text_fields=TEXT_FIELDS, int_fields=_INT_FIELDS,
-                         resume=resume, kind="serving benchmark")
+                         optional_fields=_OPTIONAL_FIELDS, resume=resume, kind="serving benchmark")
     load = LoadClient(base_url, model, output_len, api_key=api_key, ignore_eos=ignore_eos,
                       request_timeout_s=request_timeout_s)
     identity = {"backend": "openai", "base_url": load.engine.base_url, "model": model,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from ascend_nb.errors import AscendNbError
@@ -27,6 +29,12 @@ class GenerationParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "top_k", "temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            whole = name in ("max_new_tokens", "top_k")
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral if whole else numbers.Real) \
+                    or not math.isfinite(value):
+                raise AscendNbError(f"{name} must be a finite {'whole number' if whole else 'number'}, got {value!r}")
         if self.max_new_tokens <= 0:
             raise AscendNbError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
         if self.temperature <= 0 and self.do_sample:

@@ -92,10 +92,27 @@ def _check_llama_config(model_dir: Path, raw_config: dict) -> None:
         what = f"a {model_type!r} model" if model_type else "a config.json without model_type"
         raise AscendNbError(f"{model_dir} holds {what}: ascend-nb runs Llama-family causal language models "
                             f"(model_type {FAMILY!r}); convert Aquila/Baichuan2 checkpoints with `ascend-nb convert`")
-    absent = [key for key in REQUIRED_SIZES if not isinstance(raw_config.get(key), int)]
+    absent = [key for key in REQUIRED_SIZES if not _is_int(raw_config.get(key))]
     if absent:
         raise AscendNbError(f"{model_dir / 'config.json'} does not state {', '.join(absent)}: a model of default size "
                             f"would be built instead of this one; {RESTORE}")
+    sizes = {key: raw_config[key] for key in (*REQUIRED_SIZES, "num_key_value_heads", "head_dim")
+             if raw_config.get(key) is not None}
+    for key, value in sizes.items():
+        if not _is_int(value) or value <= 0:
+            raise AscendNbError(f"{model_dir / 'config.json'} has {key} {value!r}: sizes are positive whole numbers; "
+                                f"{RESTORE}")
+    heads, kv_heads = sizes["num_attention_heads"], sizes.get("num_key_value_heads", sizes["num_attention_heads"])
+    if sizes["hidden_size"] % heads:
+        raise AscendNbError(f"{model_dir / 'config.json'} has hidden_size {sizes['hidden_size']}, not a multiple of "
+                            f"num_attention_heads {heads}: no model can be built from it; {RESTORE}")
+    if heads % kv_heads:
+        raise AscendNbError(f"{model_dir / 'config.json'} has num_attention_heads {heads}, not a multiple of "
+                            f"num_key_value_heads {kv_heads}: no model can be built from it; {RESTORE}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_generation_config(model_dir: Path) -> None:
@@ -123,7 +140,7 @@ def _transformers_config(model_dir: Path, trust_remote_code: bool):
 
     try:
         return AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code, local_files_only=True)
-    except (ValueError, TypeError, KeyError, OSError) as exc:
+    except (*_config_errors(), OSError) as exc:
         raise AscendNbError(f"{model_dir / 'config.json'} cannot be read as a model config ({_first_line(exc)}): "
                             f"{RESTORE}") from exc
 
@@ -149,7 +166,7 @@ def _expected_shapes(config, trust_remote_code: bool) -> tuple[dict[str, tuple[i
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as exc:
+    except (*_config_errors(), AttributeError, RuntimeError) as exc:
         raise AscendNbError(f"config.json does not describe a model transformers can build ({_first_line(exc)}): "
                             f"{RESTORE}") from exc
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -160,6 +177,14 @@ def _expected_shapes(config, trust_remote_code: bool) -> tuple[dict[str, tuple[i
     return expected, optional, re.compile("|".join(f"(?:{p})" for p in ignored))
 
 
+def _config_errors() -> tuple[type[Exception], ...]:
+    """What transformers raises for a config it cannot take (its configs are strict dataclasses since 5.x)."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    return ValueError, TypeError, KeyError, ZeroDivisionError, StrictDataclassError
+
+
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The first line of ``exc``'s message, or the line it introduces (``Validation error for field 'x':``)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    return lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]
