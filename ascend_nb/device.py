@@ -218,7 +218,7 @@ KERNEL_PATHS = {
     "cuda": ("cuda-sdpa", "torch"),
     "cpu": ("cpu-avx512bf16-gemv", "cpu-avx512-gemv", "cpu-onednn", "cpu-avx2-gemv", "cpu-aten", "torch"),
 }
-# what a CPU kernel path needs: (CPU features, native GEMV instruction set or None)
+# what a CPU kernel path needs: (CPU features, instruction set of its native kernels or None)
 CPU_PATH_NEEDS = {
     "cpu-avx512bf16-gemv": (lambda cpu: cpu.avx512f and cpu.avx512bw and cpu.avx512_bf16, "avx512bf16"),
     "cpu-avx512-gemv": (lambda cpu: cpu.avx512f and cpu.avx512bw, "avx512"),
@@ -247,14 +247,14 @@ class Placement:
         return dtypes.dtype_name(self.dtype)
 
 
-def gemv_isa(path: str) -> str | None:
-    """The native GEMV instruction set a kernel path decodes with (None: no native GEMV)."""
+def native_isa(path: str) -> str | None:
+    """The instruction set of the native kernels a kernel path decodes with (None: no native kernels)."""
     return CPU_PATH_NEEDS.get(path, (None, None))[1]
 
 
 def _runnable(path: str) -> bool:
     supported, isa = CPU_PATH_NEEDS[path]
-    return supported(cpu_features()) and (isa is None or native.load_gemv(isa))
+    return supported(cpu_features()) and (isa is None or native.load_native(isa))
 
 
 def runnable_kernel_paths(device_type: str = "cpu") -> list[str]:
@@ -274,7 +274,7 @@ def _choose_kernels(device_type: str, requested: str | None) -> str:
     if requested not in known:
         raise AscendNbError(f"unknown kernel path {requested!r} for {device_type}: use one of {', '.join(known)}")
     if device_type == "cpu" and not _runnable(requested):
-        isa = gemv_isa(requested)
+        isa = native_isa(requested)
         if isa is not None and CPU_PATH_NEEDS[requested][0](cpu_features()):
             raise AscendNbError(f"kernel path {requested!r} needs the native {isa} kernels, which could not be built "
                                 f"here ({native.failure(isa)}): install g++ and ninja and run `ascend-nb fetch`, or "

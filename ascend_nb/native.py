@@ -4,15 +4,16 @@ decoder layer of a decode step ``decode_layer_<isa>`` (those ops and ATen's add/
 
 ATen's bf16 GEMV and ``_weight_int8pack_mm`` are compute-bound on a CPU without native bf16
 (about 4 GMAC/s a core on AVX2); decoding only needs to stream each weight once. The sources are
-``ascend_nb/csrc/gemv.h`` (the driver) and one file per instruction set (``gemv_avx2.cpp``,
-``gemv_avx512.cpp``, ``gemv_avx512bf16.cpp``: bf16 dot products), each built into its own library by ``torch.utils.cpp_extension`` (ninja,
-with its own file lock, cached under ``$ASCEND_NB_HOME/kernels``) and loaded only on a CPU that has
-the instruction set. The RMSNorm and the decode attention replace about six and twenty small ATen ops
+the headers in ``ascend_nb/csrc/`` (``gemv.h``, ``rms_norm.h``, ``decode_attention.h``, ``decode_layer.h``)
+and one file per instruction set that includes them all (``cpu_kernels_avx2.cpp``, ``cpu_kernels_avx512.cpp``,
+``cpu_kernels_avx512bf16.cpp``: bf16 dot products), each built into its own library ``ascend_nb_cpu_<isa>`` by
+``torch.utils.cpp_extension`` (ninja, under a file lock, cached under ``$ASCEND_NB_HOME/kernels`` with a
+checksum) and loaded only on a CPU that has the instruction set. The RMSNorm and the decode attention replace about six and twenty small ATen ops
 (each a few microseconds of dispatch, which add up to milliseconds per decode step) by one each, and
 the decode layer the Python between a layer's ops.
 ``ascend-nb fetch`` (so ``make lab`` / ``make test``) builds them at set-up;
 a first use builds what is missing. Each op has a fake implementation, so ``torch.compile``
-graphs call it too. Without a compiler :func:`load_gemv` is False and says which path is slower.
+graphs call it too. Without a compiler :func:`load_native` is False and says which path is slower.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ MAX_ROWS = 8
 CSRC = Path(__file__).resolve().parent / "csrc"
 CACHE_FORMAT = "2"  # libraries with a checksum beside them; older builds are not looked at
 # instruction set -> (source file, compiler flags)
-ISAS = {"avx2": ("gemv_avx2.cpp", ["-mavx2", "-mfma"]),
-        "avx512": ("gemv_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma"]),
-        "avx512bf16": ("gemv_avx512bf16.cpp", ["-mavx512f", "-mavx512bw", "-mavx512bf16", "-mfma"])}
+ISAS = {"avx2": ("cpu_kernels_avx2.cpp", ["-mavx2", "-mfma"]),
+        "avx512": ("cpu_kernels_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma"]),
+        "avx512bf16": ("cpu_kernels_avx512bf16.cpp", ["-mavx512f", "-mavx512bw", "-mavx512bf16", "-mfma"])}
 
 
 def _build(isa: str) -> None:
-    """Load ``gemv_<isa>``, compiling it first when no intact library of these exact sources, flags and
+    """Load the ``<isa>`` library of native kernels, compiling it first when no intact library of these exact sources, flags and
     torch version exists yet. The build directory is named by a hash of all three, so every checkout
     with the same sources shares one build and a loaded library is never rebuilt underneath a process.
 
@@ -56,7 +57,7 @@ def _build(isa: str) -> None:
     digest = hashlib.sha256(CACHE_FORMAT.encode())
     for part in (torch.__version__, *cflags, *(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*")))):
         digest.update(part if isinstance(part, bytes) else part.encode())
-    name = f"ascend_nb_gemv_{isa}"
+    name = f"ascend_nb_cpu_{isa}"
     build_dir = home() / "kernels" / f"{isa}-{digest.hexdigest()[:16]}"
     library = build_dir / f"{name}.so"
     checksum = library.with_name(library.name + ".sha256")
@@ -111,8 +112,8 @@ def failure(isa: str) -> str | None:
 
 
 @functools.cache
-def load_gemv(isa: str) -> bool:
-    """Build (once per machine) and load the GEMV for ``isa``; False, with one warning, if that fails
+def load_native(isa: str) -> bool:
+    """Build (once per machine) and load the native kernels for ``isa``; False, with one warning, if that fails
     (:func:`failure` then says why). A cached library that no longer matches its checksum is built again first.
 
     The caller checks that the CPU has the instruction set (see :mod:`ascend_nb.device`).

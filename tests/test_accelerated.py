@@ -204,7 +204,7 @@ def test_embedded_int8_keeps_the_answer(embedded_engine):
     assert "Paris" in answer.text
 
 
-GEMV_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if devices.gemv_isa(path)]
+GEMV_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if devices.native_isa(path)]
 
 
 @pytest.mark.parametrize("kernels", GEMV_PATHS)

@@ -90,7 +90,7 @@ def test_cpu_rms_norm_equals_twin(dtype):
     assert torch.equal(cpu_kernels("cpu-aten").rms_norm(x, weight, 1e-5), TWIN.rms_norm(x, weight, 1e-5))
 
 
-GEMV_PATHS = [path for path in CPU_PATHS if devices.gemv_isa(path)]
+GEMV_PATHS = [path for path in CPU_PATHS if devices.native_isa(path)]
 
 
 @pytest.mark.parametrize("path", GEMV_PATHS)
@@ -179,7 +179,7 @@ def test_cpu_kernel_selection():
     weight = randn(32, 16)
     for path in CPU_PATHS:
         kernels = cpu_kernels(path)
-        assert kernels.name == path and type(kernels.linear(weight)) is K.DenseLinear  # float32: MKL everywhere
+        assert kernels.path == path and type(kernels.linear(weight)) is K.DenseLinear  # float32: MKL everywhere
         bf16, int8 = kernels.linear(weight.bfloat16()), kernels.linear(weight, "int8")
         if path.endswith("-gemv"):
             assert type(bf16) is K.GemvLinear and type(int8) is K.GemvLinear
@@ -303,7 +303,7 @@ class FakeTorchNpu(types.ModuleType):
 
 def test_npu_kernels_run_a_model_like_the_twin(engine, tiny_llama_dir):
     fake = FakeTorchNpu()
-    npu_model = CompactLlama.from_directory(tiny_llama_dir, engine.config, K.NpuKernels(fake), torch.float32,
+    npu_model = CompactLlama.from_directory(tiny_llama_dir, engine.config, K.NpuKernels(torch_npu_module=fake), torch.float32,
                                             torch.device("cpu"), 64)
     reference = engine.model
     ids = torch.tensor([[1, 504, 3458, 282, 4649, 314], [2, 2, 1, 42, 43, 44]])
@@ -326,9 +326,9 @@ def test_npu_kernels_run_a_model_like_the_twin(engine, tiny_llama_dir):
 def test_npu_rotary_uses_the_fused_op_for_128_wide_heads():
     fake = FakeTorchNpu()
     x, cos, sin = randn(1, 4, 5, 128), randn(1, 1, 5, 128, seed=1), randn(1, 1, 5, 128, seed=2)
-    assert torch.equal(K.NpuKernels(fake).rotary(x, cos, sin), TWIN.rotary(x, cos, sin))
+    assert torch.equal(K.NpuKernels(torch_npu_module=fake).rotary(x, cos, sin), TWIN.rotary(x, cos, sin))
     assert fake.calls == {"rotary": 1}
-    K.NpuKernels(fake).rotary(randn(2, 4, 1, 128), randn(2, 1, 1, 128), randn(2, 1, 1, 128))  # per-row positions
+    K.NpuKernels(torch_npu_module=fake).rotary(randn(2, 4, 1, 128), randn(2, 1, 1, 128), randn(2, 1, 1, 128))  # per-row positions
     assert fake.calls == {"rotary": 1}
 
 
@@ -339,8 +339,14 @@ def test_npu_device_selects_npu_kernels(monkeypatch):
     assert type(K.select_kernels(npu)) is K.NpuKernels
 
 
+def test_every_kernel_path_has_one_kernel_class():
+    """The one table path -> class covers every path of every device, and nothing else."""
+    assert sorted(K.KERNEL_CLASSES) == sorted({path for paths in devices.KERNEL_PATHS.values() for path in paths})
+    assert K.KERNEL_CLASSES["cuda-sdpa"] is K.Kernels and K.KERNEL_CLASSES["cpu-aten"] is K.CpuKernels
+
+
 # -- native GEMVs against plain float32 matmuls ----------------------------------------------------
-ISAS = [devices.gemv_isa(path) for path in CPU_PATHS if devices.gemv_isa(path)]
+ISAS = [devices.native_isa(path) for path in CPU_PATHS if devices.native_isa(path)]
 GEMV_SHAPES = [(1, 70, 100), (2, 70, 100), (3, 131, 64), (8, 70, 1536)]  # rows, N (not a multiple of 4), K
 
 
@@ -379,10 +385,10 @@ def test_gemv_runs_inside_torch_compile(isa):
 
 def test_gemv_build_failure_falls_back(monkeypatch, caplog):
     def fail(isa):
-        raise RuntimeError("Error building extension 'ascend_nb_gemv_avx2': c++: not found")
+        raise RuntimeError("Error building extension 'ascend_nb_cpu_avx2': c++: not found")
 
     monkeypatch.setattr(native, "_build", fail)
-    assert native.load_gemv.__wrapped__("avx2") is False
+    assert native.load_native.__wrapped__("avx2") is False
     assert "could not be built" in caplog.text and "c++: not found" in caplog.text and "slower ATen path" in caplog.text
 
 

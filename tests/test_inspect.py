@@ -281,7 +281,7 @@ def test_step_anatomy_splits_prefill_and_one_decode_step_by_operator_class(engin
     assert list(table["phase"].unique()) == ["prefill", "decode"]
     assert list(table["op_class"].unique()) == list(OP_CLASSES)
     per = table.set_index(["phase", "op_class"])["ms"]
-    fused = engine.backend == "accelerated" and devices.gemv_isa(engine.kernels)  # rotary inside the attention op
+    fused = engine.backend == "accelerated" and devices.native_isa(engine.kernels)  # rotary inside the attention op
     for phase in ("prefill", "decode"):
         for op_class in ("linear", "attention", "norm", "rotary", "sampling"):
             if fused and (phase, op_class) == ("decode", "rotary"):

@@ -82,3 +82,9 @@ def test_detection_by_metadata_architecture_and_vocab(tmp_path):
     assert detect_spec(tmp_path, {"architectures": ["LlamaForCausalLM"], "vocab_size": 32000}, False).template == "plain"
     (tmp_path / "ascend_nb.json").write_text('{"model": "aquila-7b"}')
     assert detect_spec(tmp_path, {"vocab_size": 32000}, True) is MODELS["aquila-7b"]
+
+
+def test_the_accelerated_backend_refuses_remote_code_in_one_line(tiny_llama_dir):
+    """It runs Llama-format weights only: trust_remote_code=True was accepted and silently ignored."""
+    with pytest.raises(AscendNbError, match="the accelerated backend runs Llama-format weights, not remote code"):
+        ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated", trust_remote_code=True)

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.skipif(not (devices.cpu_features().avx2 and devices.cpu
 @pytest.fixture()
 def damaged_home(tmp_path):
     """A copy of this machine's built avx2 kernels in a fresh ASCEND_NB_HOME, its library cut to 1 KiB."""
-    assert native.load_gemv("avx2"), native.failure("avx2")
-    built = next((cache_home() / "kernels").glob("avx2-*/ascend_nb_gemv_avx2.so")).parent
+    assert native.load_native("avx2"), native.failure("avx2")
+    built = next((cache_home() / "kernels").glob("avx2-*/ascend_nb_cpu_avx2.so")).parent
     copy = tmp_path / "kernels" / built.name
     shutil.copytree(built, copy)
-    library = copy / "ascend_nb_gemv_avx2.so"
+    library = copy / "ascend_nb_cpu_avx2.so"
     library.write_bytes(library.read_bytes()[:1024])
     return tmp_path, library
 
@@ -35,11 +35,11 @@ def _python(code: str, home, **env) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_a_truncated_library_is_rebuilt_once_and_then_used(damaged_home):
     home, library = damaged_home
-    done = _python("from ascend_nb import native; print(native.load_gemv('avx2'))", home)
+    done = _python("from ascend_nb import native; print(native.load_native('avx2'))", home)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
     assert "are damaged (they no longer match their checksum): building them again" in done.stderr
     assert library.stat().st_size > 100_000  # a real library again
-    again = _python("from ascend_nb import native; print(native.load_gemv('avx2'))", home)
+    again = _python("from ascend_nb import native; print(native.load_native('avx2'))", home)
     assert again.stdout.strip() == "True" and again.stderr == ""  # loaded as is, nothing rebuilt or warned
     assert sorted(p.name for p in (home / "kernels").iterdir()) == [library.parent.name]  # nothing left aside
 

@@ -16,13 +16,11 @@ import json
 import threading
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import ipywidgets as widgets
-from IPython import get_ipython
 from markdown_it import MarkdownIt
 
 from ascend_nb.device import set_thread_device
@@ -30,6 +28,7 @@ from ascend_nb.dtypes import dtype_name
 from ascend_nb.models.params import GenerationError, GenerationParams
 from ascend_nb.engine.request_queue import on_wait
 from ascend_nb.errors import AscendNbError
+from ascend_nb.ui.controls import button, current_parent, enable, html_line, join_worker, output_parent
 from ascend_nb.ui.prompt_box import PromptBox
 
 REFRESH_S = 0.05  # at most 20 redraws a second while streaming
@@ -63,30 +62,6 @@ def _bubble(role: str, title: str, body_html: str, footer: str = "", typing: boo
             f'<div class="anb-chat-md">{body_html}</div>{stats}</div></div>')
 
 
-def _line(css_class: str, text: str) -> str:
-    return f'<div class="{css_class}">{html.escape(text)}</div>' if text else ""
-
-
-def _current_parent() -> dict | None:
-    """The request of the running cell, for output written later from worker threads."""
-    shell = get_ipython()
-    return shell.get_parent() if shell is not None and hasattr(shell, "set_thread_parent") else None
-
-
-@contextmanager
-def _output_parent(parent: dict | None):
-    """Route this thread's output to ``parent``'s cell (ipykernel >= 7 keeps the parent per thread)."""
-    shell = get_ipython()
-    if parent is None or shell is None:
-        yield
-        return
-    tokens = shell.set_thread_parent(parent)
-    try:
-        yield
-    finally:
-        shell.reset_thread_parent(tokens)
-
-
 class Transcript(NamedTuple):
     """A conversation exported as Markdown (to read) and JSON (to reload or diff)."""
 
@@ -104,32 +79,11 @@ class _Turn:
     repeats: str | None = None  # a greedy regeneration: the answer it replaces (the same one comes back)
 
 
-def _button(description: str, icon: str, style: str = "", tooltip: str = "", disabled: bool = False) -> widgets.Button:
-    return widgets.Button(description=description, icon=icon, button_style=style, tooltip=tooltip, disabled=disabled,
-                          layout=widgets.Layout(width="auto", min_width="92px"))
-
-
-def _enable(button: widgets.Button, enabled: bool, style: str) -> None:
-    """Enable a button in its colour, or disable it grey (a disabled coloured button still looks live)."""
-    button.disabled = not enabled
-    button.button_style = style if enabled else ""
-
-
 def _slider(kind, description: str, value, low, high, step, fmt: str | None = None):
     extra = {"readout_format": fmt} if fmt else {}
     return kind(value=value, min=low, max=high, step=step, description=description, continuous_update=False,
                 style={"description_width": "140px"}, layout=widgets.Layout(width="440px"), **extra)
 
-
-
-def join_worker(worker: threading.Thread | None, timeout: float | None, still: str, hint: str = "") -> None:
-    """Wait for a widget's background thread; ``TimeoutError`` ("<still> after <timeout> s<hint>") if it
-    is still running after ``timeout`` seconds."""
-    if worker is None:
-        return
-    worker.join(timeout)
-    if worker.is_alive():
-        raise TimeoutError(f"{still} after {timeout} s{hint}")
 
 class ChatWidget(widgets.VBox):
     """Chat with one engine: Markdown history, streaming, Stop, Regenerate, Clear, sampling sliders and
@@ -151,7 +105,7 @@ class ChatWidget(widgets.VBox):
         self._pending: _Turn | None = None
         self._turns: list[_Turn] = []
         self._replies: list[dict] = []
-        self._parent = _current_parent()
+        self._parent = current_parent()
 
         self.header = widgets.HTML(self._header_html())
         self.history = widgets.VBox(layout=widgets.Layout(width="100%", flex="0 0 auto", overflow="visible"))
@@ -162,10 +116,10 @@ class ChatWidget(widgets.VBox):
         self.notice = widgets.HTML()
         self.prompt = PromptBox(placeholder="Ask something. Enter sends, Shift+Enter adds a line.",
                                 layout=widgets.Layout(width="100%"))
-        self.send_button = _button("Send", "paper-plane", "primary", "Send the message (Enter)")
-        self.stop_button = _button("Stop", "stop", "", "Stop the reply within one token", disabled=True)
-        self.regenerate_button = _button("Regenerate", "refresh", tooltip="Answer the last message again")
-        self.clear_button = _button("Clear", "trash", tooltip="Forget the conversation")
+        self.send_button = button("Send", "paper-plane", "primary", "Send the message (Enter)")
+        self.stop_button = button("Stop", "stop", "", "Stop the reply within one token", disabled=True)
+        self.regenerate_button = button("Regenerate", "refresh", tooltip="Answer the last message again")
+        self.clear_button = button("Clear", "trash", tooltip="Forget the conversation")
         self.stream_toggle = widgets.Checkbox(value=True, description="Stream", indent=False,
                                               layout=widgets.Layout(width="auto", margin="0 0 0 12px"))
         self.system_prompt = widgets.Textarea(value=system_prompt or "", description="System prompt",
@@ -331,7 +285,7 @@ class ChatWidget(widgets.VBox):
 
     def _reply(self, turn: _Turn, conversation: list[dict[str, str]], stream: bool) -> None:
         turn.started = time.perf_counter()
-        with _output_parent(self._parent), on_wait(lambda waiting: self._show_waiting(turn, waiting)):
+        with output_parent(self._parent), on_wait(lambda waiting: self._show_waiting(turn, waiting)):
             try:
                 set_thread_device(self.engine.device)  # torch_npu needs it in every thread
                 params = self.generation_params()
@@ -453,7 +407,7 @@ class ChatWidget(widgets.VBox):
         text = (f"Session: {n} repl{'y' if n == 1 else 'ies'} · {sum(s['tokens'] for s in self._replies)} tokens · "
                 f"{sum(s['e2e_ms'] for s in self._replies) / 1000:.1f} s · "
                 f"mean TTFT {sum(s['ttft_ms'] for s in self._replies) / n:.1f} ms{tpot}")
-        self.totals.value = _line("anb-chat-totals", text)
+        self.totals.value = html_line("anb-chat-totals", text)
 
     def _header_html(self) -> str:
         e = self.engine
@@ -461,7 +415,7 @@ class ChatWidget(widgets.VBox):
                 f'{e.device} · {dtype_name(e.dtype)} · max_seq_len {e.max_seq_len}</div>')
 
     def _notify(self, text: str) -> None:
-        self.notice.value = _line("anb-chat-notice", text)
+        self.notice.value = html_line("anb-chat-notice", text)
 
     def _refuse_if_busy(self) -> bool:
         if self._pending is None:
@@ -470,7 +424,7 @@ class ChatWidget(widgets.VBox):
         return True
 
     def _set_running(self, running: bool) -> None:
-        _enable(self.stop_button, running, "warning")
+        enable(self.stop_button, running, "warning")
         self.send_button.disabled = self.regenerate_button.disabled = self.clear_button.disabled = running
 
     def _show_sampling(self) -> None:

@@ -12,7 +12,8 @@ import ipywidgets as widgets
 from ascend_nb.device import available_device_types
 from ascend_nb.dtypes import CHOICES as DTYPE_CHOICES
 from ascend_nb.errors import AscendNbError
-from ascend_nb.ui.chat import CSS, ChatWidget, _button, _current_parent, _line, _output_parent, join_worker
+from ascend_nb.ui.chat import CSS, ChatWidget
+from ascend_nb.ui.controls import button, current_parent, html_line, join_worker, output_parent
 
 
 class ChatApp(widgets.VBox):
@@ -32,7 +33,7 @@ class ChatApp(widgets.VBox):
         self._lock = threading.Lock()
         self._loading = False
         self._worker: threading.Thread | None = None
-        self._parent = _current_parent()
+        self._parent = current_parent()
         narrow = widgets.Layout(width="220px")
         self.model = widgets.Combobox(value=str(model), options=list(MODELS), ensure_option=False, description="Model",
                                       placeholder="registry name or local directory",
@@ -42,7 +43,7 @@ class ChatApp(widgets.VBox):
                                        value=device, description="Device", layout=narrow)
         self.dtype = widgets.Dropdown(options=list(dict.fromkeys([*DTYPE_CHOICES, dtype])),
                                       value=dtype, description="dtype", layout=narrow)
-        self.load_button = _button("Load", "download", tooltip="Load this model and start a new chat")
+        self.load_button = button("Load", "download", tooltip="Load this model and start a new chat")
         self.status = widgets.HTML()
         self.load_button.on_click(lambda _: self.reload())
         self.chat: ChatWidget | None = ChatWidget(self._load(), system_prompt)
@@ -63,16 +64,16 @@ class ChatApp(widgets.VBox):
 
         with self._lock:
             if self._loading or (self.chat is not None and self.chat.busy):
-                self.status.value = _line("anb-chat-notice", "Busy: wait for the reply or the load to finish.")
+                self.status.value = html_line("anb-chat-notice", "Busy: wait for the reply or the load to finish.")
                 return False
             try:
                 check_loadable(self.model.value.strip(), self.device.value, self.dtype.value, self.backend.value)
             except AscendNbError as exc:
                 kept = " (the current chat is kept)" if self.chat is not None else ""
-                self.status.value = _line("anb-chat-error", f"Could not load {self.model.value.strip()}: {exc}{kept}")
+                self.status.value = html_line("anb-chat-error", f"Could not load {self.model.value.strip()}: {exc}{kept}")
                 return False
             self._loading = self.load_button.disabled = True
-            self.status.value = _line("anb-chat-header", f"Loading {self.model.value}…")
+            self.status.value = html_line("anb-chat-header", f"Loading {self.model.value}…")
             old, self.chat = self.chat, None
             self._worker = threading.Thread(target=self._reload, args=(old,), name="ascend-nb-load", daemon=True)
             self._worker.start()
@@ -89,7 +90,7 @@ class ChatApp(widgets.VBox):
                     backend=self.backend.value, **self._load_options)
 
     def _reload(self, old: ChatWidget | None) -> None:
-        with _output_parent(self._parent):
+        with output_parent(self._parent):
             if old is not None:
                 self._system_prompt = old.system_prompt.value
                 self.children = self.children[:1]
@@ -101,7 +102,7 @@ class ChatApp(widgets.VBox):
             except Exception as exc:  # noqa: BLE001 - shown under the picker; Load can be pressed again
                 if not isinstance(exc, AscendNbError):
                     traceback.print_exc()
-                self.status.value = _line("anb-chat-error", f"Could not load: {exc}")
+                self.status.value = html_line("anb-chat-error", f"Could not load: {exc}")
             else:
                 self.chat = chat
                 self.children = (self.children[0], chat)

@@ -7,7 +7,8 @@ import threading
 import ipywidgets as widgets
 
 from ascend_nb.models.params import GenerationParams
-from ascend_nb.ui.chat import ChatWidget, _button, _current_parent, _enable, _line, _output_parent, join_worker
+from ascend_nb.ui.chat import ChatWidget
+from ascend_nb.ui.controls import button, current_parent, enable, html_line, join_worker, output_parent
 from ascend_nb.ui.prompt_box import PromptBox
 
 
@@ -23,12 +24,12 @@ class CompareChat(widgets.VBox):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self._parent = _current_parent()
+        self._parent = current_parent()
         self.prompt = PromptBox(placeholder="Ask both models. Enter sends, Shift+Enter adds a line.",
                                 layout=widgets.Layout(width="100%"))
-        self.send_button = _button("Send", "paper-plane", "primary", "Send to both models (Enter)")
-        self.stop_button = _button("Stop", "stop", "", "Stop both replies", disabled=True)
-        self.clear_button = _button("Clear", "trash", tooltip="Forget both conversations")
+        self.send_button = button("Send", "paper-plane", "primary", "Send to both models (Enter)")
+        self.stop_button = button("Stop", "stop", "", "Stop both replies", disabled=True)
+        self.clear_button = button("Clear", "trash", tooltip="Forget both conversations")
         self.stream_toggle = widgets.Checkbox(value=True, description="Stream", indent=False,
                                               layout=widgets.Layout(width="auto", margin="0 0 0 12px"))
         for chat in (self.left, self.right):
@@ -50,14 +51,14 @@ class CompareChat(widgets.VBox):
         """Ask both engines ``text``, left first; False (with a notice) while the previous pair is running."""
         with self._lock:
             if self._worker is not None and self._worker.is_alive():
-                self.notice.value = _line("anb-chat-notice", "Still answering: wait or press Stop, then send again.")
+                self.notice.value = html_line("anb-chat-notice", "Still answering: wait or press Stop, then send again.")
                 return False
             if not text.strip():
-                self.notice.value = _line("anb-chat-notice", "Type a message first.")
+                self.notice.value = html_line("anb-chat-notice", "Type a message first.")
                 return False
             self.notice.value = ""
             self._stop.clear()
-            _enable(self.stop_button, True, "warning")
+            enable(self.stop_button, True, "warning")
             self._worker = threading.Thread(target=self._ask_both, args=(text,), name="ascend-nb-compare",
                                             daemon=True)
             self._worker.start()
@@ -83,12 +84,12 @@ class CompareChat(widgets.VBox):
             self.prompt.value = ""
 
     def _ask_both(self, text: str) -> None:
-        with _output_parent(self._parent):
+        with output_parent(self._parent):
             for chat in (self.left, self.right):
                 if self._stop.is_set() or not chat.ask(text):
                     break
                 chat.wait()
-            _enable(self.stop_button, False, "warning")
+            enable(self.stop_button, False, "warning")
 
 
 def compare_chat(engine_a, engine_b, system_prompt: str | None = None,

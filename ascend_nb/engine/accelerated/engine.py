@@ -6,7 +6,7 @@ import torch
 
 from ascend_nb.device import Placement
 from ascend_nb.engine.accelerated.decode import DecodeStep
-from ascend_nb.engine.accelerated.kernels import Kernels, select_kernels
+from ascend_nb.engine.accelerated.kernels import select_kernels
 from ascend_nb.engine.accelerated.model import CompactLlama
 from ascend_nb.engine.accelerated.quantize import check_quantize
 from ascend_nb.engine.base import Engine
@@ -29,29 +29,33 @@ class AcceleratedEngine(Engine):
         self._step: DecodeStep | None = None
 
     @classmethod
-    def from_directory(cls, placement: Placement, quantize: str | None = None, kernels: Kernels | None = None,
-                       trust_remote_code: bool = False, **engine_kwargs) -> AcceleratedEngine:
+    def from_directory(cls, placement: Placement, quantize: str | None = None, trust_remote_code: bool = False,
+                       **engine_kwargs) -> AcceleratedEngine:
         """Load ``engine_kwargs["model_dir"]`` (Llama format) into the compact runtime, on ``placement``
         (device, dtype, kernel path, graph mode and tensor-parallel group, decided by
         :func:`ascend_nb.device.place`).
 
         ``quantize="int8"``: weight-only int8 with per-channel scales for every linear layer and the
         head. With graphs on (CUDA graphs; torchair on NPU; torch.compile on CPU, about 30 s of
-        compiling per batch size) keep ``max_seq_len`` near what requests need. ``kernels``: a kernel
-        object to use instead of the placement's path (tests). Remote-code models must be converted
-        to Llama format first. Under tensor parallel every layer is split over the group's ranks.
+        compiling per batch size) keep ``max_seq_len`` near what requests need. Remote-code models
+        must be converted to Llama format first (``trust_remote_code=True`` is refused in one line).
+        Under tensor parallel every layer is split over the group's ranks.
         """
+        if trust_remote_code:
+            raise AscendNbError("the accelerated backend runs Llama-format weights, not remote code: convert the model "
+                                "with `ascend-nb convert baichuan2|aquila SRC DST`, or use backend='transformers'")
         quantize = check_quantize(quantize)
         if placement.tp is not None:
             check_divisible(engine_kwargs["config"], placement.tp.world_size)
         model = CompactLlama.from_directory(
-            engine_kwargs["model_dir"], engine_kwargs["config"], kernels or select_kernels(placement),
+            engine_kwargs["model_dir"], engine_kwargs["config"], select_kernels(placement),
             placement.dtype, placement.device, engine_kwargs["max_seq_len"], quantize, placement.tp)
         return cls(model, placement, quantize=quantize, **engine_kwargs)
 
     @property
     def kernels(self) -> str:
-        return self.model.kernels.name
+        """The kernel path this engine runs (a name of :data:`ascend_nb.device.KERNEL_PATHS`)."""
+        return self.placement.kernels
 
     @property
     def graphs(self) -> str | None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ascend_nb import native
-from ascend_nb.device import Placement, gemv_isa
+from ascend_nb.device import KERNEL_PATHS, Placement, native_isa
 from ascend_nb.engine.accelerated.quantize import Int8Weight, quantize_int8
 
 
@@ -144,9 +144,11 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 class Kernels:
-    """Plain PyTorch kernels with transformers' Llama numerics; the reference for every device."""
+    """Plain PyTorch kernels with transformers' Llama numerics; the reference for every device (and,
+    through SDPA's own choice of flash / memory-efficient kernels, the CUDA path)."""
 
-    name = "torch"
+    def __init__(self, placement: Placement | None = None):
+        pass
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         dtype = x.dtype
@@ -242,10 +244,10 @@ class CpuKernels(Kernels):
     """
 
     def __init__(self, placement: Placement):
-        self.name = placement.kernels
-        self.isa = gemv_isa(self.name)
+        self.path = placement.kernels
+        self.isa = native_isa(self.path)
         native_bf16 = placement.cpu.onednn_bf16
-        self.onednn_prompts = self.name == "cpu-onednn" or (self.isa in ("avx512", "avx512bf16") and native_bf16)
+        self.onednn_prompts = self.path == "cpu-onednn" or (self.isa in ("avx512", "avx512bf16") and native_bf16)
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         if self.isa and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype:
@@ -309,9 +311,7 @@ class NpuKernels(Kernels):
     masked out (the opposite of SDPA's boolean mask).
     """
 
-    name = "npu"
-
-    def __init__(self, torch_npu_module=None):
+    def __init__(self, placement: Placement | None = None, torch_npu_module=None):
         if torch_npu_module is None:
             import torch_npu as torch_npu_module
         self.npu = torch_npu_module
@@ -346,11 +346,16 @@ class NpuKernels(Kernels):
             num_heads=q.shape[1], num_key_value_heads=k_cache.shape[1], scale_value=scale, input_layout="BNSD")
 
 
+# kernel path (ascend_nb.device.KERNEL_PATHS) -> the class that runs it; the CPU paths share one class,
+# which reads its path from the placement
+KERNEL_CLASSES: dict[str, type[Kernels]] = {
+    "npu-torch_npu": NpuKernels,
+    "cuda-sdpa": Kernels,
+    **{path: CpuKernels for path in KERNEL_PATHS["cpu"] if path.startswith("cpu-")},
+    "torch": Kernels,
+}
+
+
 def select_kernels(placement: Placement) -> Kernels:
-    """The kernel set of a placement's kernel path: NPU fused ops, CPU kernels, or plain PyTorch
-    (``torch``, and ``cuda-sdpa``: SDPA picks flash / memory-efficient kernels on CUDA)."""
-    if placement.kernels == "npu-torch_npu":
-        return NpuKernels()
-    if placement.kernels.startswith("cpu-"):
-        return CpuKernels(placement)
-    return Kernels()
+    """The kernels of a placement's kernel path (:data:`KERNEL_CLASSES`)."""
+    return KERNEL_CLASSES[placement.kernels](placement)
