@@ -103,7 +103,13 @@ class DeviceInfo:
 
     @property
     def is_310p(self) -> bool:
-        return self.soc_version in SOC_310P or "310P" in self.name
+        """An Atlas 300I DUO chip (310P family): no bfloat16, fp16 attention only."""
+        return is_310p(self.soc_version, self.name)
+
+
+def is_310p(soc_version: int | None, name: str) -> bool:
+    """Whether a SoC version or device name is of the 310P family."""
+    return soc_version in SOC_310P or "310P" in name
 
 
 def device_info(device: str | torch.device = "auto") -> DeviceInfo:
@@ -119,8 +125,7 @@ def device_info(device: str | torch.device = "auto") -> DeviceInfo:
         import torch_npu
 
         soc = int(torch_npu._C._npu_get_soc_version())
-        bf16 = soc not in SOC_310P and "310P" not in name
-        return DeviceInfo("npu", index, name, soc, bf16, total / 2**20)
+        return DeviceInfo("npu", index, name, soc, not is_310p(soc, name), total / 2**20)
     return DeviceInfo("cuda", index, name, None, torch.cuda.is_bf16_supported(), total / 2**20)
 
 

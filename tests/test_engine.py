@@ -15,45 +15,46 @@ PROMPT = [1, 504, 3458, 282, 4649, 314]
 
 
 @pytest.fixture(scope="module", params=["transformers", "accelerated"])
-def tiny_engine(request, tiny_llama_dir):
+def engine_each_backend(request, tiny_llama_dir):
+    """The tiny random Llama on each local backend (the conftest `tiny_engine` is the transformers one alone)."""
     return ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend=request.param)
 
 
-def test_greedy_matches_a_plain_argmax_loop(tiny_engine):
-    result = tiny_engine.generate(PROMPT, max_new_tokens=8, ignore_eos=True)
+def test_greedy_matches_a_plain_argmax_loop(engine_each_backend):
+    result = engine_each_backend.generate(PROMPT, max_new_tokens=8, ignore_eos=True)
     ids = list(PROMPT)
     with torch.inference_mode():
         for _ in range(8):
-            ids.append(int(tiny_engine.forward(torch.tensor([ids]))[0][0, -1].argmax()))
+            ids.append(int(engine_each_backend.forward(torch.tensor([ids]))[0][0, -1].argmax()))
     assert result.token_ids == ids[len(PROMPT):]
     assert result.finish_reason == "length"
     assert result.timings.tokens == 8 and len(result.timings.itl_ms) == 7
 
 
-def test_timings_are_consistent(tiny_engine):
-    t = tiny_engine.generate(PROMPT, max_new_tokens=6, ignore_eos=True).timings
+def test_timings_are_consistent(engine_each_backend):
+    t = engine_each_backend.generate(PROMPT, max_new_tokens=6, ignore_eos=True).timings
     assert 0 < t.ttft_ms <= t.e2e_ms
     assert t.tpot_ms == pytest.approx((t.e2e_ms - t.ttft_ms) / 5)
     assert sum(t.itl_ms) == pytest.approx(t.e2e_ms - t.ttft_ms)
     assert t.prompt_tokens == len(PROMPT) and t.tokens_per_s == pytest.approx(1000 / t.tpot_ms)
 
 
-def test_batch_with_different_lengths_equals_each_prompt_alone(tiny_engine):
+def test_batch_with_different_lengths_equals_each_prompt_alone(engine_each_backend):
     prompts = [PROMPT, [1, 42, 43], [7] * 11, PROMPT[:5]]
-    batch = tiny_engine.generate(prompts, max_new_tokens=6, ignore_eos=True)
-    alone = [tiny_engine.generate(p, max_new_tokens=6, ignore_eos=True) for p in prompts]
+    batch = engine_each_backend.generate(prompts, max_new_tokens=6, ignore_eos=True)
+    alone = [engine_each_backend.generate(p, max_new_tokens=6, ignore_eos=True) for p in prompts]
     assert [r.token_ids for r in batch] == [r.token_ids for r in alone]
 
 
-def test_stream_pieces_join_to_the_generated_text(tiny_engine):
-    stream = tiny_engine.stream(PROMPT, max_new_tokens=10, ignore_eos=True)
+def test_stream_pieces_join_to_the_generated_text(engine_each_backend):
+    stream = engine_each_backend.stream(PROMPT, max_new_tokens=10, ignore_eos=True)
     pieces = list(stream)
-    assert "".join(pieces) == stream.result.text == tiny_engine.generate(PROMPT, max_new_tokens=10, ignore_eos=True).text
+    assert "".join(pieces) == stream.result.text == engine_each_backend.generate(PROMPT, max_new_tokens=10, ignore_eos=True).text
 
 
-def test_stop_event_ends_generation_within_one_token(tiny_engine):
+def test_stop_event_ends_generation_within_one_token(engine_each_backend):
     stop = threading.Event()
-    stream = tiny_engine.stream(PROMPT, max_new_tokens=50, ignore_eos=True, stop_event=stop)
+    stream = engine_each_backend.stream(PROMPT, max_new_tokens=50, ignore_eos=True, stop_event=stop)
     for i, _ in enumerate(stream):
         if i == 2:
             stop.set()
@@ -61,24 +62,24 @@ def test_stop_event_ends_generation_within_one_token(tiny_engine):
     assert len(stream.result.token_ids) <= 4
 
 
-def test_sampling_is_reproducible_with_a_seed_and_varies_without(tiny_engine):
+def test_sampling_is_reproducible_with_a_seed_and_varies_without(engine_each_backend):
     params = GenerationParams(max_new_tokens=12, do_sample=True, temperature=1.5, top_k=50, top_p=0.95,
                               repetition_penalty=1.1, ignore_eos=True)
-    first = tiny_engine.generate(PROMPT, params.replace(seed=7)).token_ids
-    assert tiny_engine.generate(PROMPT, params.replace(seed=7)).token_ids == first
-    assert any(tiny_engine.generate(PROMPT, params.replace(seed=s)).token_ids != first for s in (8, 9, 10))
+    first = engine_each_backend.generate(PROMPT, params.replace(seed=7)).token_ids
+    assert engine_each_backend.generate(PROMPT, params.replace(seed=7)).token_ids == first
+    assert any(engine_each_backend.generate(PROMPT, params.replace(seed=s)).token_ids != first for s in (8, 9, 10))
 
 
-def test_stop_strings_cut_the_text(tiny_engine):
-    full = tiny_engine.generate(PROMPT, max_new_tokens=12, ignore_eos=True).text
+def test_stop_strings_cut_the_text(engine_each_backend):
+    full = engine_each_backend.generate(PROMPT, max_new_tokens=12, ignore_eos=True).text
     stop = full[len(full) // 2: len(full) // 2 + 2]
-    result = tiny_engine.generate(PROMPT, max_new_tokens=12, ignore_eos=True, stop=[stop])
+    result = engine_each_backend.generate(PROMPT, max_new_tokens=12, ignore_eos=True, stop=[stop])
     assert result.finish_reason == "stop" and result.text == full[:full.find(stop)]
 
 
-def test_prompt_longer_than_max_seq_len_is_refused_before_work(tiny_engine):
+def test_prompt_longer_than_max_seq_len_is_refused_before_work(engine_each_backend):
     with pytest.raises(AscendNbError, match="exceeds max_seq_len 256"):
-        tiny_engine.generate([5] * 250, max_new_tokens=10)
+        engine_each_backend.generate([5] * 250, max_new_tokens=10)
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -95,20 +96,20 @@ def test_prompt_longer_than_max_seq_len_is_refused_before_work(tiny_engine):
     ({"max_new_tokens": True}, "max_new_tokens must be a finite whole number, got True"),
     ({"temperature": "hot"}, "temperature must be a finite number, got 'hot'"),
 ])
-def test_bad_generation_parameters(tiny_engine, overrides, match):
+def test_bad_generation_parameters(engine_each_backend, overrides, match):
     with pytest.raises(AscendNbError, match=match):
-        tiny_engine.generate(PROMPT, **overrides)
+        engine_each_backend.generate(PROMPT, **overrides)
 
 
-def test_empty_prompt_is_refused(tiny_engine):
+def test_empty_prompt_is_refused(engine_each_backend):
     with pytest.raises(AscendNbError, match="empty"):
-        tiny_engine.generate("")
+        engine_each_backend.generate("")
 
 
-def test_forward_returns_logits_and_hidden_states(tiny_engine):
-    logits, hidden = tiny_engine.forward(torch.tensor([PROMPT]), output_hidden_states=True)
+def test_forward_returns_logits_and_hidden_states(engine_each_backend):
+    logits, hidden = engine_each_backend.forward(torch.tensor([PROMPT]), output_hidden_states=True)
     assert logits.shape == (1, len(PROMPT), 49152) and logits.dtype == torch.float32
-    assert len(hidden) == tiny_engine.config.num_hidden_layers + 1
+    assert len(hidden) == engine_each_backend.config.num_hidden_layers + 1
 
 
 def wait_until(condition, timeout=60):
@@ -127,46 +128,46 @@ def in_thread(call):
     return thread
 
 
-def test_two_threads_at_once_each_get_the_answer_they_get_alone(tiny_engine):
+def test_two_threads_at_once_each_get_the_answer_they_get_alone(engine_each_backend):
     prompts = [PROMPT, [7] * 11]
-    alone = [tiny_engine.generate(p, max_new_tokens=24, ignore_eos=True).token_ids for p in prompts]
-    threads = [in_thread(lambda p=p: tiny_engine.generate(p, max_new_tokens=24, ignore_eos=True)) for p in prompts]
+    alone = [engine_each_backend.generate(p, max_new_tokens=24, ignore_eos=True).token_ids for p in prompts]
+    threads = [in_thread(lambda p=p: engine_each_backend.generate(p, max_new_tokens=24, ignore_eos=True)) for p in prompts]
     for thread in threads:
         thread.join(120)
     assert [t.results[0].token_ids for t in threads] == alone
 
 
 @pytest.mark.parametrize("leave", ["close", "drop"])
-def test_a_stream_holds_the_engine_from_its_first_piece_until_closed_or_dropped(tiny_engine, leave):
-    alone = tiny_engine.generate(PROMPT, max_new_tokens=6, ignore_eos=True).token_ids
-    unread = tiny_engine.stream([1, 42, 43], max_new_tokens=6)  # created but never read: holds nothing
-    assert tiny_engine.generate(PROMPT, max_new_tokens=6, ignore_eos=True).token_ids == alone
-    stream = tiny_engine.stream([1, 42, 43], max_new_tokens=50, ignore_eos=True)
+def test_a_stream_holds_the_engine_from_its_first_piece_until_closed_or_dropped(engine_each_backend, leave):
+    alone = engine_each_backend.generate(PROMPT, max_new_tokens=6, ignore_eos=True).token_ids
+    unread = engine_each_backend.stream([1, 42, 43], max_new_tokens=6)  # created but never read: holds nothing
+    assert engine_each_backend.generate(PROMPT, max_new_tokens=6, ignore_eos=True).token_ids == alone
+    stream = engine_each_backend.stream([1, 42, 43], max_new_tokens=50, ignore_eos=True)
     next(stream)
     with pytest.raises(AscendNbError, match="still has a request open on this engine"):
-        tiny_engine.generate(PROMPT, max_new_tokens=6)  # the same thread would wait for itself forever
-    other = in_thread(lambda: tiny_engine.generate(PROMPT, max_new_tokens=6, ignore_eos=True))
-    wait_until(lambda: tiny_engine.requests.waiting == 1)
+        engine_each_backend.generate(PROMPT, max_new_tokens=6)  # the same thread would wait for itself forever
+    other = in_thread(lambda: engine_each_backend.generate(PROMPT, max_new_tokens=6, ignore_eos=True))
+    wait_until(lambda: engine_each_backend.requests.waiting == 1)
     assert other.is_alive() and not other.results  # queued behind the open stream
     if leave == "close":
         stream.close()
     else:
         del stream
     other.join(60)
-    assert other.results[0].token_ids == alone and not tiny_engine.requests.busy
+    assert other.results[0].token_ids == alone and not engine_each_backend.requests.busy
     del unread
 
 
-def test_a_queued_request_stops_before_its_turn(tiny_engine):
+def test_a_queued_request_stops_before_its_turn(engine_each_backend):
     stop = threading.Event()
-    with tiny_engine.stream(PROMPT, max_new_tokens=50, ignore_eos=True) as holder:
+    with engine_each_backend.stream(PROMPT, max_new_tokens=50, ignore_eos=True) as holder:
         next(holder)
-        queued = in_thread(lambda: tiny_engine.generate(PROMPT, max_new_tokens=6, stop_event=stop))
-        wait_until(lambda: tiny_engine.requests.waiting == 1)
+        queued = in_thread(lambda: engine_each_backend.generate(PROMPT, max_new_tokens=6, stop_event=stop))
+        wait_until(lambda: engine_each_backend.requests.waiting == 1)
         stop.set()
         queued.join(60)
         assert queued.results[0].finish_reason == "cancelled" and queued.results[0].token_ids == []
-    assert not tiny_engine.requests.busy and tiny_engine.requests.waiting == 0
+    assert not engine_each_backend.requests.busy and engine_each_backend.requests.waiting == 0
 
 
 @pytest.mark.slow
@@ -184,13 +185,13 @@ def test_embedded_chat_stream_and_context_full(embedded_engine):
         embedded_engine.chat([{"role": "user", "content": "word " * 9000}], max_new_tokens=16)
 
 
-def test_a_reply_cut_mid_character_drops_the_half_character(tiny_engine):
+def test_a_reply_cut_mid_character_drops_the_half_character(engine_each_backend):
     """The first one-token prompt (from id 100 on) whose greedy next token is the start of a multi-byte
     character: cut there by max_new_tokens, the text must not end in U+FFFD, streamed or not."""
-    decode = tiny_engine.tokenizer.decode
+    decode = engine_each_backend.tokenizer.decode
     prompt = next(([i] for i in range(100, 3000)
-                   if decode(tiny_engine.generate([i], max_new_tokens=1).token_ids).endswith("\ufffd")))
-    result = tiny_engine.generate(prompt, max_new_tokens=1)
+                   if decode(engine_each_backend.generate([i], max_new_tokens=1).token_ids).endswith("\ufffd")))
+    result = engine_each_backend.generate(prompt, max_new_tokens=1)
     assert result.finish_reason == "length" and len(result.token_ids) == 1 and "\ufffd" not in result.text
-    stream = tiny_engine.stream(prompt, max_new_tokens=1)
+    stream = engine_each_backend.stream(prompt, max_new_tokens=1)
     assert "".join(stream) == stream.result.text == result.text

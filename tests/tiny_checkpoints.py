@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ascend_nb.convert.demo_checkpoints import make_tiny_aquila, make_tiny_baichuan2, make_tiny_llama
+from ascend_nb.convert.demo_checkpoints import make_tiny_aquila, make_tiny_baichuan2, make_tiny_llama, write_random_llama
 
 __all__ = ["make_tiny_aquila", "make_tiny_baichuan2", "make_tiny_llama", "random_llama", "write_tiny_gguf", "truncate",
            "partial_outputs", "state_dict_of"]
@@ -22,12 +22,10 @@ __all__ = ["make_tiny_aquila", "make_tiny_baichuan2", "make_tiny_llama", "random
 def random_llama(target: Path, tokenizer_dir: Path, seed: int, **sizes) -> Path:
     """A random-weight transformers Llama at ``target`` with the tokenizer of ``tokenizer_dir`` (49152
     tokens, SmolLM2's), of the given ``LlamaConfig`` sizes; bos 1, eos and pad 2."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig
 
-    torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=49152, bos_token_id=1, eos_token_id=2, pad_token_id=2, **sizes)
-    config.architectures = ["LlamaForCausalLM"]
-    LlamaForCausalLM(config).save_pretrained(target)
+    write_random_llama(target, config, seed=seed)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(target)
     return target
 

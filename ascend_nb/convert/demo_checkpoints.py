@@ -214,7 +214,7 @@ def make_tiny_llama(directory: Path, *, seed: int = 0, weights: str = "safetenso
     It has a SentencePiece Llama-style tokenizer (with a ChatML template) and GQA, and loads with
     ``ascend_nb.load(directory)`` as it is; the ``bin`` variant is the input of ``convert safetensors``.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
     from ascend_nb.convert.tokenizer_files import save_tokenizer, tokenizer_from_sentencepiece
 
@@ -231,8 +231,18 @@ def make_tiny_llama(directory: Path, *, seed: int = 0, weights: str = "safetenso
                          num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=256,
                          rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1,
                          eos_token_id=tokenizer.token_to_id("<|im_end|>"), pad_token_id=0)
+    return write_random_llama(directory, config, seed=seed, dtype=dtype, weights=weights, shards=shards)
+
+
+def write_random_llama(directory: Path, config, *, seed: int, dtype: torch.dtype = torch.float32,
+                       weights: str = "safetensors", shards: int = 1) -> Path:
+    """Write a random-weight ``LlamaForCausalLM`` of ``config`` (a ``LlamaConfig``) into ``directory``
+    (``weights``: safetensors or bin, in ``shards`` files), seeded by ``seed`` without touching the
+    caller's random state; the tokenizer files are the caller's."""
+    from transformers import LlamaForCausalLM
+
     config.architectures = ["LlamaForCausalLM"]
-    with torch.random.fork_rng():  # seeded init without touching the caller's random state
+    with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config).to(dtype)
     if weights == "safetensors":
@@ -244,7 +254,7 @@ def make_tiny_llama(directory: Path, *, seed: int = 0, weights: str = "safetenso
         save_bin_shards({k: v.detach().clone() for k, v in model.state_dict().items()}, directory, shards)
     else:
         raise ValueError(f"weights must be 'safetensors' or 'bin', got {weights!r}")
-    return directory
+    return Path(directory)
 
 
 def _shard_size(model, shards: int) -> int:

@@ -15,11 +15,13 @@ import torch
 from ascend_nb import device as devices
 from ascend_nb.errors import AscendNbError, note_once
 from ascend_nb.convert.embedded import ensure_embedded_model
+from ascend_nb.models.embedded import EMBEDDED_MODEL
+from ascend_nb.models.checksums import Verify
 from ascend_nb.models.footprint import require_fit
 from ascend_nb.models.registry import MODELS, ModelSpec, detect_spec, get_spec
 from ascend_nb.models.validation import read_config, validate_model_dir
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL = EMBEDDED_MODEL
 # backend name -> "module:class"; each class has from_directory(**engine_kwargs)
 BACKENDS = {
     "transformers": "ascend_nb.engine.transformers_backend:TransformersEngine",
@@ -80,7 +82,7 @@ def check_loadable(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtyp
 
 def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
          backend: str = "transformers", max_seq_len: int | None = None, trust_remote_code: bool = False,
-         template: str | None = None, verify: bool = True, **backend_options):
+         template: str | None = None, verify: Verify = True, **backend_options):
     """Load a model and return an engine with ``generate``, ``stream`` and ``chat``.
 
     ``model`` is a registry name (``smollm2-135m-instruct`` is embedded) or a local directory in
@@ -89,10 +91,12 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     (fp16 on NPU, bf16 on CUDA/CPU where supported, else fp32) or a dtype name. ``max_seq_len``
     bounds prompt + new tokens (default: the model's ``max_position_embeddings``). Remote code is
     off unless ``trust_remote_code=True``. The directory is checked first (:mod:`ascend_nb.models.validation`:
-    config, tokenizer, every tensor's name and shape, and ``checksums.sha256`` unless ``verify=False``);
-    a broken one is refused in one line. ``backend="openai"`` connects to an OpenAI-compatible
-    server instead (``model`` is the served model's name; ``base_url``, ``api_key`` and ``timeout``
-    options, defaulting to ``$OPENAI_BASE_URL`` / ``$OPENAI_API_KEY``).
+    config, tokenizer, every tensor's name and shape, and ``checksums.sha256``: by default a fast check
+    that hashes only files whose size or mtime changed since they were last hashed, so not a guarantee;
+    ``verify="full"`` hashes every file, ``verify=False`` skips it); a broken one is refused in one line.
+    ``backend="openai"`` connects to an OpenAI-compatible server instead (``model`` is the served
+    model's name; ``base_url``, ``api_key`` and ``timeout`` options, defaulting to
+    ``$OPENAI_BASE_URL`` / ``$OPENAI_API_KEY``).
     Accelerated-backend options: ``quantize``, ``graphs``, ``tp`` and ``kernels`` (a kernel path of
     :data:`ascend_nb.device.KERNEL_PATHS`, default the fastest this machine runs; also
     ``$ASCEND_NB_KERNELS``), decided together by :func:`ascend_nb.device.place`.

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ascend_nb.models.embedded import EMBEDDED_MODEL
 from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 
@@ -27,7 +28,7 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec(
-        name="smollm2-135m-instruct", family="llama", template="chatml", embedded=True, vocab_size=49152,
+        name=EMBEDDED_MODEL, family="llama", template="chatml", embedded=True, vocab_size=49152,
         sizes=dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                    num_key_value_heads=3, head_dim=64, vocab_size=49152, max_position_embeddings=8192,
                    tie_word_embeddings=True),
@@ -72,6 +73,6 @@ def detect_spec(model_dir: Path, config: dict, has_chat_template: bool) -> Model
     for spec in MODELS.values():
         if spec.family != "llama" and (spec.family.rstrip("2") in architectures or config.get("vocab_size") == spec.vocab_size):
             return spec
-    if config.get("vocab_size") == MODELS["smollm2-135m-instruct"].vocab_size and has_chat_template:
-        return MODELS["smollm2-135m-instruct"]
+    if config.get("vocab_size") == MODELS[EMBEDDED_MODEL].vocab_size and has_chat_template:
+        return MODELS[EMBEDDED_MODEL]
     return GENERIC_LLAMA if has_chat_template else replace(GENERIC_LLAMA, template="plain")

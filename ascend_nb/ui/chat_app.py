@@ -10,6 +10,7 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from ascend_nb.device import available_device_types
+from ascend_nb.engine.loading import DEFAULT_MODEL
 from ascend_nb.dtypes import CHOICES as DTYPE_CHOICES
 from ascend_nb.errors import AscendNbError
 from ascend_nb.ui.chat import CSS, ChatWidget
@@ -23,7 +24,7 @@ class ChatApp(widgets.VBox):
     model in a worker thread, keeping the system prompt. ``load_options`` go to :func:`ascend_nb.load`.
     """
 
-    def __init__(self, model: str | Path = "smollm2-135m-instruct", backend: str = "transformers",
+    def __init__(self, model: str | Path = DEFAULT_MODEL, backend: str = "transformers",
                  device: str = "auto", dtype: str = "auto", system_prompt: str | None = None, **load_options):
         from ascend_nb.engine.loading import BACKENDS
         from ascend_nb.models.registry import MODELS
