@@ -3,7 +3,8 @@
 The request's ``model`` names the fault (see ``REPLIES``), or with ``model="by-message"`` the last chat
 message does (a chat session can then warm up, and break later); every reply is written byte by byte over
 a real socket (HTTP/1.1, chunked), so the client sees exactly what a broken server would send.
-Each reply is bounded in time (the keep-alive one stops after ``KEEPALIVE_S``).
+Each reply is bounded in time (the keep-alive one stops after ``KEEPALIVE_S``; the drip one sends its
+``max_tokens`` pieces ``DRIP_S`` apart, at most ``KEEPALIVE_S`` long).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KEEPALIVE_S = 20.0
+DRIP_S = 1.0  # "drip": a well-formed reply of max_tokens pieces, one every DRIP_S seconds
 CUT = object()  # drop the connection here, mid-body (no terminating chunk)
 
 
@@ -86,6 +88,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(DONE)
             self._chunk(b"")
             return
+        if fault == "drip":
+            self._drip(min(int(body.get("max_tokens") or 1), int(KEEPALIVE_S / DRIP_S)))
+            return
         for part in REPLIES[fault]:
             if part is CUT:
                 self.wfile.flush()
@@ -93,6 +98,19 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._chunk(part)
         self._chunk(b"")  # the terminating chunk: the body ended cleanly
+
+    def _drip(self, tokens: int) -> None:
+        """``tokens`` pieces, the first at once and then one every ``DRIP_S``; then usage and [DONE]."""
+        try:
+            for index in range(tokens):
+                if index:
+                    time.sleep(DRIP_S)
+                self._chunk(piece(" tok", "length" if index == tokens - 1 else None))
+            self._chunk(event({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": tokens}}))
+            self._chunk(DONE)
+            self._chunk(b"")
+        except OSError:  # the client gave up
+            return
 
     def _headers(self, content_type: str, length: int | None = None) -> None:
         self.send_response(200)

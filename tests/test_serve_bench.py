@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -19,6 +21,7 @@ from ascend_nb.bench.serve_metrics import RequestRecord, knee, level_row, parse_
 from ascend_nb.cli import main
 from ascend_nb.errors import AscendNbError
 from ascend_nb.serving import transformers_server
+from tests.misbehaving_server import DRIP_S, misbehaving_server
 
 TINY = {"num_prompts": 4, "input_len": 8, "output_len": 4}
 
@@ -36,6 +39,25 @@ def started_client(base_url: str, model: str, num_prompts: int = 4, output_len: 
     client = LoadClient(base_url, model, output_len)
     client.probe(prompts[0])
     return client, prompts
+
+
+def within(seconds: float, function):
+    """``function()``, run on a daemon thread: a test failure, not a hung suite, when it outlasts ``seconds``."""
+    outcome = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # noqa: BLE001  (raised again in the test's thread)
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still running after {seconds:g} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -145,6 +167,31 @@ def test_cli_writes_our_csv_and_mindie_s(served, tmp_path):
     table = read_mindie_csv(theirs)
     assert table["Batchsize"].tolist() == [1, 2] and table["mean_ttft_ms"].tolist() == [r["mean_ttft_ms"] for r in rows]
     assert read_mindie_csv(ours)["output_throughput"].tolist() == [r["output_throughput"] for r in rows]
+
+
+# -- against a server that answers, then drips one token every DRIP_S (tests/misbehaving_server.py) ------
+
+def test_a_slow_drip_fails_its_requests_at_the_request_timeout_and_the_level_keeps_its_row(tmp_path):
+    """The request timeout bounds each whole request, however steadily the server trickles tokens."""
+    dataset, path = tmp_path / "sharegpt.json", tmp_path / "load.csv"
+    dataset.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hi there"}]}]))
+    load = dict(concurrency=[2], num_prompts=2, output_len=10, dataset=dataset, csv_path=path, progress=False)
+    with misbehaving_server() as url:
+        started = time.monotonic()  # the probe (2 tokens) fits the timeout; 10 tokens take 9 * DRIP_S
+        [row] = within(30, lambda: list(serve_load(url, "drip", **load, request_timeout_s=2.5 * DRIP_S)))
+        assert time.monotonic() - started < 6 * DRIP_S
+        assert (row["completed"], row["failed"], row["p99_ttft_ms"]) == (0, 2, None)
+        assert within(10, lambda: list(serve_load(url, "drip", **load, request_timeout_s=2.5 * DRIP_S))) == [row]
+    assert len(path.read_text().splitlines()) == 2  # the failed level's row, read back on resume
+
+
+def test_a_request_over_its_timeout_says_so():
+    from ascend_nb.bench.serve_prompts import LoadPrompt
+
+    with misbehaving_server() as url:
+        client = LoadClient(url, "drip", output_len=4, request_timeout_s=0.5 * DRIP_S)
+        with pytest.raises(AscendNbError, match=r"no complete reply within the request timeout \(0.5 s\)"):
+            within(10, lambda: client.probe(LoadPrompt(text="Hi there", prompt_len=2)))
 
 
 # -- plain unit tests ----------------------------------------------------------------------------

@@ -51,7 +51,8 @@ class ResultsCsv:
         for line, cells in lines:
             if cut is not None:
                 raise AscendNbError(f"{self.path} line {cut[0]} is an incomplete {self.kind} row ({cut[1]}) before "
-                                    "others: delete that line (its point is then measured again), or choose another csv path")
+                                    "others: delete that line (its point is then measured again), "
+                                    "or choose another csv path")
             problem = self.incomplete(cells)
             if problem is None:
                 rows.append(dict(zip(self.columns, cells)))

@@ -4,9 +4,10 @@ Each load level sends the same ``num_prompts`` seeded prompts to ``/completions`
 one asyncio event loop (httpx): at most ``concurrency`` requests in flight and/or arrivals at
 ``request_rate`` requests/s (a seeded Poisson process; ``inf`` sends them all at once). Every
 request is timed client-side from its stream (TTFT, the gap between chunks, E2E latency; output
-tokens from the server's ``usage``); a request that errors, breaks off or outlives the level's
-time limit is counted as failed, never raised. A level's row (:mod:`ascend_nb.bench.serve_metrics`)
-lands as soon as it finishes and is appended to a resumable CSV (ours + MindIE ModelTest's columns).
+tokens from the server's ``usage``); a request that errors, breaks off, outlives its request timeout
+(a deadline for the whole request, however the server trickles) or the level's time limit is counted
+as failed, never raised. A level's row (:mod:`ascend_nb.bench.serve_metrics`) lands as soon as it
+finishes and is appended to a resumable CSV (ours + MindIE ModelTest's columns).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 
 from ascend_nb.bench.mindie_csv import CASE_COLUMNS, mindie_values
 from ascend_nb.bench.results_csv import ResultsCsv
-from ascend_nb.bench.serve_metrics import LATENCY_FIELDS, LEVEL_FIELDS, RequestRecord, format_slo, level_row, parse_slo
+from ascend_nb.bench.serve_metrics import (LATENCY_FIELDS, LEVEL_FIELDS, RequestRecord, format_slo, level_row,
+                                           parse_slo)
 from ascend_nb.bench.serve_prompts import LoadPrompt, dataset_prompts, load_tokenizer, random_load_prompts
 from ascend_nb.engine.openai_backend import OpenAIEngine, SSEDecoder, read_chunk
 from ascend_nb.models.params import GenerationParams
@@ -80,7 +82,8 @@ def arrival_times(num_prompts: int, request_rate: float, seed: int = 0) -> list[
 
 
 class LoadClient:
-    """Sends timed streaming ``/completions`` requests to one served model (an async httpx client)."""
+    """Sends timed streaming ``/completions`` requests to one served model (an async httpx client), each
+    bounded as a whole by ``request_timeout_s``."""
 
     def __init__(self, base_url: str, model: str, output_len: int, api_key: str | None = None,
                  ignore_eos: bool = False, request_timeout_s: float = 300.0):
@@ -95,41 +98,47 @@ class LoadClient:
     def client(self, connections: int) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.engine.api_key}"} if self.engine.api_key else {}
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        return httpx.AsyncClient(headers=headers, limits=limits, timeout=self.engine.timeout)
+        # no per-read timeout (a server sending a token a second would never trip it): send() sets the deadline
+        return httpx.AsyncClient(headers=headers, limits=limits, timeout=None)
 
     async def send(self, client: httpx.AsyncClient, prompt: LoadPrompt, record: RequestRecord,
                    params: GenerationParams | None = None) -> None:
-        """Stream one request and fill ``record`` (its ``error`` says why it failed)."""
+        """Stream one request and fill ``record`` (its ``error`` says why it failed): the whole request
+        has the request timeout, however the server trickles."""
         payload = self.engine._payload(prompt.body(self.as_ids), params or self.params)
-        start = last = time.perf_counter()
-        chunks, usage = 0, {}
         try:
-            async with client.stream("POST", self.url, json=payload) as response:
-                if response.status_code != 200:
-                    detail = (await response.aread()).decode(errors="replace").strip()[:200]
-                    record.error = f"HTTP {response.status_code}: {detail}"
-                    return
-                decoder = SSEDecoder(self.url)  # the openai backend's parser: every stream fault is an error
-                async for line in response.aiter_lines():
-                    chunk = decoder.feed(line)
-                    if chunk is None:
-                        continue
-                    delta = read_chunk(chunk, self.url)
-                    usage = delta.usage or usage
-                    if delta.text:
-                        now = time.perf_counter()
-                        if chunks == 0:
-                            record.ttft_ms = (now - start) * 1000
-                        else:
-                            record.itl_ms.append((now - last) * 1000)
-                        last, chunks = now, chunks + 1
-                decoder.finish()
+            await asyncio.wait_for(self._stream(client, payload, record), self.engine.timeout)
+        except asyncio.TimeoutError:
+            record.error = f"no complete reply within the request timeout ({self.engine.timeout:g} s)"
         except AscendNbError as exc:  # a broken stream (StreamBroken), named by the decoder
             record.error = str(exc)[:300]
-            return
         except (httpx.HTTPError, ValueError) as exc:  # transport errors
             record.error = f"{type(exc).__name__}: {str(exc)[:200] or 'connection lost'}"
-            return
+
+    async def _stream(self, client: httpx.AsyncClient, payload: dict, record: RequestRecord) -> None:
+        """Stream one request into ``record``; a broken stream or the transport raises."""
+        start = last = time.perf_counter()
+        chunks, usage = 0, {}
+        async with client.stream("POST", self.url, json=payload) as response:
+            if response.status_code != 200:
+                detail = (await response.aread()).decode(errors="replace").strip()[:200]
+                record.error = f"HTTP {response.status_code}: {detail}"
+                return
+            decoder = SSEDecoder(self.url)  # the openai backend's parser: every stream fault is an error
+            async for line in response.aiter_lines():
+                chunk = decoder.feed(line)
+                if chunk is None:
+                    continue
+                delta = read_chunk(chunk, self.url)
+                usage = delta.usage or usage
+                if delta.text:
+                    now = time.perf_counter()
+                    if chunks == 0:
+                        record.ttft_ms = (now - start) * 1000
+                    else:
+                        record.itl_ms.append((now - last) * 1000)
+                    last, chunks = now, chunks + 1
+            decoder.finish()
         if chunks == 0:
             record.error = "the stream ended without a token"
             return
@@ -273,7 +282,8 @@ def serve_load(base_url: str | None, model: str, concurrency: Sequence[int] | No
     ``output_len`` tokens (``ignore_eos`` asks vLLM-style servers for exactly that many). Rows carry
     the run's identity (``backend, base_url, model, dataset, num_prompts, input_len, output_len, seed,
     slo, concurrency, request_rate, prompt_format``), the level's metrics in ``vllm bench serve``'s
-    names and MindIE ModelTest's case columns. With ``csv_path`` each row is appended as it lands;
+    names and MindIE ModelTest's case columns. A request not complete within ``request_timeout_s`` (the
+    whole request) counts as failed. With ``csv_path`` each row is appended as it lands;
     with ``resume`` (default) levels already in that CSV are yielded from it, not run again.
     """
     from tqdm.auto import tqdm

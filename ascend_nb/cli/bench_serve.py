@@ -41,7 +41,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slo", default=None, metavar="ttft_ms=500,tpot_ms=50",
                        help="service-level objectives for goodput and the knee (ttft_ms, tpot_ms, e2el_ms)")
     group.add_argument("--ignore-eos", action="store_true", help="ask for exactly --output-len tokens (vLLM / MindIE)")
-    group.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may wait for data")
+    group.add_argument("--request-timeout", type=float, default=300.0,
+                       help="seconds a whole request may take (past it, it counts as failed)")
     group.add_argument("--level-timeout", type=float, default=1800.0, help="seconds a load level may take")
     group.add_argument("--mindie-csv", default=None, metavar="PATH",
                        help="also write the levels as a MindIE ModelTest performance CSV")
