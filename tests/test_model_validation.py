@@ -229,3 +229,62 @@ def test_manifest_digests_are_reused_until_a_file_changes_and_verify_false_skips
     with pytest.raises(AscendNbError, match="does not match its sha256.*verify=False"):
         ascend_nb.load(model_dir, device="cpu", dtype="float32")
     assert ascend_nb.load(model_dir, device="cpu", dtype="float32", verify=False).backend == "transformers"
+
+
+def flip_a_byte_keeping_its_mtime(path):
+    """Change one byte in the middle of ``path`` and put its modification time back (a bit flip on disk)."""
+    stat = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(stat.st_size // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0xFF]))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_byte_flipped_with_its_mtime_restored_passes_the_fast_check_but_not_verify_full(copy_of_tiny, capsys):
+    model_dir = copy_of_tiny()
+    write_manifest(model_dir)
+    ascend_nb.load(model_dir, device="cpu", dtype="float32")  # hashed once, remembered by size and mtime
+    flip_a_byte_keeping_its_mtime(model_dir / "model.safetensors")
+    # known behaviour: the default check trusts a file whose size and mtime did not change (fast, not a guarantee)
+    assert ascend_nb.load(model_dir, device="cpu", dtype="float32").backend == "transformers"
+    generate = ["generate", "hi", "--model", str(model_dir), "--device", "cpu", "--max-new-tokens", "2"]
+    assert main([*generate, "--verify", "fast"]) == 0
+    capsys.readouterr()
+
+    assert main([*generate, "--verify", "full"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{model_dir / 'model.safetensors'} does not match its sha256 in checksums.sha256" in err
+    with pytest.raises(AscendNbError, match="model.safetensors does not match its sha256") as refused:
+        ascend_nb.load(model_dir, device="cpu", dtype="float32", verify="full")
+    assert "\n" not in str(refused.value)
+    with pytest.raises(AscendNbError, match="model.safetensors does not match its sha256"):
+        ascend_nb.load(model_dir, device="cpu", dtype="float32")  # the full check refreshed what is remembered
+
+
+@pytest.mark.parametrize("verify", ["fast", "yes", 1, None])
+def test_verify_other_than_true_false_or_full_is_refused_in_one_line(verify, copy_of_tiny):
+    with pytest.raises(AscendNbError, match=r"^verify must be True \(.*\), 'full' \(.*\) or False \(.*\), got ") as refused:
+        ascend_nb.load(copy_of_tiny(), device="cpu", dtype="float32", verify=verify)
+    assert "\n" not in str(refused.value)
+
+
+def test_fetch_verify_hashes_every_file_of_the_embedded_model(embedded_model_dir, tmp_path):
+    home = tmp_path / "home"
+    model_dir = shutil.copytree(embedded_model_dir, home / "models" / embedded_model_dir.name)
+    kernels = embedded_model_dir.parent.parent / "kernels"
+    if kernels.is_dir():  # the kernels built here are reused (fetch would build them: a minute of CPU)
+        shutil.copytree(kernels, home / "kernels")
+
+    def fetch_verify() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ascend_nb", "fetch", "--verify"], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "ASCEND_NB_HOME": str(home)})
+
+    done = fetch_verify()
+    assert done.returncode == 0 and done.stdout == f"{model_dir}\n", done.stderr
+    flip_a_byte_keeping_its_mtime(model_dir / "model.safetensors")
+    done = fetch_verify()
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [done.stderr.strip()]
+    assert f"{model_dir / 'model.safetensors'} does not match its sha256 in checksums.sha256" in done.stderr

@@ -10,6 +10,10 @@ from ascend_nb.cli import options
 from ascend_nb.dtypes import dtype_name
 from ascend_nb.parallel import is_main_process
 
+VERIFY_MODES = {"fast": True, "full": "full", "off": False}  # --verify MODE / --no-verify -> load(verify=...)
+FAST_CHECK = ("the default fast check hashes a file again only when its size or modification time changed, "
+              "so it is not a guarantee")
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every model-loading command takes."""
@@ -19,7 +23,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-len", type=int, default=None, help="prompt + output budget (static cache size)")
     options.add(parser, "--tp")
     options.add(parser, "--kernels")
-    parser.add_argument("--no-verify", dest="verify", action="store_false",
+    verify = parser.add_mutually_exclusive_group()
+    verify.add_argument("--verify", choices=("fast", "full"), default="fast",
+                        help=f"check the model files against checksums.sha256: {FAST_CHECK}; full hashes every file")
+    verify.add_argument("--no-verify", dest="verify", action="store_const", const="off",
                         help="skip the checksums.sha256 check of the model files")
     served = parser.add_argument_group("served models (--backend openai)")
     served.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
@@ -36,13 +43,16 @@ def load_from_args(args: argparse.Namespace):
     if args.backend == "openai":
         return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
     return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len,
-                verify=args.verify, tp=args.tp, kernels=args.kernels)
+                verify=VERIFY_MODES[args.verify], tp=args.tp, kernels=args.kernels)
 
 
 def register(subparsers) -> None:
     fetch = subparsers.add_parser("fetch", help="prepare the embedded default model (download + convert once) "
                                                 "and build the native CPU kernels")
     fetch.add_argument("--print-path", action="store_true", help="only print the model directory")
+    fetch.add_argument("--verify", action="store_true",
+                       help=f"hash every file of the model against its checksums.sha256 ({FAST_CHECK}); "
+                            "exit 2 naming a damaged file")
     fetch.set_defaults(func=run_fetch)
 
     generate = subparsers.add_parser("generate", help="one-shot generation with a timing line")
@@ -66,7 +76,12 @@ def run_fetch(args: argparse.Namespace) -> int:
     if args.print_path:
         print(embedded_model_dir())
         return 0
-    print(ensure_embedded_model())
+    model_dir = ensure_embedded_model()
+    if args.verify:
+        from ascend_nb.models.checksums import check_manifest
+
+        check_manifest(model_dir, verify="full")
+    print(model_dir)
     from ascend_nb import device as devices
 
     # set-up builds the native CPU kernels too (once per machine), rather than the first load

@@ -1,8 +1,9 @@
 """Refuse a broken model directory in one line before a model is built from it (every local backend).
 
-Checked, in order: the ``checksums.sha256`` manifest (unless ``verify=False``); remote code asked
-for by ``config.json`` or ``tokenizer_config.json``; a Llama-family config that states its sizes
-(so a bare ``{"model_type": "llama"}`` never becomes a default 7B); ``generation_config.json``;
+Checked, in order: the ``checksums.sha256`` manifest (``verify``: True, the fast check keyed on size
+and mtime; "full", every file hashed; False, skipped: see :mod:`ascend_nb.models.checksums`); remote
+code asked for by ``config.json`` or ``tokenizer_config.json``; a Llama-family config that states its
+sizes (so a bare ``{"model_type": "llama"}`` never becomes a default 7B); ``generation_config.json``;
 the tokenizer; and the checkpoint itself: every shard opens (truncated, corrupt or unsafe-pickle
 files are refused without unpickling anything), and its tensor names and shapes are exactly what
 the config's model needs: a missing tensor would be randomly initialised, an extra one ignored.
@@ -17,7 +18,7 @@ from pathlib import Path
 from ascend_nb.models.checkpoint import Checkpoint
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import read_config_json
-from ascend_nb.models.checksums import check_manifest
+from ascend_nb.models.checksums import Verify, check_manifest
 
 FAMILY = "llama"
 REQUIRED_SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -37,10 +38,9 @@ def read_config(model_dir: Path) -> dict:
     return config
 
 
-def validate_model_dir(model_dir: Path, raw_config: dict, trust_remote_code: bool = False, verify: bool = True):
+def validate_model_dir(model_dir: Path, raw_config: dict, trust_remote_code: bool = False, verify: Verify = True):
     """Check ``model_dir`` (see the module docstring); return its transformers config and tokenizer."""
-    if verify:
-        check_manifest(model_dir)
+    check_manifest(model_dir, verify)
     remote = _remote_code_files(model_dir, raw_config)
     if remote and not trust_remote_code:
         raise AscendNbError(f"{model_dir} needs remote code ({' and '.join(remote)} has auto_map): convert it with "
