@@ -331,3 +331,30 @@ def test_every_view_renders(tiny_engine, bf16_engine):
         assert figure.to_json()
     heads = figures[2].layout.updatemenus[0].buttons
     assert len(heads) == 4 and heads[0].label == "head 0"
+
+
+def test_the_attention_map_has_one_label_per_position_and_a_head_picker(tiny_engine):
+    """Every head's map is positions x positions under labels that are the prompt's tokens, once each
+    (the labels were repeated once per head: 45 labels over a 5x5 map)."""
+    from ascend_nb import ui
+
+    frame = ins.attention(tiny_engine, "The capital of France", layer=0)
+    figure = ui.attention_figure(frame)
+    ids = tiny_engine.encode("The capital of France")
+    expected = [f"{i}:{ui.inspect_views.label(t)}" for i, t in enumerate(ins.engines.token_texts(tiny_engine.tokenizer, ids))]
+    heatmap = figure.data[0]
+    assert list(heatmap.x) == list(heatmap.y) == expected
+    assert len(heatmap.z) == len(heatmap.z[0]) == len(ids)
+    picks = figure.layout.updatemenus[0].buttons
+    assert [b.label for b in picks] == [f"head {h}" for h in range(tiny_engine.config.num_attention_heads)]
+    assert all(len(b.args[0]["z"][0]) == len(ids) for b in picks)
+
+
+def test_byte_tokens_read_as_their_bytes_not_mojibake(tiny_engine):
+    """A token that is only part of a character reads <0xE5><0x8C> (byte-level BPE) wherever a token is shown."""
+    from ascend_nb.inspect.engines import token_texts
+
+    ids = tiny_engine.encode("北京")
+    texts = token_texts(tiny_engine.tokenizer, ids)
+    assert "".join(texts).replace("<0x", "").count(">") == len("北京".encode())  # every byte, once
+    assert texts[0].startswith("<0xE5>") and not any("\ufffd" in t or "å" in t for t in texts)

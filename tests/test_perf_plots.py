@@ -74,7 +74,7 @@ def test_cells_above_the_roofline_and_noisy_points_are_marked():
     tokens, roofline = plot.figure.data[:2]
     assert [list(r) for r in roofline.text] == [["130▲", "40!"]]
     assert [list(r) for r in tokens.text][0][1].endswith("!")
-    assert "measured (cpu, 269 MB read)" in plot.figure.layout.annotations[-1].text
+    assert "measured (cpu, 269 MB read)" in plot.figure.layout.title.subtitle.text  # under the title, never cut
 
 
 def test_rows_without_a_roofline_still_plot():

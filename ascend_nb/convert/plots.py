@@ -5,6 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ascend_nb.figure_style import house_style
 from ascend_nb.convert.verify import VerifyReport
 
 
@@ -26,6 +27,5 @@ def verification_figure(report: VerifyReport, title: str | None = None) -> go.Fi
                      annotation_text=f"max {report.tolerance.max_abs_err}")
     figure.update_yaxes(type="log", row=2, col=1)
     figure.update_xaxes(title_text="token position", row=2, col=1)
-    figure.update_layout(height=520, title=title or report.summary().split(" [")[0],
-                         legend={"orientation": "h", "y": -0.15})
-    return figure
+    figure.update_layout(height=540, title=title or report.summary().split(" [")[0])
+    return house_style(figure)

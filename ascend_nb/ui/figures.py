@@ -3,20 +3,18 @@
 A :class:`FigureDisplay` shows a plotly ``FigureWidget`` (updated in place) when a widget frontend
 is likely, else a static figure re-rendered through ``display(..., display_id=True)``. Either way
 :meth:`FigureDisplay.finish` replaces the output with a static plotly bundle
-(``application/vnd.plotly.v1+json`` for JupyterLab, HTML for nbconvert / nbviewer exports), so the
-saved notebook holds the finished figure instead of a widget that only a live kernel can draw.
+(:func:`ascend_nb.figure_style.static_bundle`: plotly JSON for JupyterLab, HTML that draws offline for
+nbconvert / nbviewer exports), so the saved notebook holds the finished figure instead of a widget
+that only a live kernel can draw.
 """
 
 from __future__ import annotations
 
-import json
-
 import plotly.graph_objects as go
-import plotly.io as pio
 
+from ascend_nb.figure_style import PLOTLYJS, static_bundle
 from ascend_nb.progress import in_jupyter_kernel
 
-PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
 def widget_frontend_likely() -> bool:
@@ -26,15 +24,6 @@ def widget_frontend_likely() -> bool:
     except ImportError:
         return False
     return in_jupyter_kernel()
-
-
-def static_bundle(figure: go.Figure) -> dict[str, object]:
-    """The output bundle of a finished figure: plotly JSON, HTML (plotly.js from its CDN) and a text line."""
-    spec = json.loads(pio.to_json(figure, validate=False))
-    title = figure.layout.title.text or "plotly figure"
-    return {PLOTLY_MIME: {"data": spec.get("data", []), "layout": spec.get("layout", {})},
-            "text/html": pio.to_html(figure, include_plotlyjs="cdn", full_html=False),
-            "text/plain": f"<figure: {title}>"}
 
 
 def show_static(figure: go.Figure) -> None:
@@ -51,6 +40,7 @@ class FigureDisplay:
         self.widget = widget_frontend_likely() if widget is None else widget
         self.figure = go.FigureWidget(figure) if self.widget else figure
         self._handle = None
+        self._plotlyjs = False  # whether this output is the one carrying plotly.js (it keeps it on every update)
 
     def show(self) -> None:
         """Display the figure (once, before it starts to change)."""
@@ -59,14 +49,18 @@ class FigureDisplay:
         if self.widget:
             self._handle = display(self.figure, display_id=True)
         else:
-            self._handle = display(static_bundle(self.figure), raw=True, display_id=True)
+            self._handle = display(self._bundle(), raw=True, display_id=True)
 
     def refresh(self) -> None:
         """Redraw after a change: a widget redraws itself; a static figure is displayed again in place."""
         if self._handle is not None and not self.widget:
-            self._handle.update(static_bundle(self.figure), raw=True)
+            self._handle.update(self._bundle(), raw=True)
 
     def finish(self) -> None:
         """Replace the live output with the static figure, so executed and exported notebooks keep it."""
         if self._handle is not None:
-            self._handle.update(static_bundle(self.figure), raw=True)
+            self._handle.update(self._bundle(), raw=True)
+
+    def _bundle(self) -> dict[str, object]:
+        self._plotlyjs = self._plotlyjs or PLOTLYJS.claim()
+        return static_bundle(self.figure, with_plotlyjs=self._plotlyjs)

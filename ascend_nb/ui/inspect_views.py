@@ -17,8 +17,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ascend_nb.figure_style import house_style
 from ascend_nb.models.params import GenerationParams
 from ascend_nb.inspect.anatomy import OP_CLASSES
+from ascend_nb.inspect.engines import byte_notation
 from ascend_nb.inspect.layer_drift import first_departure
 from ascend_nb.inspect.lens import answer_layers
 from ascend_nb.inspect.next_token import Step, entropy_bits, next_token_steps, step_candidates
@@ -46,14 +48,14 @@ def tokens_figure(frame: pd.DataFrame, title: str = "Tokens") -> go.Figure:
         rows = frame[frame["tokenizer"] == name]
         pad = width - len(rows)
         z.append([int(b) for b in rows["byte_fallback"]] + [None] * pad)
-        text.append([label(t) if t else p for t, p in zip(rows["text"], rows["piece"])] + [""] * pad)
+        text.append([label(t) if t else (byte_notation(p) or p) for t, p in zip(rows["text"], rows["piece"])] + [""] * pad)
         hover.append([f"id {i} · piece {p!r}" for i, p in zip(rows["token_id"], rows["piece"])] + [""] * pad)
     figure = go.Figure(go.Heatmap(z=z, text=text, customdata=hover, texttemplate="%{text}", y=names, zmin=0, zmax=1,
                                   colorscale=[[0, "#d0ebff"], [1, "#ffc078"]], showscale=False, xgap=2, ygap=4,
                                   hovertemplate="%{y} #%{x}: %{customdata}<extra></extra>"))
-    figure.update_layout(title=title, height=140 + 60 * len(names), xaxis={"title": "token index"},
+    figure.update_layout(title=title, height=160 + 60 * len(names), xaxis={"title": "token index"},
                          yaxis={"autorange": "reversed"})
-    return figure
+    return house_style(figure, legend=False)
 
 
 def token_stats_figure(stats: pd.DataFrame, title: str = "Tokens per character") -> go.Figure:
@@ -63,7 +65,7 @@ def token_stats_figure(stats: pd.DataFrame, title: str = "Tokens per character")
         figure.add_bar(x=group["text"], y=group["tokens_per_char"], name=str(name), text=group["tokens"],
                        texttemplate="%{y:.2f} (%{text} tokens)", textposition="outside")
     figure.update_layout(title=title, barmode="group", height=380, yaxis={"title": "tokens per character"})
-    return figure
+    return house_style(figure)
 
 
 # -- next token, live ------------------------------------------------------------------------------
@@ -99,8 +101,8 @@ class NextTokenView:
                                     line={"color": "#495057"}), row=1, col=2)
         figure.add_trace(go.Scatter(x=[], y=[], mode="markers", name="this step", showlegend=False,
                                     marker={"color": CHOSEN_COLOR, "size": 11}), row=1, col=2)
-        figure.update_layout(height=440, title="next token", legend={"orientation": "h", "y": -0.25},
-                             margin={"b": 120})
+        figure.update_layout(height=440, title="next token")
+        house_style(figure)
         figure.update_yaxes(title_text="probability", range=[0, 1], row=1, col=1)
         figure.update_xaxes(title_text="step", row=1, col=2)
         self.figure = go.FigureWidget(figure) if self.widget else figure
@@ -201,17 +203,19 @@ def attention_figure(frame: pd.DataFrame, layer: int | None = None, title: str |
     rows = frame[frame["layer"] == layer]
     heads = sorted(rows["head"].unique())
     t = int(rows["query"].max()) + 1
-    tokens = rows[rows["query"] == 0].sort_values("key")["key_token"].map(label).tolist()
+    tokens = rows.drop_duplicates("key").sort_values("key")["key_token"].map(label).tolist()  # one per position
     axis = [f"{i}:{tok}" for i, tok in enumerate(tokens)]
     maps = [rows[rows["head"] == h].sort_values(["query", "key"])["weight"].to_numpy().reshape(t, t) for h in heads]
     figure = go.Figure(go.Heatmap(z=maps[0], x=axis, y=axis, colorscale="Blues", zmin=0, zmax=1,
+                                  colorbar={"title": {"text": "weight"}},
                                   hovertemplate="query %{y} → key %{x}: %{z:.3f}<extra></extra>"))
     buttons = [{"label": f"head {h}", "method": "restyle", "args": [{"z": [m]}]} for h, m in zip(heads, maps)]
-    figure.update_layout(title=title or f"attention, layer {layer}", height=520, width=620,
-                         updatemenus=[{"buttons": buttons, "type": "dropdown", "x": 1.0, "y": 1.15}],
-                         xaxis={"title": "key (attended to)", "tickangle": -45},
-                         yaxis={"title": "query", "autorange": "reversed"})
-    return figure
+    figure.update_layout(title=title or f"attention, layer {layer} (pick a head above the map)",
+                         height=max(480, 26 * t + 260),
+                         updatemenus=[{"buttons": buttons, "type": "dropdown", "x": 1.0, "xanchor": "right", "y": 1.12}],
+                         xaxis={"title": "key (attended to)", "tickangle": -45, "type": "category"},
+                         yaxis={"title": "query", "autorange": "reversed", "type": "category"})
+    return house_style(figure, legend=False)
 
 
 def logit_lens_figure(lens: pd.DataFrame, title: str = "Logit lens: the top token after each layer") -> go.Figure:
@@ -224,18 +228,17 @@ def logit_lens_figure(lens: pd.DataFrame, title: str = "Logit lens: the top toke
     inputs = lens[lens["layer"] == layers[0]].sort_values("position")["input_token"].map(label).tolist()
     x = [f"{p}:{tok}" for p, tok in zip(positions, inputs)]
     figure = go.Figure(go.Heatmap(z=grid.to_numpy(), x=x, y=layers, text=text.map(label).to_numpy(),
-                                  texttemplate="%{text}", textfont={"size": 9}, colorscale="Viridis", zmin=0, zmax=1,
-                                  colorbar={"title": "prob"},
+                                  texttemplate="%{text}", textfont={"size": 12}, colorscale="Viridis", zmin=0, zmax=1,
+                                  colorbar={"title": {"text": "probability"}}, xgap=1, ygap=1,
                                   hovertemplate="layer %{y}, after %{x}: %{text} (%{z:.3f})<extra></extra>"))
     answers = answer_layers(lens)
     figure.add_trace(go.Scatter(x=[x[positions.index(p)] for p in answers["position"]], y=answers["first_layer"],
                                 mode="markers", name="answer appears",
                                 marker={"symbol": "circle-open", "size": 16, "color": CHOSEN_COLOR,
                                         "line": {"width": 2}}))
-    figure.update_layout(title=title, height=max(420, 18 * len(layers) + 160),
-                         xaxis={"title": "position (input token)", "tickangle": -45}, yaxis={"title": "layer"},
-                         legend={"orientation": "h", "y": -0.3})
-    return figure
+    figure.update_layout(title=title, height=max(480, 24 * len(layers) + 200),
+                         xaxis={"title": "position (input token)", "tickangle": -45}, yaxis={"title": "layer"})
+    return house_style(figure)
 
 
 # -- one decode step -------------------------------------------------------------------------------
@@ -261,9 +264,9 @@ def anatomy_figure(anatomy: pd.DataFrame, memory: pd.DataFrame | None = None,
                                ("decode step (TPOT)", [0, tpot], CHOSEN_COLOR)):
             figure.add_bar(x=x, y=y, name=name, marker_color=color, row=1, col=2)
         figure.update_yaxes(title_text=f"ms per token ({bandwidth:.0f} GB/s)", row=1, col=2)
-    figure.update_layout(title=title, barmode="stack", height=430, legend={"orientation": "h", "y": -0.2})
+    figure.update_layout(title=title, barmode="stack", height=430)
     figure.update_yaxes(title_text="ms", row=1, col=1)
-    return figure
+    return house_style(figure)
 
 
 # -- drift -----------------------------------------------------------------------------------------
@@ -286,4 +289,4 @@ def drift_figure(frame: pd.DataFrame, title: str = "Drift between two engines") 
             figure.add_hline(y=names[departure], line_dash="dash", line_color=CHOSEN_COLOR, row=1, col=col)
     figure.update_layout(title=f"{title} · {note}", height=max(420, 16 * len(names) + 160))
     figure.update_xaxes(title_text="position")
-    return figure
+    return house_style(figure, legend=False)

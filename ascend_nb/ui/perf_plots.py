@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from ascend_nb.figure_style import house_style
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import atomic_write_text
 from ascend_nb.ui.figures import FigureDisplay
@@ -31,7 +32,7 @@ def _colorbar_beside(figure: go.Figure, axis: str, title: str) -> dict:
     """A colour bar standing right of the subplot whose x axis is ``axis``, as tall as its row."""
     x_domain = figure.layout[axis].domain
     y_domain = figure.layout["y" + axis[1:]].domain
-    return {"title": {"text": title, "side": "top"}, "x": x_domain[1] + 0.008, "xanchor": "left",
+    return {"title": {"text": title, "side": "right"}, "x": x_domain[1] + 0.008, "xanchor": "left",
             "y": (y_domain[0] + y_domain[1]) / 2, "len": y_domain[1] - y_domain[0], "thickness": 12}
 
 
@@ -108,11 +109,10 @@ class LiveSweepPlot(LiveFigure):
         note = "▲ above the roofline · ! runs spread more than 25 %"
         if roofline_note:
             note = f"roofline: {roofline_note} · {note}"
-        figure.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.1, showarrow=False,
-                              xanchor="left", font={"size": 11, "color": "#555"})
-        figure.update_layout(title=title, height=820, width=1100, margin={"r": 200, "b": 90},
-                             legend={"x": 1.06, "y": 1, "xanchor": "left", "yanchor": "top",
-                                     "title": {"text": "backend, batch"}})
+        figure.update_layout(title={"text": title, "subtitle": {"text": note, "font": {"size": 11, "color": "#555"}}},
+                             height=860)
+        house_style(figure)
+        figure.update_layout(margin={"t": 100}, legend={"y": -0.08})
         for col, axis in ((1, "input length (tokens)"), (2, "output length (tokens)")):
             figure.update_xaxes(title_text=axis, type="log", row=1, col=col)
             figure.update_yaxes(title_text="ms", row=1, col=col)

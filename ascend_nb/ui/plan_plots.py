@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from ascend_nb.figure_style import house_style
 from ascend_nb.bench.planner import fit_grid
 from ascend_nb.models.footprint import VERDICTS
 
@@ -34,4 +35,4 @@ def fits_heatmap(model, device, dtype: str = "auto", quantize: str | None = None
                                "(green fits, amber tight, red does not)",
                          xaxis_title="max_seq_len (prompt + new tokens)", yaxis_title="batch size",
                          xaxis_type="category", yaxis_type="category", height=360)
-    return figure
+    return house_style(figure, legend=False)

@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ascend_nb.figure_style import house_style
 from ascend_nb.precision.accuracy import AVG_ACC, binomial_interval
 from ascend_nb.precision.tables import ROWS
 from ascend_nb.ui.figures import FigureDisplay
@@ -52,8 +53,8 @@ def _json_values(values: pd.Series) -> list[float | None]:
 def _accuracy_layout(figure: go.Figure, title: str) -> None:
     figure.add_hline(y=CHANCE, line_dash="dot", line_color="gray", annotation_text="chance",
                      annotation_position="top right")
-    figure.update_layout(title=title, barmode="group", height=420, yaxis={"title": "accuracy", "range": [0, 1]},
-                         legend={"orientation": "h", "y": -0.15})
+    figure.update_layout(title=title, barmode="group", height=420, yaxis={"title": "accuracy", "range": [0, 1]})
+    house_style(figure)
 
 
 class AccuracyPlot:
@@ -170,7 +171,9 @@ def layer_comparison_figure(report, title: str | None = None) -> go.Figure:
     verdict = "reached" if report.reached else "NOT reached"
     figure.update_layout(title={"text": title or f"{report.candidate}<br>vs {report.reference}: <b>{verdict}</b>",
                                 "font": {"size": 15}},
-                         height=460, margin={"t": 90}, legend={"orientation": "h", "y": -0.2})
+                         height=460)
+    house_style(figure)
+    figure.update_layout(margin={"t": 90})
     figure.update_xaxes(title_text="hidden state (0 = embeddings)")
     figure.update_yaxes(title_text="Cosine", secondary_y=False)
     largest = max(float(table["MaxAbsErr"].max()), 1.0)

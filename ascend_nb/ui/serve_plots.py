@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ascend_nb.figure_style import house_style
 from ascend_nb.bench.serve_metrics import knee, level_label, level_meets_slo, parse_slo
 from ascend_nb.ui.perf_plots import LiveFigure
 
@@ -44,7 +45,8 @@ class LiveLoadPlot(LiveFigure):
                                         marker={"symbol": "star", "size": 22, "color": "gold",
                                                 "line": {"color": "black", "width": 1}}), row=1, col=col)
         figure.update_yaxes(title_text="output tokens/s", rangemode="tozero", row=1, col=1)
-        figure.update_layout(title=title, height=460, legend={"orientation": "h", "y": -0.2})
+        figure.update_layout(title=title, height=460)
+        house_style(figure)
         super().__init__(figure, rows, widget)
 
     def knee(self) -> dict | None:
