@@ -1,6 +1,7 @@
 """The shared generation loop, run through both local backends: streaming, batches, stop event,
 sampling, timings and errors behave the same on the transformers reference and the accelerated runtime."""
 
+import inspect
 import threading
 import time
 
@@ -9,7 +10,10 @@ import torch
 
 import ascend_nb
 from ascend_nb import GenerationParams
+from ascend_nb.engine.base import GenerationEngine
+from ascend_nb.engine.openai_backend import OpenAIEngine
 from ascend_nb.errors import AscendNbError
+from ascend_nb.models.params import Timings
 
 PROMPT = [1, 504, 3458, 282, 4649, 314]
 
@@ -37,6 +41,26 @@ def test_timings_are_consistent(engine_each_backend):
     assert t.tpot_ms == pytest.approx((t.e2e_ms - t.ttft_ms) / 5)
     assert sum(t.itl_ms) == pytest.approx(t.e2e_ms - t.ttft_ms)
     assert t.prompt_tokens == len(PROMPT) and t.tokens_per_s == pytest.approx(1000 / t.tpot_ms)
+
+
+def test_timings_from_token_times():
+    t = Timings.from_token_times(1.0, [1.5, 1.75, 2.0], prompt_tokens=4, peak_memory_mb=9.0)
+    assert (t.ttft_ms, t.itl_ms, t.e2e_ms, t.tokens, t.prompt_tokens, t.peak_memory_mb) == (
+        500.0, [250.0, 250.0], 1000.0, 3, 4, 9.0)
+    assert Timings.from_token_times(1.0, [1.5, 2.0], tokens=5).tpot_ms == 125.0  # tokens counted by a server
+    assert Timings.from_token_times(1.0, []) == Timings()
+
+
+def test_every_backend_honours_the_engine_protocol(engine_each_backend):
+    """The local engines and the served one offer the same members, with the same parameters."""
+    served = OpenAIEngine("served-model", base_url="http://127.0.0.1:9/v1")  # constructing it sends nothing
+    methods = [name for name, _ in inspect.getmembers(GenerationEngine, inspect.isfunction) if not name.startswith("_")]
+    assert methods == ["chat", "forward", "generate", "params", "stream"]
+    for engine in (engine_each_backend, served):
+        assert isinstance(engine, GenerationEngine)
+        for name in methods:
+            expected = inspect.signature(getattr(GenerationEngine, name)).parameters
+            assert list(inspect.signature(getattr(type(engine), name)).parameters) == list(expected), name
 
 
 def test_batch_with_different_lengths_equals_each_prompt_alone(engine_each_backend):

@@ -11,7 +11,7 @@ import pytest
 
 import ascend_nb
 from ascend_nb.cli import main as cli_main
-from ascend_nb.engine.openai_backend import SSEDecoder, StreamBroken, sse_chunks
+from ascend_nb.engine.openai_protocol import ReplyReader, SSEDecoder, StreamBroken
 from ascend_nb.models.params import GenerationError
 from ascend_nb.errors import AscendNbError
 from ascend_nb.serving import free_port, transformers_server
@@ -192,13 +192,34 @@ def test_reply_cut_mid_character_drops_the_replacement_character(broken_url):
 def test_sse_decoder_alone():
     """The parser on its own (for load generators): [DONE] ends it, anything after or missing it is refused."""
     lines = ['data: {"choices": [{"text": "a"}]}', "", ": ping", "", "data: [DONE]", ""]
-    assert list(sse_chunks(lines, "src")) == [{"choices": [{"text": "a"}]}]
+    decoder = SSEDecoder("src")
+    assert [chunk for chunk in map(decoder.feed, lines) if chunk is not None] == [{"choices": [{"text": "a"}]}]
+    decoder.finish()
     decoder = SSEDecoder("src")
     assert decoder.feed('data: {"choices": []}') is None and decoder.feed("") == {"choices": []}
     with pytest.raises(StreamBroken, match="before a finish_reason or `data: \\[DONE\\]`"):
         decoder.finish()
     with pytest.raises(StreamBroken, match="not a server-sent event line"):
         SSEDecoder("src").feed('{"choices": []}')
+
+
+def test_reply_reader_keeps_text_arrival_times_usage_and_finish_reason():
+    """The reader the engine and the load benchmark both feed, line by line."""
+    lines = ['data: {"choices": [{"delta": {"content": "Hel"}}]}', "", ": ping", "",
+             'data: {"choices": [{"delta": {"content": "lo"}, "finish_reason": "stop"}]}', "",
+             'data: {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}', "", "data: [DONE]", ""]
+    reader = ReplyReader("src")
+    pieces = [piece for piece in map(reader.feed, lines) if piece]
+    reader.finish()
+    assert pieces == ["Hel", "lo"] and (reader.text, reader.finish_reason, len(reader.times)) == ("Hello", "stop", 2)
+    t = reader.timings()
+    assert (t.tokens, t.prompt_tokens, len(t.itl_ms)) == (3, 7, 1)  # tokens from usage, not pieces
+    assert 0 < t.ttft_ms <= t.e2e_ms and t.e2e_ms == pytest.approx(t.ttft_ms + sum(t.itl_ms))
+    unsized = ReplyReader("src")
+    assert unsized.feed(lines[0]) == "" and unsized.feed("") == "Hel"  # the text comes with the event's blank line
+    assert unsized.timings().tokens == 1  # no usage: one token per piece
+    with pytest.raises(StreamBroken, match="before a finish_reason"):
+        unsized.finish()
 
 
 def test_cli_prints_the_partial_reply_then_one_line_and_exits_2(broken_url, capsys):

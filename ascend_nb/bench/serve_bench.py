@@ -29,7 +29,7 @@ from ascend_nb.bench.results_csv import ResultsCsv
 from ascend_nb.bench.serve_metrics import (LATENCY_FIELDS, LEVEL_FIELDS, RequestRecord, format_slo, level_row,
                                            parse_slo)
 from ascend_nb.bench.serve_prompts import LoadPrompt, dataset_prompts, load_tokenizer, random_load_prompts
-from ascend_nb.engine.openai_backend import OpenAIEngine, SSEDecoder, read_chunk
+from ascend_nb.engine.openai_protocol import ReplyReader, Server, auth_headers, request_payload
 from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
 
@@ -87,16 +87,17 @@ class LoadClient:
 
     def __init__(self, base_url: str, model: str, output_len: int, api_key: str | None = None,
                  ignore_eos: bool = False, request_timeout_s: float = 300.0):
-        self.engine = OpenAIEngine(model, base_url=base_url, api_key=api_key, timeout=request_timeout_s)
+        self.model = model
+        self.server = Server.resolve(base_url, api_key, request_timeout_s)
         self.params = GenerationParams(max_new_tokens=output_len, do_sample=False, ignore_eos=ignore_eos)
         self.as_ids = True
 
     @property
     def url(self) -> str:
-        return f"{self.engine.base_url}/completions"
+        return f"{self.server.base_url}/completions"
 
     def client(self, connections: int) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.engine.api_key}"} if self.engine.api_key else {}
+        headers = auth_headers(self.server.api_key)
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         # no per-read timeout (a server sending a token a second would never trip it): send() sets the deadline
         return httpx.AsyncClient(headers=headers, limits=limits, timeout=None)
@@ -105,46 +106,34 @@ class LoadClient:
                    params: GenerationParams | None = None) -> None:
         """Stream one request and fill ``record`` (its ``error`` says why it failed): the whole request
         has the request timeout, however the server trickles."""
-        payload = self.engine._payload(prompt.body(self.as_ids), params or self.params)
+        payload = request_payload(self.model, prompt.body(self.as_ids), params or self.params)
         try:
-            await asyncio.wait_for(self._stream(client, payload, record), self.engine.timeout)
+            await asyncio.wait_for(self._stream(client, payload, record), self.server.timeout)
         except asyncio.TimeoutError:
-            record.error = f"no complete reply within the request timeout ({self.engine.timeout:g} s)"
-        except AscendNbError as exc:  # a broken stream (StreamBroken), named by the decoder
+            record.error = f"no complete reply within the request timeout ({self.server.timeout:g} s)"
+        except AscendNbError as exc:  # a broken stream (StreamBroken), named by the reader
             record.error = str(exc)[:300]
         except (httpx.HTTPError, ValueError) as exc:  # transport errors
             record.error = f"{type(exc).__name__}: {str(exc)[:200] or 'connection lost'}"
 
     async def _stream(self, client: httpx.AsyncClient, payload: dict, record: RequestRecord) -> None:
         """Stream one request into ``record``; a broken stream or the transport raises."""
-        start = last = time.perf_counter()
-        chunks, usage = 0, {}
+        reply = ReplyReader(self.url)  # the openai backend's reader: every stream fault is an error
         async with client.stream("POST", self.url, json=payload) as response:
             if response.status_code != 200:
                 detail = (await response.aread()).decode(errors="replace").strip()[:200]
                 record.error = f"HTTP {response.status_code}: {detail}"
                 return
-            decoder = SSEDecoder(self.url)  # the openai backend's parser: every stream fault is an error
             async for line in response.aiter_lines():
-                chunk = decoder.feed(line)
-                if chunk is None:
-                    continue
-                delta = read_chunk(chunk, self.url)
-                usage = delta.usage or usage
-                if delta.text:
-                    now = time.perf_counter()
-                    if chunks == 0:
-                        record.ttft_ms = (now - start) * 1000
-                    else:
-                        record.itl_ms.append((now - last) * 1000)
-                    last, chunks = now, chunks + 1
-            decoder.finish()
-        if chunks == 0:
+                reply.feed(line)
+            reply.finish()
+        if not reply.times:
             record.error = "the stream ended without a token"
             return
-        record.e2el_ms = (last - start) * 1000
-        record.output_len = int(usage.get("completion_tokens") or chunks)
-        record.prompt_len = int(usage.get("prompt_tokens") or record.prompt_len)
+        timings = reply.timings()
+        record.ttft_ms, record.itl_ms, record.e2el_ms = timings.ttft_ms, timings.itl_ms, timings.e2e_ms
+        record.output_len = int(timings.tokens)
+        record.prompt_len = int(timings.prompt_tokens or record.prompt_len)
 
     def probe(self, prompt: LoadPrompt) -> None:
         """One untimed short request: warms the server up and picks ids or text for the prompts
@@ -162,7 +151,7 @@ class LoadClient:
                     return
                 if not (as_ids and record.error.startswith(("HTTP 400", "HTTP 422"))):
                     break
-        raise AscendNbError(f"the server at {self.engine.base_url} failed a first request for {self.engine.model!r}: "
+        raise AscendNbError(f"the server at {self.server.base_url} failed a first request for {self.model!r}: "
                             f"{record.error}")
 
 
@@ -296,7 +285,7 @@ def serve_load(base_url: str | None, model: str, concurrency: Sequence[int] | No
                          optional_fields=_OPTIONAL_FIELDS, resume=resume, kind="serving benchmark")
     load = LoadClient(base_url, model, output_len, api_key=api_key, ignore_eos=ignore_eos,
                       request_timeout_s=request_timeout_s)
-    identity = {"backend": "openai", "base_url": load.engine.base_url, "model": model,
+    identity = {"backend": "openai", "base_url": load.server.base_url, "model": model,
                 "dataset": str(dataset) if dataset is not None else "random", "num_prompts": num_prompts,
                 "input_len": input_len, "output_len": output_len, "seed": seed, "slo": format_slo(slo)}
     keys = [{**identity, "concurrency": level.concurrency, "request_rate": level.request_rate} for level in levels]

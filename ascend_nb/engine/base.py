@@ -1,6 +1,7 @@
 """The engine interface every backend shares: generate, stream, chat, batches, timings, stop event.
 
-A backend implements three hooks on top of a loaded model:
+:class:`GenerationEngine` names what every backend offers, local or served; :class:`Engine` is the
+local one. A local backend implements three hooks on top of a loaded model:
 ``_prefill(input_ids, attention_mask)`` -> last-position logits ``[B, V]`` (starting a new KV cache),
 ``_decode(tokens)`` -> logits ``[B, V]`` for one new token per row, and ``forward(input_ids)`` ->
 full logits (and hidden states) for precision tools. Everything else lives here, once.
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -83,7 +85,49 @@ class TextStream:
         return self.result
 
 
-class Engine(ABC):
+@runtime_checkable
+class GenerationEngine(Protocol):
+    """What every backend offers, local or served (:func:`ascend_nb.load` returns one)."""
+
+    backend: str
+    spec: ModelSpec
+    device: torch.device
+    dtype: torch.dtype | None  # None: the server decides
+    max_seq_len: int
+    tokenizer: Any  # a Hugging Face tokenizer; None: the server tokenizes
+
+    def params(self, params: GenerationParams | None = None, **overrides) -> GenerationParams: ...
+
+    def generate(self, prompt: Prompt | Sequence[Prompt], params: GenerationParams | None = None,
+                 stop_event: threading.Event | None = None, **overrides
+                 ) -> GenerationResult | list[GenerationResult]: ...
+
+    def stream(self, prompt: Prompt, params: GenerationParams | None = None,
+               stop_event: threading.Event | None = None, **overrides) -> TextStream: ...
+
+    def chat(self, messages: Sequence[Message], params: GenerationParams | None = None, stream: bool = False,
+             stop_event: threading.Event | None = None, **overrides) -> GenerationResult | TextStream: ...
+
+    def forward(self, input_ids: torch.Tensor, output_hidden_states: bool = False
+                ) -> tuple[torch.Tensor, list[torch.Tensor] | None]: ...
+
+
+class EngineCommon:
+    """What every backend does alike before generating: parameters from the model's defaults, the batch test."""
+
+    spec: ModelSpec
+
+    def params(self, params: GenerationParams | None = None, **overrides) -> GenerationParams:
+        """The model's default parameters (or ``params``) with ``overrides`` applied."""
+        return (params or self.spec.defaults).replace(**overrides)
+
+    @staticmethod
+    def _is_batch(prompt) -> bool:
+        """A list of prompts (texts or id lists) rather than one prompt."""
+        return not isinstance(prompt, str) and len(prompt) > 0 and not isinstance(prompt[0], int)
+
+
+class Engine(EngineCommon, ABC):
     """A loaded model ready to generate. Create one with :func:`ascend_nb.load`."""
 
     backend: str = ""
@@ -135,10 +179,6 @@ class Engine(ABC):
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
-    def params(self, params: GenerationParams | None = None, **overrides) -> GenerationParams:
-        """The model's default parameters (or ``params``) with ``overrides`` applied."""
-        return (params or self.spec.defaults).replace(**overrides)
-
     def encode_chat(self, messages: Sequence[Message], max_new_tokens: int) -> list[int]:
         """Prompt ids for a conversation under this model's template and truncation rules."""
         budget = self.max_seq_len - max_new_tokens
@@ -172,10 +212,6 @@ class Engine(ABC):
         return self.stream(ids, params, stop_event) if stream else self.generate(ids, params, stop_event)
 
     # -- generation loop -------------------------------------------------------------------------
-    @staticmethod
-    def _is_batch(prompt) -> bool:
-        return not isinstance(prompt, str) and len(prompt) > 0 and not isinstance(prompt[0], int)
-
     def _prompt_ids(self, prompt: Prompt) -> list[int]:
         ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
         if not ids:
@@ -292,12 +328,8 @@ class Engine(ABC):
             row.finish_reason = "stop"
 
     def _result(self, row: _Row) -> GenerationResult:
-        times = row.token_times
-        timings = Timings(
-            ttft_ms=(times[0] - row.start) * 1000 if times else 0.0,
-            itl_ms=[(b - a) * 1000 for a, b in zip(times, times[1:])],
-            e2e_ms=(times[-1] - row.start) * 1000 if times else 0.0,
-            tokens=len(times), prompt_tokens=row.prompt_len, peak_memory_mb=row.peak_memory_mb)
+        timings = Timings.from_token_times(row.start, row.token_times, prompt_tokens=row.prompt_len,
+                                           peak_memory_mb=row.peak_memory_mb)
         return GenerationResult(text=row.text, token_ids=row.token_ids, finish_reason=row.finish_reason,
                                 timings=timings)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ascend_nb.errors import AscendNbError
@@ -62,6 +63,18 @@ class Timings:
     tokens: int = 0
     prompt_tokens: int = 0
     peak_memory_mb: float | None = None
+
+    @classmethod
+    def from_token_times(cls, start: float, token_times: Sequence[float], tokens: int | None = None,
+                         prompt_tokens: int = 0, peak_memory_mb: float | None = None) -> Timings:
+        """The timings of a request sent at ``start`` whose tokens (or streamed text pieces) arrived at
+        ``token_times`` (one clock, in seconds); ``tokens`` defaults to how many arrived."""
+        times = list(token_times)
+        return cls(ttft_ms=(times[0] - start) * 1000 if times else 0.0,
+                   itl_ms=[(b - a) * 1000 for a, b in zip(times, times[1:])],
+                   e2e_ms=(times[-1] - start) * 1000 if times else 0.0,
+                   tokens=len(times) if tokens is None else tokens, prompt_tokens=prompt_tokens,
+                   peak_memory_mb=peak_memory_mb)
 
     @property
     def tpot_ms(self) -> float:
