@@ -57,6 +57,7 @@ def test_performance_notebook_runs_headless(tmp_path):
     assert load["concurrency"].tolist() == [1, 2] and (load["failed"] == 0).all()
     assert read_mindie_csv(tmp_path / "results" / "04_load_mindie.csv")["Batchsize"].tolist() == [1, 2]
     assert "highest load meeting" in text and "TPOT" in text
+    assert "load level c=2: 2/2 requests" in text  # the load bars end in their final state too (not 0/4)
     load_cells = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code" and "LiveLoadPlot(" in c.source]
     assert load_cells and all(len(figures.get(cell, [])) == 1 for cell in load_cells)  # the load figure stays too
     assert all(widget_views(notebook.cells[cell]) == 0 for cell in load_cells)

@@ -26,12 +26,13 @@ import numpy as np
 
 from ascend_nb.bench.mindie_csv import CASE_COLUMNS, mindie_values
 from ascend_nb.bench.results_csv import ResultsCsv
-from ascend_nb.bench.serve_metrics import (LATENCY_FIELDS, LEVEL_FIELDS, RequestRecord, format_slo, level_row,
-                                           parse_slo)
+from ascend_nb.bench.serve_metrics import (LATENCY_FIELDS, LEVEL_FIELDS, RequestRecord, format_slo, level_label,
+                                           level_row, parse_slo)
 from ascend_nb.bench.serve_prompts import LoadPrompt, dataset_prompts, load_tokenizer, random_load_prompts
 from ascend_nb.engine.openai_protocol import ReplyReader, Server, auth_headers, request_payload
-from ascend_nb.models.params import GenerationParams
 from ascend_nb.errors import AscendNbError
+from ascend_nb.models.params import GenerationParams
+from ascend_nb.progress import progress_bar
 
 IDENTITY_FIELDS = ("backend", "base_url", "model", "dataset", "num_prompts", "input_len", "output_len", "seed",
                    "slo", "concurrency", "request_rate")
@@ -275,7 +276,6 @@ def serve_load(base_url: str | None, model: str, concurrency: Sequence[int] | No
     whole request) counts as failed. With ``csv_path`` each row is appended as it lands;
     with ``resume`` (default) levels already in that CSV are yielded from it, not run again.
     """
-    from tqdm.auto import tqdm
 
     levels = load_levels(concurrency, request_rates)
     if output_len < 1 or num_prompts < 1:
@@ -298,8 +298,7 @@ def serve_load(base_url: str | None, model: str, concurrency: Sequence[int] | No
         if prompts is None:  # built, and the server probed, only when a level is left to run
             prompts = build_prompts(model, num_prompts, input_len, dataset, tokenizer, seed)
             load.probe(prompts[0])
-        bar = tqdm(total=num_prompts, desc=f"load {key['concurrency'] or '-'} / {level.request_rate:g} per s",
-                   unit="req", disable=not progress)
+        bar = progress_bar(num_prompts, desc=f"load level {level_label(key)}", unit="requests", disable=not progress)
         try:
             result = run_level(load, prompts, level, seed, level_timeout_s, on_request=lambda _: bar.update(1))
         finally:
