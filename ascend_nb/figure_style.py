@@ -24,6 +24,9 @@ from plotly.basedatatypes import BaseFigure
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 RENDERER = "ascend_nb"
 FONT = {"family": "Noto Sans, Noto Sans CJK SC, Arial, sans-serif", "size": 13}
+HIDE_AMD = ("<script>if (typeof define === 'function' && define.amd) { window.__anbDefine = define; "
+            "window.define = undefined; }</script>")
+RESTORE_AMD = "<script>if (window.__anbDefine) { window.define = window.__anbDefine; delete window.__anbDefine; }</script>"
 # a notebook without plotly.js says so instead of leaving white space
 MISSING_PLOTLYJS = ("<script>if (typeof Plotly === 'undefined') {{ document.getElementById('{div}').innerText = "
                     "'plotly.js is not in this page: run the notebook from its first cell, then export it again'; }}"
@@ -74,6 +77,8 @@ def static_bundle(figure: BaseFigure | dict, with_plotlyjs: bool | None = None) 
     div = f"anb-{uuid.uuid4().hex[:12]}"
     html = pio.to_html(figure, include_plotlyjs=carry, full_html=False, div_id=div, default_width="100%",
                        config={"responsive": True, "displaylogo": False})
+    if carry:  # a page with require.js (nbconvert's) would take plotly.js as an AMD module, not window.Plotly
+        html = HIDE_AMD + html + RESTORE_AMD
     title = figure.layout.title.text or "plotly figure"
     return {PLOTLY_MIME: {"data": spec.get("data", []), "layout": spec.get("layout", {})},
             "text/html": html + MISSING_PLOTLYJS.format(div=div),

@@ -123,3 +123,67 @@ def lab_page(workdir: Path, failure_png: str, viewport: tuple[int, int] = (1280,
             raise
         finally:
             browser.close()
+
+
+# what a person sees in an exported notebook: figures drawn, numbers on one line
+OFFLINE_REPORT_JS = """() => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  const drawn = plots.filter(p => {
+    const svg = p.querySelector('svg.main-svg');
+    const box = svg && svg.getBoundingClientRect();
+    return box && box.width > 200 && box.height > 150 && p.querySelectorAll('.trace, .hm, image').length > 0;
+  });
+  const wrapped = [];
+  for (const cell of document.querySelectorAll('td, th')) {
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+    const text = cell.textContent.trim();
+    const oneWord = text.length > 0 && !/\\s/.test(text);
+    if (lines.size > 1 && oneWord) wrapped.push(text);
+  }
+  return {plots: plots.length, drawn: drawn.length, wrapped,
+          missing: document.body.innerText.includes('plotly.js is not in this page'),
+          progress: [...document.querySelectorAll('progress')].map(p => [Number(p.value), Number(p.max)])};
+}"""
+
+
+def offline_report(html_path: Path, width: int = 1400) -> dict:
+    """Open an exported notebook in headless Chromium with every request but the file itself refused (an
+    air-gapped Ascend server), at ``width`` px; what drew: ``plots``, ``drawn`` (an SVG of real size with
+    traces), ``wrapped`` (one-word cells broken over lines), ``missing`` (the no-plotly.js notice),
+    ``progress`` (each bar's value and max), ``blocked`` (the requests refused)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium)")
+    blocked: list[str] = []
+
+    def only_the_file(route) -> None:
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": width, "height": 1000}, device_scale_factor=1)
+        page.route("**/*", only_the_file)
+        page.goto(html_path.as_uri(), wait_until="load", timeout=120_000)
+        page.wait_for_timeout(1500)  # plotly draws after load
+        report = page.evaluate(OFFLINE_REPORT_JS)
+        if report["drawn"] < report["plots"] or report["wrapped"]:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"offline-{html_path.stem}.png"), full_page=True)
+        browser.close()
+    return {**report, "blocked": blocked}
+
+
+def assert_reads_offline(html_path: Path, figures: int) -> dict:
+    """Every one of ``figures`` figures drew with the network off, and no value wraps inside itself."""
+    report = offline_report(html_path)
+    assert report["plots"] == figures and report["drawn"] == figures and not report["missing"], report
+    assert not report["wrapped"], f"cells broken inside a value: {report['wrapped'][:10]}"
+    assert all(value == high for value, high in report["progress"]), f"progress bars left unfinished: {report}"
+    return report

@@ -111,3 +111,17 @@ def outputs_text(notebook) -> str:
             parts.append(data.get("text/html", ""))
             parts.append(data.get("text/markdown", ""))
     return "\n".join(parts)
+
+
+def plotly_outputs(notebook) -> int:
+    """How many plotly figures an executed notebook holds (each drawn once its HTML is opened)."""
+    return sum("application/vnd.plotly.v1+json" in o.get("data", {}) for cell in notebook.cells
+               for o in cell.get("outputs", []))
+
+
+def export_html(notebook_path: Path) -> Path:
+    """``jupyter nbconvert --to html`` of an executed notebook, as users export a report; the HTML's path."""
+    done = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(notebook_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return notebook_path.with_suffix(".html")

@@ -2,7 +2,8 @@
 
 import pytest
 
-from tests.notebook_runner import outputs_text, run_notebook
+from tests.browser import assert_reads_offline
+from tests.notebook_runner import export_html, outputs_text, plotly_outputs, run_notebook
 
 
 @pytest.mark.slow
@@ -18,3 +19,4 @@ def test_weight_conversion_notebook(tmp_path):
     assert (tmp_path / "smollm2-135m-instruct" / "checksums.sha256").is_file()
     assert (tmp_path / "Baichuan2-7B-Chat-tiny-llama" / "model.safetensors").is_file()
     assert (tmp_path / "vendor-layout" / "config.json.bak").is_file()
+    assert_reads_offline(export_html(tmp_path / "executed_02_weight_conversion.ipynb"), plotly_outputs(notebook))

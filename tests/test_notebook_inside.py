@@ -1,6 +1,9 @@
+import json
+
 import pytest
 
-from tests.notebook_runner import outputs_text, run_notebook
+from tests.browser import assert_reads_offline
+from tests.notebook_runner import export_html, outputs_text, plotly_outputs, run_notebook
 
 
 @pytest.mark.slow
@@ -16,3 +19,7 @@ def test_inside_the_model_runs_headless_and_answers_each_question(tmp_path):
     assert "the greedy replies" in text or "the replies part ways at token" in text  # 5: drift
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    figures = json.dumps([o["data"]["application/vnd.plotly.v1+json"] for cell in notebook.cells
+                          for o in cell.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})])
+    assert "<0xE5>" in figures  # byte tokens read as their bytes in the token strip, not as mojibake
+    assert_reads_offline(export_html(tmp_path / "executed_06_inside_the_model.ipynb"), plotly_outputs(notebook))

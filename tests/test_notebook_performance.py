@@ -7,7 +7,8 @@ import pytest
 
 from ascend_nb.bench.guides_csv import read_csv
 from ascend_nb.bench.mindie_csv import read_mindie_csv
-from tests.notebook_runner import outputs_text, run_notebook, static_figures, widget_views
+from tests.browser import assert_reads_offline
+from tests.notebook_runner import export_html, outputs_text, plotly_outputs, run_notebook, static_figures, widget_views
 
 GRID = {"BATCH_SIZES": [1], "INPUT_LENS": [8, 16], "OUTPUT_LENS": [2, 4]}  # the GRID parameter's lists, tiny
 
@@ -61,3 +62,4 @@ def test_performance_notebook_runs_headless(tmp_path):
     load_cells = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code" and "LiveLoadPlot(" in c.source]
     assert load_cells and all(len(figures.get(cell, [])) == 1 for cell in load_cells)  # the load figure stays too
     assert all(widget_views(notebook.cells[cell]) == 0 for cell in load_cells)
+    assert_reads_offline(export_html(tmp_path / "executed_04_performance.ipynb"), plotly_outputs(notebook))

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.notebook_runner import outputs_text, run_notebook, static_figures, widget_views
+from tests.browser import assert_reads_offline
+from tests.notebook_runner import export_html, outputs_text, plotly_outputs, run_notebook, static_figures, widget_views
 
 pytestmark = pytest.mark.slow
 
@@ -35,3 +36,4 @@ def test_precision_notebook_runs_both_protocols_and_the_layer_comparison(tmp_pat
     lines = summary.strip().splitlines()
     assert len(lines) == 3 and "logits protocol" in lines[0] and "generate protocol" in lines[1]
     assert "/5 questions, 95% interval" in lines[0] and ("reached" in lines[2] and "Cosine" in lines[2])
+    assert_reads_offline(export_html(tmp_path / "executed_05_precision.ipynb"), plotly_outputs(notebook))

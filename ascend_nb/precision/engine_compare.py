@@ -14,12 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
 from ascend_nb.errors import AscendNbError
 from ascend_nb.precision.accuracy import engine_label
-from ascend_nb.precision.metrics import METRICS, TensorComparison, Thresholds, thresholds_for
+from ascend_nb.precision.metrics import (DISPLAY_FORMATS, MAX_ABS_ERR, MAX_RELATIVE_ERR, METRICS, TensorComparison,
+                                        Thresholds, thresholds_for)
+from ascend_nb.tables import Table
 
 DEFAULT_PROMPTS = (
     "The capital of France is",
@@ -47,6 +50,14 @@ class ComparisonReport:
     @property
     def failing(self) -> list[str]:
         return self.table.loc[~self.table["reached"], "tensor"].tolist()
+
+    def as_table(self) -> Table:
+        """The rows as a report table: each metric in its display format, and a note when a relative
+        error is infinite (a reference value of exactly 0, where no relative error exists)."""
+        infinite = bool(np.isinf(self.table[MAX_RELATIVE_ERR].to_numpy(dtype=float)).any())
+        note = (f"{MAX_RELATIVE_ERR} ∞: the reference holds exact zeros there, where no relative error exists; "
+                f"{MAX_ABS_ERR} bounds the error instead") if infinite else ""
+        return Table(self.table, decimals=DISPLAY_FORMATS, note=note)
 
     def summary(self) -> str:
         """The verdict with the thresholds it used, in a few lines."""
