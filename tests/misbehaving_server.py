@@ -3,8 +3,8 @@
 The request's ``model`` names the fault (see ``REPLIES``), or with ``model="by-message"`` the last chat
 message does (a chat session can then warm up, and break later); every reply is written byte by byte over
 a real socket (HTTP/1.1, chunked), so the client sees exactly what a broken server would send.
-Each reply is bounded in time (the keep-alive one stops after ``KEEPALIVE_S``; the drip one sends its
-``max_tokens`` pieces ``DRIP_S`` apart, at most ``KEEPALIVE_S`` long).
+Each reply is bounded in time (the keep-alive and loop ones stop after ``KEEPALIVE_S``; the drip one
+sends its ``max_tokens`` pieces ``DRIP_S`` apart, at most ``KEEPALIVE_S`` long).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KEEPALIVE_S = 20.0
 DRIP_S = 1.0  # "drip": a well-formed reply of max_tokens pieces, one every DRIP_S seconds
+LOOP_S = 0.02  # "loop": the same phrase again every LOOP_S seconds
 CUT = object()  # drop the connection here, mid-body (no terminating chunk)
 
 
@@ -91,6 +92,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "drip":
             self._drip(min(int(body.get("max_tokens") or 1), int(KEEPALIVE_S / DRIP_S)))
             return
+        if fault == "loop":
+            self._loop()
+            return
         for part in REPLIES[fault]:
             if part is CUT:
                 self.wfile.flush()
@@ -110,6 +114,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(DONE)
             self._chunk(b"")
         except OSError:  # the client gave up
+            return
+
+    def _loop(self) -> None:
+        """A small model's greedy loop: one sentence, then the same phrase every ``LOOP_S`` until the
+        client stops reading (or ``KEEPALIVE_S`` passes, then the token budget "runs out")."""
+        try:
+            self._chunk(piece("Once upon a time, there was a lighthouse. "))
+            stop = time.monotonic() + KEEPALIVE_S
+            while time.monotonic() < stop:
+                time.sleep(LOOP_S)
+                self._chunk(piece("Lighthouse keeper: "))
+            self._chunk(piece("Lighthouse keeper: ", "length"))
+            self._chunk(DONE)
+            self._chunk(b"")
+        except OSError:  # the client stopped the reply
             return
 
     def _headers(self, content_type: str, length: int | None = None) -> None:

@@ -256,3 +256,67 @@ def test_a_cut_served_stream_keeps_its_partial_reply_marked_as_partial():
     error = chat.history.children[-1].value
     assert "anb-chat-row error" in error and "The reply above is partial" in error
     assert "broke the connection mid-stream" in error and "5 characters kept" in error
+
+
+def test_a_looping_reply_is_flagged_live_stopped_in_one_click_and_dropped_from_the_history():
+    """A served model (real socket) that falls into a greedy loop: the chat says so while it streams, its
+    Stop-the-loop button ends the reply, and Drop takes the looped reply out of what the model is sent."""
+    import time
+
+    from tests.misbehaving_server import misbehaving_server
+
+    with misbehaving_server() as url:
+        chat = ChatWidget(ascend_nb.load("loop", backend="openai", base_url=url, timeout=30.0))
+        assert chat.loop_bar.layout.display == "none"
+        assert chat.ask("Write a long story")
+        deadline = time.monotonic() + 20
+        while chat.loop_bar.layout.display == "none":
+            assert time.monotonic() < deadline and chat.busy, "the loop was never flagged"
+            time.sleep(0.02)
+        assert "is repeating itself (“Lighthouse keeper:” again and again)" in chat.loop_notice.value
+        assert chat.loop_stop_button.layout.display is None and chat.drop_button.layout.display == "none"
+        chat.loop_stop_button.click()
+        chat.wait(20)
+    assert chat.last_stats["finish_reason"] == "cancelled"
+    assert "repeated itself" in chat.loop_notice.value and chat.drop_button.layout.display is None
+    assert chat.messages[-1]["content"].count("Lighthouse keeper:") >= 3
+    chat.drop_button.click()
+    assert chat.messages == [{"role": "user", "content": "Write a long story"}]
+    assert chat.loop_bar.layout.display == "none"
+
+
+def test_a_reply_that_does_not_loop_shows_no_loop_bar(tiny_engine):
+    chat = ChatWidget(tiny_engine, params=EXACT)
+    ask(chat, "Hello")
+    assert chat.loop_bar.layout.display == "none" and not chat.drop_looped_reply()
+
+
+def test_chat_defaults_sample_with_a_mild_repetition_penalty_unless_the_model_says_otherwise(tiny_llama_dir, tmp_path):
+    """Greedy decoding with no repetition penalty makes small models loop: a chat samples by default,
+    with the model's own generation_config.json settings where it has them."""
+    import json
+    import shutil
+
+    from ascend_nb.models.registry import CHAT_SAMPLING, MODELS, chat_defaults
+
+    spec = MODELS["smollm2-135m-instruct"]
+    chosen = chat_defaults(spec, tiny_llama_dir)  # its generation_config.json has no sampling fields
+    assert (chosen.do_sample, chosen.temperature, chosen.repetition_penalty) == (True, 0.7, 1.1) == (
+        CHAT_SAMPLING.do_sample, CHAT_SAMPLING.temperature, CHAT_SAMPLING.repetition_penalty)
+    own = shutil.copytree(tiny_llama_dir, tmp_path / "own")
+    config = json.loads((own / "generation_config.json").read_text())
+    (own / "generation_config.json").write_text(json.dumps({**config, "do_sample": True, "temperature": 0.3, "top_p": 0.8}))
+    chosen = chat_defaults(spec, own)
+    assert (chosen.do_sample, chosen.temperature, chosen.top_p, chosen.repetition_penalty) == (True, 0.3, 0.8, 1.0)
+    baichuan = MODELS["baichuan2-7b-chat"]
+    assert chat_defaults(baichuan, None) == baichuan.defaults  # the registry's own sampling stays
+
+
+def test_a_loop_is_named_by_the_phrase_it_repeats():
+    from ascend_nb.engine.repetition import repeated_unit
+
+    assert repeated_unit("Once upon a time. " + "Lighthouse keeper: " * 6) == "Lighthouse keeper:"
+    assert repeated_unit("Lighthouse keeper:\n" * 5 + "Light") == "Lighthouse keeper:"  # cut mid-phrase
+    assert repeated_unit("好的" * 12) == "好的"
+    for fine in ("The capital of France is Paris.", "ha ha ha", "......", "| a | b |\n|---|---|\n| 1 | 2 |"):
+        assert repeated_unit(fine) is None

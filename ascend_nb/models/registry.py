@@ -56,6 +56,25 @@ GENERIC_LLAMA = ModelSpec(name="llama", family="llama", template="chatml", defau
 METADATA_FILE = "ascend_nb.json"  # written by our converters: {"model": "<registry name>"}
 
 
+# a chat's sampling when neither the model's generation_config.json nor the registry sets one: greedy
+# decoding makes small models loop; this keeps their replies varied and discourages repeats
+CHAT_SAMPLING = GenerationParams(do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.1)
+SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+
+
+def chat_defaults(spec: ModelSpec, model_dir: Path | None = None) -> GenerationParams:
+    """The settings a chat starts from: the model's own ``generation_config.json`` sampling fields where
+    it has any, else the registry's defaults when they sample, else :data:`CHAT_SAMPLING`."""
+    path = Path(model_dir) / "generation_config.json" if model_dir is not None else None
+    own = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    chosen = {key: own[key] for key in SAMPLING_FIELDS if own.get(key) is not None}
+    if chosen:
+        return spec.defaults.replace(**chosen)
+    if spec.defaults.do_sample:
+        return spec.defaults
+    return spec.defaults.replace(**{key: getattr(CHAT_SAMPLING, key) for key in SAMPLING_FIELDS})
+
+
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for ``name``, or a clear error listing the known names."""
     if name not in MODELS:

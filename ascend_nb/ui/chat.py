@@ -26,6 +26,8 @@ from markdown_it import MarkdownIt
 from ascend_nb.device import set_thread_device
 from ascend_nb.dtypes import dtype_name
 from ascend_nb.models.params import GenerationError, GenerationParams
+from ascend_nb.models.registry import chat_defaults
+from ascend_nb.engine.repetition import repeated_unit
 from ascend_nb.engine.request_queue import on_wait
 from ascend_nb.errors import AscendNbError
 from ascend_nb.ui.controls import button, current_parent, enable, html_line, join_worker, output_parent
@@ -77,6 +79,7 @@ class _Turn:
     stats: dict | None = None
     started: float = 0.0  # when generation started (after any wait for the engine)
     repeats: str | None = None  # a greedy regeneration: the answer it replaces (the same one comes back)
+    loop: str | None = None  # the phrase the reply keeps repeating, when it fell into a loop
 
 
 def _slider(kind, description: str, value, low, high, step, fmt: str | None = None):
@@ -89,8 +92,11 @@ class ChatWidget(widgets.VBox):
     """Chat with one engine: Markdown history, streaming, Stop, Regenerate, Clear, sampling sliders and
     per-reply TTFT/TPOT.
 
-    ``system_prompt`` pre-fills the system box; ``params`` (default: the model's own defaults) seeds
-    the sliders, and its other fields (stop strings, seed) are kept. The history follows the model's
+    ``system_prompt`` pre-fills the system box; ``params`` (default: the model's chat settings,
+    :func:`~ascend_nb.models.registry.chat_defaults`: its own ``generation_config.json``, else sampling
+    with a mild repetition penalty) seeds the sliders, and its other fields (stop strings, seed) are
+    kept. A reply that falls into a loop is flagged while it streams, with a button that stops it, and
+    once finished can be dropped from the history (:meth:`drop_looped_reply`). The history follows the model's
     chat template and truncation rules (``engine.encode_chat``). ``show_input=False`` hides the prompt
     and buttons (used by :func:`compare_chat`, which drives two chats from one box).
     """
@@ -98,7 +104,7 @@ class ChatWidget(widgets.VBox):
     def __init__(self, engine, system_prompt: str | None = None, params: GenerationParams | None = None, *,
                  show_input: bool = True):
         self.engine = engine
-        self._base_params = engine.params(params)
+        self._base_params = engine.params(params or chat_defaults(engine.spec, getattr(engine, "model_dir", None)))
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -114,6 +120,12 @@ class ChatWidget(widgets.VBox):
         scroller.add_class("anb-chat-history")  # column-reverse keeps the newest message in view
         self.totals = widgets.HTML()
         self.notice = widgets.HTML()
+        self.loop_notice = widgets.HTML()
+        self.loop_stop_button = button("Stop the loop", "stop", "danger", "Stop this reply now")
+        self.drop_button = button("Drop this reply", "eraser", "warning",
+                                  "Take the looping reply out of the history, so it does not steer the next answer")
+        self.loop_bar = widgets.HBox([self.loop_notice, self.loop_stop_button, self.drop_button],
+                                     layout=widgets.Layout(align_items="center", display="none"))
         self.prompt = PromptBox(placeholder="Ask something. Enter sends, Shift+Enter adds a line.",
                                 layout=widgets.Layout(width="100%"))
         self.send_button = button("Send", "paper-plane", "primary", "Send the message (Enter)")
@@ -147,11 +159,13 @@ class ChatWidget(widgets.VBox):
         self.stop_button.on_click(lambda _: self.stop())
         self.regenerate_button.on_click(lambda _: self.regenerate())
         self.clear_button.on_click(lambda _: self.clear())
+        self.loop_stop_button.on_click(lambda _: self.stop())
+        self.drop_button.on_click(lambda _: self.drop_looped_reply())
         buttons = widgets.HBox([self.send_button, self.stop_button, self.regenerate_button, self.clear_button,
                                 self.stream_toggle], layout=widgets.Layout(align_items="center"))
         inputs = [self.prompt, buttons] if show_input else []
         super().__init__([widgets.HTML(f"<style>{CSS}</style>", layout=widgets.Layout(display="none")),
-                          self.header, scroller, self.totals, self.notice, *inputs, settings],
+                          self.header, scroller, self.totals, self.notice, self.loop_bar, *inputs, settings],
                          layout=widgets.Layout(width="100%", max_width="980px"))
         self.add_class("anb-chat")
         self._render()
@@ -218,6 +232,19 @@ class ChatWidget(widgets.VBox):
             self._pending.repeats = previous[-1] if previous and not self.do_sample.value else None
             return True
 
+    def drop_looped_reply(self) -> bool:
+        """Take the last reply out of the history when it looped (its user turn stays, to ask again)."""
+        with self._lock:
+            if self._refuse_if_busy():
+                return False
+            last = self._turns[-1] if self._turns else None
+            if last is None or last.role != "assistant" or last.loop is None:
+                return False
+            self._turns.pop()
+            self._show_loop(None)
+            self._render()
+            return True
+
     def clear(self) -> bool:
         """Forget the conversation and the running totals."""
         with self._lock:
@@ -274,6 +301,7 @@ class ChatWidget(widgets.VBox):
         conversation = self._conversation()
         self._stop.clear()
         self._notify("")
+        self._show_loop(None)
         self._pending = self._new_turn("assistant", "")
         self._turns.append(self._pending)
         self._render()
@@ -317,6 +345,9 @@ class ChatWidget(widgets.VBox):
                 live = f"TTFT ≈ {(first - turn.started) * 1000:.0f} ms · generating… {now - turn.started:.1f} s"
                 turn.view.value = _bubble("assistant", self._title("assistant"), render_markdown(text), live, True)
                 drawn = now
+                if turn.loop is None and (unit := repeated_unit(text)) is not None:
+                    turn.loop = unit
+                    self._show_loop(turn, running=True)
         return stream.result
 
     def _show_waiting(self, turn: _Turn, waiting: bool) -> None:
@@ -336,6 +367,8 @@ class ChatWidget(widgets.VBox):
             self._pending = None
             same_again = turn.repeats is not None and turn.repeats == result.text
             self._notify(GREEDY_NOTE if same_again else "")
+            turn.loop = repeated_unit(result.text) if result.finish_reason in ("length", "cancelled") or turn.loop else None
+            self._show_loop(turn if turn.loop is not None else None)
             if same_again:
                 self.settings.selected_index = 0
             self._set_running(False)
@@ -413,6 +446,19 @@ class ChatWidget(widgets.VBox):
         e = self.engine
         return (f'<div class="anb-chat-header"><b>{html.escape(e.spec.name)}</b> · {html.escape(e.backend)} · '
                 f'{e.device} · {dtype_name(e.dtype)} · max_seq_len {e.max_seq_len}</div>')
+
+    def _show_loop(self, turn: _Turn | None, running: bool = False) -> None:
+        """The loop bar: hidden (no loop), with Stop while the looping reply runs, with Drop once it ended."""
+        if turn is None:
+            self.loop_bar.layout.display = "none"
+            return
+        phrase = turn.loop if len(turn.loop) <= 60 else turn.loop[:57] + "…"
+        what = "is repeating itself" if running else "repeated itself"
+        advice = "" if running else ": drop it so it does not steer the next answer, and raise repetition_penalty or tick Sample"
+        self.loop_notice.value = html_line("anb-chat-notice", f"The reply {what} (“{phrase}” again and again){advice}")
+        self.loop_stop_button.layout.display = None if running else "none"
+        self.drop_button.layout.display = "none" if running else None
+        self.loop_bar.layout.display = None
 
     def _notify(self, text: str) -> None:
         self.notice.value = html_line("anb-chat-notice", text)
