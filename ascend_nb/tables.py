@@ -81,7 +81,10 @@ class Table:
                  styles: Mapping[str, Callable[[object], str]] | None = None, drop_empty: bool = False,
                  note: str = ""):
         plain = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1
-        frame = frame.reset_index(drop=True) if plain else frame.reset_index(names=frame.index.name or "")
+        if plain:
+            frame = frame.reset_index(drop=True)
+        else:  # index levels become the first columns (an unnamed single one gets no header)
+            frame = frame.reset_index(names=[name or "" for name in frame.index.names])
         if drop_empty:
             frame = frame.loc[:, [c for c in frame.columns if not frame[c].isna().all()]]
         self.frame, self.decimals, self.styles, self.note = frame, decimals, dict(styles or {}), note

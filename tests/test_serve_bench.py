@@ -228,7 +228,7 @@ def test_level_row_counts_failures_single_token_requests_and_goodput():
     empty = level_row([RequestRecord(0, 5, error="x")], 1.0)
     assert empty["completed"] == 0 and empty["p99_ttft_ms"] is None
     table = percentile_table([{"concurrency": 2, "request_rate": math.inf, **row}])
-    assert table.loc[("c=2", "ITL"), "p99"] == row["p99_itl_ms"] and len(table) == 4
+    assert table.loc[("c=2", "ITL (ms)"), "p99"] == row["p99_itl_ms"] and len(table) == 4
 
 
 def test_knee_is_the_highest_load_meeting_every_slo_with_nothing_lost():

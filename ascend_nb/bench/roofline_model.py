@@ -6,15 +6,20 @@ length: :func:`ascend_nb.models.footprint.weight_bytes` and :func:`~ascend_nb.mo
 ``quantize`` applies to every linear layer, the LM head included; the KV cache stays in the compute dtype.
 
 Bandwidth is a device's spec-sheet ceiling (``data/devices.csv``) when ``device`` names one there
-(``"A100"``, ``"Atlas 300I DUO"``, ...), and is measured on this machine (once per process and
-device) when ``device`` is a torch device such as ``"cpu"`` or ``"cuda"``.
+(``"A100"``, ``"Atlas 300I DUO"``, ...), and this machine's measured figure when ``device`` is a torch
+device such as ``"cpu"`` or ``"cuda"``: one figure per machine and boot (:func:`machine_bandwidth`),
+so every notebook's roofline is drawn against the same number, shown with how it was measured.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
+import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -22,50 +27,99 @@ import torch
 from ascend_nb import device as devices
 from ascend_nb.bench import published
 from ascend_nb.errors import AscendNbError
+from ascend_nb.files import atomic_write_text, cache_home
 from ascend_nb.models.footprint import kv_cache_bytes, weight_bytes
 
-MIN_WORKING_SET, MAX_WORKING_SET = 64 * 2**20, 2**30  # below: a cache's speed; above: DRAM's, and costly to allocate
+MIN_WORKING_SET, MACHINE_WORKING_SET = 64 * 2**20, 2**30  # a cache's speed below; 1 GiB: past every L3 seen here
+READS = 10  # timed reads after one warm-up read; the median is the figure, (max - min) / median its spread
+CACHE_FILE = "bandwidth.json"  # under $ASCEND_NB_HOME: one figure per machine, device and boot
 
 
-@functools.cache
-def _measured_bandwidth_gbs(device: str, size_bytes: int) -> float:
+@dataclass(frozen=True)
+class Bandwidth:
+    """A measured read bandwidth and how it was measured."""
+
+    gbs: float
+    spread_pct: float
+    working_set_mb: int
+    threads: int
+    reads: int = READS
+
+    @property
+    def method(self) -> str:
+        return (f"median of {self.reads} reads of {self.working_set_mb} MB on {self.threads} threads, "
+                f"spread {self.spread_pct:.0f} %")
+
+
+def _measure(device: str, size_bytes: int) -> Bandwidth:
+    """Read a buffer of ``size_bytes`` once to warm up, then :data:`READS` times, on the threads decoding uses."""
     data = torch.ones(size_bytes // 4, dtype=torch.float32, device=device)
-    best = float("inf")
-    for _ in range(6):
+    times = []
+    for index in range(READS + 1):
         devices.synchronize(device)
         start = time.perf_counter()
         data.sum()
         devices.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return data.numel() * 4 / best / 1e9
+        if index:
+            times.append(time.perf_counter() - start)
+    rates = sorted(data.numel() * 4 / t / 1e9 for t in times)
+    median = statistics.median(rates)
+    return Bandwidth(round(median, 2), round(100 * (rates[-1] - rates[0]) / median, 1), size_bytes // 2**20,
+                     torch.get_num_threads())
 
 
-def _working_set(device: str, working_set_bytes: int | None) -> int:
-    if working_set_bytes is None:
-        return (256 if device == "cpu" else 1024) * 2**20
-    return min(MAX_WORKING_SET, max(MIN_WORKING_SET, int(working_set_bytes) // 2**20 * 2**20))  # whole MiB
+def _machine_key(device: str) -> str:
+    """What a bandwidth figure holds for: this device on this machine, with these threads, until it reboots."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown boot"
+    return f"{device} | {devices.cpu_name()} | {torch.get_num_threads()} threads | boot {boot}"
+
+
+@functools.cache
+def machine_bandwidth(device: str = "cpu") -> Bandwidth:
+    """The read bandwidth of a torch device on this machine: one figure per machine, device, thread count
+    and boot, kept in ``$ASCEND_NB_HOME/bandwidth.json``, so every notebook and run on the machine draws
+    the same roofline. Measured over :data:`MACHINE_WORKING_SET` (past the caches: decode streams weights
+    from memory), the median of :data:`READS` reads after a warm-up, with its spread."""
+    device = str(devices.resolve_device(device))
+    path, key = cache_home() / CACHE_FILE, _machine_key(device)
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), dict):
+        try:
+            return Bandwidth(**known[key])
+        except TypeError:
+            pass  # written by another version: measure again
+    measured = _measure(device, MACHINE_WORKING_SET)
+    others = known if isinstance(known, dict) else {}
+    atomic_write_text(path, json.dumps({**others, key: dataclasses.asdict(measured)}, indent=1))
+    return measured
 
 
 def measure_bandwidth(device: str | torch.device = "cpu", working_set_bytes: int | None = None) -> float:
-    """Memory read bandwidth of a torch device in GB/s: best of a few full reads of a buffer of
-    ``working_set_bytes`` (64 MiB to 1 GiB; default 256 MiB on CPU, 1 GiB elsewhere). Decode reads
-    every weight once per token, so the roofline measures over the weights' size: a CPU whose L3
-    holds a buffer reads it faster than its DRAM. Measured once per process, device and size."""
+    """Memory read bandwidth of a torch device in GB/s: this machine's figure (:func:`machine_bandwidth`), or,
+    with ``working_set_bytes`` (64 MiB to 1 GiB), a fresh measurement of a buffer that size by the same method."""
     name = str(devices.resolve_device(device))
-    return _measured_bandwidth_gbs(name, _working_set(name, working_set_bytes))
+    if working_set_bytes is None:
+        return machine_bandwidth(name).gbs
+    size = min(MACHINE_WORKING_SET, max(MIN_WORKING_SET, int(working_set_bytes) // 2**20 * 2**20))  # whole MiB
+    return _measure(name, size).gbs
 
 
-def resolve_bandwidth(device: str | torch.device, working_set_bytes: int | None = None) -> tuple[float, str]:
-    """``(GB/s, source)``: the spec-sheet ceiling of a device named in ``data/devices.csv``, else
-    the bandwidth of the torch device measured over ``working_set_bytes`` (see :func:`measure_bandwidth`)."""
+def resolve_bandwidth(device: str | torch.device) -> tuple[float, str]:
+    """``(GB/s, source)``: the spec-sheet ceiling of a device named in ``data/devices.csv``, else this
+    machine's measured figure with its method (:func:`machine_bandwidth`)."""
     name = str(device)
     known = published.devices()
     if name in set(known["device"]):
         return float(published.device_spec(name)["bandwidth_gbs_max"]), f"spec sheet ({name})"
     torch_device = str(devices.resolve_device(device))
-    size_mb = _working_set(torch_device, working_set_bytes) / 1e6
-    return (measure_bandwidth(device, working_set_bytes),
-            f"measured ({torch_device}, {size_mb:.0f} MB read)")
+    measured = machine_bandwidth(torch_device)
+    return measured.gbs, f"measured on {torch_device}: {measured.method}"
 
 
 @dataclass(frozen=True)
@@ -106,7 +160,7 @@ def roofline(model, device: str | torch.device | None = None, dtype: str | torch
 
     ``model`` is an engine (its device, dtype and ``quantize`` are the defaults), a transformers
     config, a config dict or a known model name (``aquila-7b``, ``baichuan2-7b-chat``, ``llama-2-7b``).
-    ``device`` is a torch device (bandwidth measured here, over a buffer the size of the weights) or
+    ``device`` is a torch device (this machine's measured bandwidth, :func:`machine_bandwidth`) or
     a ``data/devices.csv`` name (spec sheet);
     ``bandwidth_gbs`` overrides both.
     """
@@ -117,7 +171,7 @@ def roofline(model, device: str | torch.device | None = None, dtype: str | torch
         raise AscendNbError("roofline needs a device and a dtype: pass an engine, or device= and dtype=")
     weights = weight_bytes(model, dtype, quantize)
     if bandwidth_gbs is None:
-        bandwidth_gbs, source = resolve_bandwidth(device, working_set_bytes=weights)
+        bandwidth_gbs, source = resolve_bandwidth(device)
     else:
         source = "given"
     return Roofline(device=str(device), bandwidth_gbs=float(bandwidth_gbs), bandwidth_source=source,

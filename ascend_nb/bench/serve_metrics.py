@@ -147,7 +147,7 @@ def level_label(row: Mapping) -> str:
 def percentile_table(rows: Sequence[Mapping] | pd.DataFrame) -> pd.DataFrame:
     """Mean / median / p90 / p99 of TTFT, TPOT, ITL and E2EL (ms), one block of rows per load level."""
     records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
-    table = [{"level": level_label(row), "metric": metric.upper(),
+    table = [{"level": level_label(row), "metric": f"{metric.upper()} (ms)",
               **{stat: row.get(f"{stat}_{metric}_ms") for stat in STATISTICS}}
              for row in records for metric in METRICS]
     return pd.DataFrame(table, columns=["level", "metric", *STATISTICS]).set_index(["level", "metric"])
