@@ -234,3 +234,14 @@ def test_explain_box_text_area_button_and_report():
     with_report = ExplainBox(report)
     with_report.checks_button.click()
     assert "dcmi module initialize failed. ret is -8005" in with_report.summary()
+
+
+def test_no_failed_check_means_nothing_to_explain():
+    """An empty table with headers and no rows said nothing: it says why there is nothing to show."""
+    report = doctor.Report(evaluate(probe("broken_driver", "dcmi_failed.txt"), Request(model_bytes=SMALL)))
+    passing = [check for check in report.checks if check.status != "fail"]
+    assert known_errors.explain_checks(passing).attrs["message"] == "nothing to explain: no check failed"
+    box = ExplainBox(doctor.Report(passing))
+    box.checks_button.click()
+    assert "nothing to explain: no check failed" in box.result.value and "<table" not in box.result.value
+    assert box.checks_button.description == "Explain failed checks" and box.checks_button.layout.width == "auto"

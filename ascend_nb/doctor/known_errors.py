@@ -79,7 +79,9 @@ def explain_checks(checks: Iterable[Check]) -> pd.DataFrame:
     table = signatures()
     quoted = {_best(c.found) for c in bad if c.found.strip()} - {None}
     linked = table["check"].isin({c.name for c in bad}) | table["signature"].isin(quoted)
-    return _frame(table[linked], "" if linked.any() else "no failed check has a known error signature")
+    message = "" if linked.any() else "no failed check has a known error signature" if bad else \
+        "nothing to explain: no check failed"
+    return _frame(table[linked], message)
 
 
 def to_text(frame: pd.DataFrame) -> str:

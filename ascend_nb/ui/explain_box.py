@@ -16,6 +16,7 @@ import pandas as pd
 from ascend_nb.doctor import known_errors
 from ascend_nb.doctor.report import Report
 from ascend_nb.errors import AscendNbError
+from ascend_nb.ui.controls import button
 
 PLACEHOLDER = "Paste the error here (the traceback or the log lines around the first error)"
 
@@ -33,8 +34,9 @@ class ExplainBox(widgets.VBox):
     def __init__(self, report: Report | None = None):
         self.report = report
         self.text = widgets.Textarea(placeholder=PLACEHOLDER, layout=widgets.Layout(width="100%", height="140px"))
-        self.button = widgets.Button(description="Explain", button_style="primary", icon="search")
-        self.checks_button = widgets.Button(description="Explain failed checks", disabled=report is None)
+        self.button = button("Explain", "search", "primary", "Match the pasted text against the known errors")
+        self.checks_button = button("Explain failed checks", "stethoscope", tooltip="The known errors behind the "
+                                    "doctor's failed checks", disabled=report is None)  # as wide as its label
         self.result = widgets.HTML()
         self.last: pd.DataFrame | None = None
         self.button.on_click(lambda _: self.explain(self.text.value))
