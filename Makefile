@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ascend-nb-installed
 LAB_PORT ?= 8888
 
-.PHONY: setup model browser screenshots lab test test-fast clean
+.PHONY: setup model browser screenshots lab lint test test-fast clean
 
 setup: $(STAMP)
 
@@ -37,10 +37,13 @@ lab: model
 	$(VENV)/bin/jupyter lab notebooks/ --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser \
 	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) --LabApp.news_url=None
 
-test: model browser
+lint: setup
+	$(VENV)/bin/ruff check
+
+test: lint model browser
 	$(VENV)/bin/pytest
 
-test-fast: model
+test-fast: lint model
 	$(VENV)/bin/pytest -m "not slow"
 
 clean:

@@ -1,4 +1,5 @@
-"""Files: ascend-nb's cache root, its data folder, and atomic writes (a reader sees the old content or the new, never half of it)."""
+"""Files: ascend-nb's cache root, its data folder, and atomic writes (a reader sees the old content or the new,
+never half of it)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ the headers in ``ascend_nb/csrc/`` (``gemv.h``, ``rms_norm.h``, ``decode_attenti
 and one file per instruction set that includes them all (``cpu_kernels_avx2.cpp``, ``cpu_kernels_avx512.cpp``,
 ``cpu_kernels_avx512bf16.cpp``: bf16 dot products), each built into its own library ``ascend_nb_cpu_<isa>`` by
 ``torch.utils.cpp_extension`` (ninja, under a file lock, cached under ``$ASCEND_NB_HOME/kernels`` with a
-checksum) and loaded only on a CPU that has the instruction set. The RMSNorm and the decode attention replace about six and twenty small ATen ops
+checksum) and loaded only on a CPU that has the instruction set. The RMSNorm and the decode attention replace
+about six and twenty small ATen ops
 (each a few microseconds of dispatch, which add up to milliseconds per decode step) by one each, and
 the decode layer the Python between a layer's ops.
 ``ascend-nb fetch`` (so ``make lab`` / ``make test``) builds them at set-up;

@@ -204,7 +204,8 @@ def test_int8_quantization_error_is_within_half_a_step():
     assert quantized.scales.shape == (64,) and quantized.scales[5] == 1  # an all-zero row keeps a usable scale
     error = (quantized.dequantize(torch.float32) - weight).abs()
     assert (error <= quantized.scales[:, None] / 2 + 1e-7).all()
-    assert torch.equal(quantized.qweight.abs().amax(dim=1)[weight.abs().amax(dim=1) > 0], torch.full((63,), 127, dtype=torch.int8))
+    assert torch.equal(quantized.qweight.abs().amax(dim=1)[weight.abs().amax(dim=1) > 0],
+                       torch.full((63,), 127, dtype=torch.int8))
 
 
 def test_check_quantize():

@@ -36,6 +36,7 @@ def test_every_described_module_exists():
     for name, body in sections().items():
         folder = PACKAGE / name
         paths = folder.rglob("*.py") if folder.is_dir() else PACKAGE.glob("*.py")
-        known = {p.name for p in paths} | ({str(p.relative_to(folder)) for p in folder.rglob("*.py")} if folder.is_dir() else set())
+        nested = {str(p.relative_to(folder)) for p in folder.rglob("*.py")} if folder.is_dir() else set()
+        known = {p.name for p in paths} | nested
         described = set(re.findall(r"^\s*- `([\w/]+\.py)`", body, flags=re.M))
         assert described and sorted(described - known) == [], f"docs/architecture.md's {name} names modules that are gone"

@@ -20,7 +20,8 @@ def test_prepared_model_is_a_plain_llama_directory(embedded_model_dir):
 
     config = AutoConfig.from_pretrained(embedded_model_dir)
     assert config.architectures == ["LlamaForCausalLM"]
-    assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads, config.vocab_size) == (30, 9, 3, 49152)
+    sizes = (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads, config.vocab_size)
+    assert sizes == (30, 9, 3, 49152)
     assert config.tie_word_embeddings
     assert atomic.verify_manifest(embedded_model_dir) == []
     assert "<|im_start|>" in (embedded_model_dir / "chat_template.jinja").read_text()

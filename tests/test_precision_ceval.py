@@ -63,7 +63,8 @@ def test_generate_protocol_renders_the_ascend_harness_prompt():
 
 def test_zero_shot_prompts_hold_only_the_header_and_the_question():
     assert render_prompt(TARGET, [], "logits") == (
-        "以下是中国关于计算机网络考试的单项选择题，请选出其中的正确答案。\n\nIPv4 地址有____位。\nA. 16\nB. 32\nC. 64\nD. 128\n答案：")
+        "以下是中国关于计算机网络考试的单项选择题，请选出其中的正确答案。\n\n"
+        "IPv4 地址有____位。\nA. 16\nB. 32\nC. 64\nD. 128\n答案：")
     with pytest.raises(AscendNbError, match="unknown protocol 'mmlu'"):
         render_prompt(TARGET, [], "mmlu")
 

@@ -4,7 +4,8 @@ Each grid point runs random input ids (fixed seed) with EOS disabled, so the out
 exact; ``warmup`` untimed short runs of the same shape come first, then ``repeat`` (default 3)
 timed runs whose medians make the row, beside their minimum and spread; a row whose runs spread
 more than ``SPREAD_FLAG_PCT`` or that beats the roofline is flagged. The default grid is a quick
-one (``GRIDS["quick"]``); the guides' full 2^5..2^10 grid is ``GRIDS["guides"]``. Rows are yielded as they finish and appended to ``csv_path`` (the whole
+one (``GRIDS["quick"]``); the guides' full 2^5..2^10 grid is ``GRIDS["guides"]``. Rows are yielded as they finish and appended to
+``csv_path`` (the whole
 file is rewritten atomically, so a crash or a kernel restart loses at most the point in flight);
 a later call with the same CSV skips the points already there with the same settings
 (:data:`KEY_FIELDS`), and measures the others beside them.

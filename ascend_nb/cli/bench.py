@@ -64,7 +64,8 @@ def format_rows(rows: list[dict]) -> str:
              "  ".join(f"{h:>12}" for h in header)]
     for r in rows:
         peak = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
-        cells = (r["backend"], r["kernels"], r["graphs"], r["dtype"], r["quantize"], r["batch_size"], r["input_len"], r["output_len"],
+        cells = (r["backend"], r["kernels"], r["graphs"], r["dtype"], r["quantize"], r["batch_size"], r["input_len"],
+                 r["output_len"],
                  f"{r['ttft_ms']:.1f}", f"{r['tpot_ms']:.2f}", f"{r['decode_tokens_per_s']:.1f}",
                  f"{r['e2e_ms']:.0f}", peak)
         lines.append("  ".join(f"{c:>12}" for c in cells))

@@ -40,7 +40,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--output-lens", type=options.numbers(int), default=None, metavar="N,N",
                        help="sweep output lengths (default: the --grid's)")
     group.add_argument("--csv", metavar="PATH",
-                       help="write each sweep row (or load level) to PATH as it finishes (ours + the guides' or MindIE's columns)")
+                       help="write each sweep row (or load level) to PATH as it finishes "
+                            "(ours + the guides' or MindIE's columns)")
     group.add_argument("--resume", action="store_true", help="continue the sweep (or load run) already in --csv PATH")
     group.add_argument("--compare", nargs=2, metavar=("A.csv", "B.csv"),
                        help="compare two result CSVs (ours or the guides'); speedup = B time / A time")

@@ -36,12 +36,14 @@ def register(subparsers) -> None:
     parser.add_argument("dst", metavar="DST", nargs="?", help="output directory (verify: the converted directory)")
     options.add(parser, "--dtype", choices=dtypes.CHOICES,
                 help="dtype of the written weights (default: keep the source's; float32 for gguf)")
-    parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors file, e.g. 5GB, 500MB (default: %(default)s)")
+    parser.add_argument("--max-shard-size", default="5GB",
+                        help="largest safetensors file, e.g. 5GB, 500MB (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="replace an existing DST")
     parser.add_argument("--no-verify", action="store_true", help="skip the check of the converted model")
     parser.add_argument("--verify-dtype", default="float32", choices=dtypes.CHOICES[1:],
                         help="compute dtype of the converted model when verifying (default: %(default)s)")
-    parser.add_argument("--verify-device", default="cpu", help="device for the converted model when verifying: cpu, auto, npu, cuda")
+    parser.add_argument("--verify-device", default="cpu",
+                        help="device for the converted model when verifying: cpu, auto, npu, cuda")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--target", help="patch-auto-map: MODULE.CLASS (default: the family's Ascend class)")
     parser.add_argument("--source-kind", choices=("gguf", "baichuan2", "aquila", "llama"),

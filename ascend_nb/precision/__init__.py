@@ -13,6 +13,7 @@ from ascend_nb.precision.tables import load_aquila_reference, markdown_table, pr
 __all__ = [
     "CATEGORIES", "CEVAL_SUBJECTS", "MMLU_SUBJECTS", "PROTOCOLS", "SAMPLE_DATA_DIR", "THRESHOLDS",
     "ComparisonReport", "EvalResult", "Question", "Subject", "Thresholds", "binomial_interval", "compare_models",
-    "compare_tensors", "evaluate", "greedy_divergence", "headline", "load_aquila_reference", "markdown_table", "precision_table", "read_questions",
+    "compare_tensors", "evaluate", "greedy_divergence", "headline", "load_aquila_reference", "markdown_table", "precision_table",
+    "read_questions",
     "render_prompt", "subject_info", "thresholds_for", "tokens_close", "topk_per_step",
 ]

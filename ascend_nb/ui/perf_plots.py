@@ -171,6 +171,7 @@ class LiveSweepPlot(LiveFigure):
                 trace.x = [str(c) for c in heat.columns]
                 trace.y = list(heat.index)
                 trace.z = [[None if pd.isna(v) else float(v) for v in values] for values in heat.to_numpy()]
-                trace.text = [["" if pd.isna(v) else f"{v:.0f}{'▲' if offset and v > 100 else ''}{m if isinstance(m, str) else ''}"
+                trace.text = [["" if pd.isna(v) else
+                               f"{v:.0f}{'▲' if offset and v > 100 else ''}{m if isinstance(m, str) else ''}"
                                for v, m in zip(values, mark_row)]
                               for values, mark_row in zip(heat.to_numpy(), marks.to_numpy())]

@@ -1,6 +1,7 @@
 """GGUF -> transformers Llama directory: dequantized safetensors, config, tokenizer, chat template.
 
-Weights are read by :mod:`ascend_nb.convert.sources.gguf_reader` (dequantized, renamed, q/k un-permuted). Tensors are dequantized one shard at
+Weights are read by :mod:`ascend_nb.convert.sources.gguf_reader` (dequantized, renamed, q/k un-permuted).
+Tensors are dequantized one shard at
 a time while writing, so big models convert in bounded memory. The config is built from the GGUF
 metadata; the tokenizer and its chat template come from transformers' GGUF tokenizer reader.
 """
