@@ -24,6 +24,7 @@ import pandas as pd
 NUMBER = "text-align: right; padding: 2px 8px; vertical-align: top; white-space: nowrap"
 TEXT = ("text-align: left; padding: 2px 8px; vertical-align: top; white-space: pre-wrap; overflow-wrap: normal; "
         "word-break: normal")
+WORD = TEXT.replace("white-space: pre-wrap", "white-space: nowrap")
 HEADER = ("text-align: left; padding: 2px 8px; vertical-align: bottom; font-weight: bold; "
           "border-bottom: 1px solid #999; white-space: normal; overflow-wrap: normal; word-break: keep-all")
 NOTE = "color: #555; font-size: 90%; margin: 4px 0 0 0"
@@ -118,8 +119,11 @@ class Table:
         cells = []
         for column, value in zip(self.frame.columns, record):
             number = isinstance(value, numbers.Number) and not isinstance(value, bool)
-            style = (NUMBER if number else TEXT) + ("; " + self.styles[column](value) if column in self.styles else "")
-            text = escape(self.cell_text(column, value))
+            raw = self.cell_text(column, value)
+            one_word = not number and "/" not in raw and not any(c.isspace() for c in raw)  # a name: never at a '-'
+            style = (NUMBER if number else WORD if one_word else TEXT) + \
+                ("; " + self.styles[column](value) if column in self.styles else "")
+            text = escape(raw)
             if not number:
                 text = text.replace("/", "/<wbr>")  # a long path may wrap after a slash, nowhere else
             cells.append(f'<td style="{style}">{text}</td>')

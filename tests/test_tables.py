@@ -46,9 +46,10 @@ def test_headers_carry_units_and_floats_are_rounded_by_what_they_hold():
 
 def test_no_value_can_wrap_inside_itself():
     """Numbers never wrap; text wraps between words only (it broke inside words: floa/t16, Cosi/ne)."""
-    html = Table(pd.DataFrame({"ms": [1.0], "backend": ["transformers"]}))._repr_html_()
-    number_cell, text_cell = html.split("<td ")[1:3]
-    assert "white-space: nowrap" in number_cell
+    html = Table(pd.DataFrame({"ms": [1.0], "model": ["baichuan2-7b-chat"], "hint": ["pip install torch-npu"]}))._repr_html_()
+    number_cell, name_cell, text_cell = html.split("<td ")[1:4]
+    assert "white-space: nowrap" in number_cell and "white-space: nowrap" in name_cell  # not even at its '-'
+    assert "white-space: pre-wrap" in text_cell  # between words only:
     assert "word-break: normal" in text_cell and "overflow-wrap: normal" in text_cell and "anywhere" not in html
     assert "word-break: keep-all" in html.split("<th ")[1]  # headers break between words, never inside one
 
