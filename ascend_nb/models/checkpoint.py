@@ -10,6 +10,8 @@ is used, so converting a 7B checkpoint does not need 7B parameters of RAM. Every
 from __future__ import annotations
 
 import json
+import math
+import os
 import pickle
 import re
 import zipfile
@@ -70,6 +72,18 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _safetensors_layout(path: Path) -> dict[str, tuple[int, int, torch.dtype, tuple[int, ...]]]:
+    """Where each tensor's bytes lie in a safetensors file: ``name -> (begin, end, dtype, shape)``, offsets
+    from the file's start (an 8-byte little-endian header length, the JSON header, then the data)."""
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+    data = 8 + length
+    return {name: (data + entry["data_offsets"][0], data + entry["data_offsets"][1], SAFETENSORS_DTYPES[entry["dtype"]],
+                   tuple(entry["shape"]))
+            for name, entry in header.items() if name != "__metadata__"}
+
+
 class Checkpoint:
     """Lazy, read-only access to every tensor of a model directory, by name."""
 
@@ -79,6 +93,7 @@ class Checkpoint:
         self._tensors: dict[str, torch.Tensor] = {}
         self._handles: dict[str, object] = {}
         self._file_of: dict[str, Path] = {}
+        self._layouts: dict[Path, dict[str, tuple]] = {}  # safetensors file -> name -> (begin, end, dtype, shape)
         for path in self.files:
             if path.suffix == ".safetensors":
                 self._open_safetensors(path)
@@ -120,6 +135,38 @@ class Checkpoint:
         if name in self._tensors:
             return self._tensors[name]
         return self._handles[name].get_tensor(name)
+
+    def read(self, name: str, dtype: torch.dtype | None = None, dim: int = 0, start: int = 0,
+             stop: int | None = None) -> torch.Tensor:
+        """The tensor (or its rows, ``dim=0``, or columns, ``dim=1``, ``start:stop``) in memory of its own,
+        as ``dtype``: read from a safetensors file straight into its final buffer (no mapping of the file
+        outlives the call, so a loaded model holds its weights once, and a load peaks at the model plus
+        one tensor); from a memory-mapped ``.bin``, a copy."""
+        shape = self.shape(name)
+        stop = shape[dim] if stop is None else stop
+        if name in self._handles and (dim == 0 or len(shape) == 1):
+            tensor = self._read_rows(name, start, stop)
+        else:  # a .bin tensor (already mapped), or columns: slice, then copy
+            tensor = self.get_part(name, dim, start, stop) if (start, stop) != (0, shape[dim]) else self.get(name)
+            tensor = tensor.clone() if (dtype or tensor.dtype) == tensor.dtype else tensor
+        return tensor if dtype is None or tensor.dtype == dtype else tensor.to(dtype)
+
+    def _read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        path = self._file_of[name]
+        if path not in self._layouts:
+            self._layouts[path] = _safetensors_layout(path)
+        begin, _, dtype, shape = self._layouts[path][name]
+        row_bytes = dtype.itemsize * math.prod(shape[1:])
+        out = torch.empty((stop - start) * row_bytes, dtype=torch.uint8)
+        view, offset = memoryview(out.numpy()), begin + start * row_bytes
+        with open(path, "rb", buffering=0) as handle:
+            filled = 0
+            while filled < len(view):
+                read = os.preadv(handle.fileno(), [view[filled:]], offset + filled)
+                if read == 0:
+                    raise AscendNbError(f"{path} ends inside tensor {name!r}: it is truncated; re-download it")
+                filled += read
+        return out.view(dtype).view(stop - start, *shape[1:]) if shape else out.view(dtype).view(())
 
     def get_part(self, name: str, dim: int, start: int, stop: int) -> torch.Tensor:
         """Rows (``dim=0``) or columns (``dim=1``) ``start:stop`` of a tensor, reading only that part

@@ -102,11 +102,12 @@ class CompactLlama:
         checkpoint = Checkpoint(model_dir)
 
         def get(name: str, dim: int | None = None, units: int = 0, unit_size: int = 1) -> torch.Tensor:
-            """The tensor, or under tp this rank's share of its ``units`` blocks of ``unit_size`` along ``dim``."""
+            """The tensor, or under tp this rank's share of its ``units`` blocks of ``unit_size`` along ``dim``,
+            read into memory of its own (no file mapping outlives the load)."""
             if tp is None or dim is None:
-                return checkpoint.get(name).to(device=device, dtype=dtype)
+                return checkpoint.read(name, dtype).to(device)
             start, stop = tp.part(units)
-            return checkpoint.get_part(name, dim, start * unit_size, stop * unit_size).to(device=device, dtype=dtype)
+            return checkpoint.read(name, dtype, dim, start * unit_size, stop * unit_size).to(device)
 
         def fused(*weights: torch.Tensor):
             return kernels.linear(torch.cat(weights).contiguous(), quantize)
