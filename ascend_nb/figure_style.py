@@ -36,11 +36,12 @@ MISSING_PLOTLYJS = ("<script>if (typeof Plotly === 'undefined') {{ document.getE
 def house_style(figure: BaseFigure, legend: bool = True) -> BaseFigure:
     """The house style, in place: responsive width, legend in a row below the plot (``legend=False``:
     none), titles and colour-bar titles that fit. Returns ``figure``."""
-    figure.update_layout(width=None, autosize=True, font=FONT, title={"x": 0.01, "xanchor": "left", "automargin": True},
-                         margin={"l": 60, "r": 30, "t": 70, "b": 60})
-    if legend:
-        figure.update_layout(showlegend=True, legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.12,
-                                                      "yanchor": "top", "title": {"text": ""}})
+    figure.update_layout(width=None, autosize=True, font=FONT, title={"x": 0.01, "xanchor": "left"},
+                         margin={"l": 60, "r": 30, "t": 80, "b": 60})
+    if legend:  # at the foot of the whole figure, under the x-axis titles
+        figure.update_layout(showlegend=True, margin={"b": 110},
+                             legend={"orientation": "h", "x": 0, "xanchor": "left", "yref": "container", "y": 0.01,
+                                     "yanchor": "bottom", "title": {"text": ""}})
     else:
         figure.update_layout(showlegend=False)
     figure.update_xaxes(automargin=True)

@@ -65,5 +65,6 @@ def test_every_figure_gets_the_house_style():
 
     figure = house_style(go.Figure(go.Heatmap(z=[[1]], colorbar={"title": "% of roofline"}), layout={"width": 1100}))
     assert figure.layout.width is None and figure.layout.autosize  # follows the page, never a fixed 1100 px
-    assert figure.layout.legend.orientation == "h" and figure.layout.legend.y < 0  # below the plot: nothing cuts it
+    legend = figure.layout.legend
+    assert legend.orientation == "h" and legend.yref == "container" and legend.y < 0.05  # at the foot: nothing cuts it
     assert figure.data[0].colorbar.title.side == "right"

@@ -112,7 +112,7 @@ class LiveSweepPlot(LiveFigure):
         figure.update_layout(title={"text": title, "subtitle": {"text": note, "font": {"size": 11, "color": "#555"}}},
                              height=860)
         house_style(figure)
-        figure.update_layout(margin={"t": 100}, legend={"y": -0.08})
+        figure.update_layout(margin={"t": 100})
         for col, axis in ((1, "input length (tokens)"), (2, "output length (tokens)")):
             figure.update_xaxes(title_text=axis, type="log", row=1, col=col)
             figure.update_yaxes(title_text="ms", row=1, col=col)

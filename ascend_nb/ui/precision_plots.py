@@ -173,7 +173,7 @@ def layer_comparison_figure(report, title: str | None = None) -> go.Figure:
                                 "font": {"size": 15}},
                          height=460)
     house_style(figure)
-    figure.update_layout(margin={"t": 90})
+    figure.update_layout(margin={"t": 100})  # two title lines
     figure.update_xaxes(title_text="hidden state (0 = embeddings)")
     figure.update_yaxes(title_text="Cosine", secondary_y=False)
     largest = max(float(table["MaxAbsErr"].max()), 1.0)
