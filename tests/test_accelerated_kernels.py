@@ -183,8 +183,9 @@ def test_cpu_kernel_selection():
         bf16, int8 = kernels.linear(weight.bfloat16()), kernels.linear(weight, "int8")
         if path.endswith("-gemv"):
             assert type(bf16) is K.GemvLinear and type(int8) is K.GemvLinear
-            expected_prompt = K.OneDnnLinear if kernels.onednn_prompts else K.UpcastLinear
+            expected_prompt = K.DenseLinear if kernels.onednn_prompts else K.UpcastLinear
             assert type(bf16.prompt) is expected_prompt
+            assert bf16.prompt.weight is bf16.weight  # one copy of the weight, read by prompts and decoding alike
             assert type(int8.prompt) is (K.Int8Linear if kernels.onednn_prompts else K.Int8PackLinear)
         else:
             assert type(bf16) is (K.OneDnnLinear if path == "cpu-onednn" else K.UpcastLinear)
@@ -196,6 +197,20 @@ def test_cpu_kernel_selection():
 
 
 # -- weight-only int8 -------------------------------------------------------------------------------
+def test_int8_quantization_by_blocks_of_rows_is_the_one_shot_rounding(monkeypatch):
+    from ascend_nb.engine.accelerated import quantize as Q
+
+    weight = (randn(37, 48) * torch.linspace(0.01, 2, 37)[:, None]).bfloat16()
+    weight[5] = 0
+    w = weight.float()
+    scales = w.abs().amax(dim=1) / 127.0
+    scales = torch.where(scales > 0, scales, torch.ones_like(scales))
+    expected = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    monkeypatch.setattr(Q, "CHUNK_ELEMENTS", 48 * 5)  # blocks of 5 rows, the last one short
+    got = Q.quantize_int8(weight)
+    assert torch.equal(got.qweight, expected) and torch.equal(got.scales, scales.bfloat16())
+
+
 def test_int8_quantization_error_is_within_half_a_step():
     weight = randn(64, 48) * torch.linspace(0.01, 2, 64)[:, None]
     weight[5] = 0

@@ -32,10 +32,21 @@ def check_quantize(quantize: str | None) -> str | None:
     return quantize
 
 
+CHUNK_ELEMENTS = 1 << 22  # rows are quantized a block of about 16 MB of float32 at a time
+
+
 def quantize_int8(weight: torch.Tensor) -> Int8Weight:
-    """Round each row to int8 with scale ``max|row| / 127`` (computed in float32; all-zero rows get scale 1)."""
-    w = weight.to(torch.float32)
-    scales = w.abs().amax(dim=1) / 127.0
-    scales = torch.where(scales > 0, scales, torch.ones_like(scales))
-    qweight = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
-    return Int8Weight(qweight.contiguous(), scales.to(weight.dtype))
+    """Round each row to int8 with scale ``max|row| / 127`` (computed in float32; all-zero rows get scale 1).
+
+    Rows go a block at a time, so the float32 working copies stay small whatever the tensor's size
+    (a whole 7B embedding in float32 would be 2 GB on top of the model)."""
+    rows = max(1, CHUNK_ELEMENTS // max(1, weight.shape[1]))
+    qweight = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scales = torch.empty(weight.shape[0], dtype=torch.float32, device=weight.device)
+    for start in range(0, weight.shape[0], rows):
+        w = weight[start:start + rows].to(torch.float32)
+        block = w.abs().amax(dim=1) / 127.0
+        block = torch.where(block > 0, block, torch.ones_like(block))
+        qweight[start:start + rows] = torch.round(w / block[:, None]).clamp_(-127, 127).to(torch.int8)
+        scales[start:start + rows] = block
+    return Int8Weight(qweight, scales.to(weight.dtype))
