@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -54,8 +55,18 @@ def train_sentencepiece(vocab_size: int, *, baichuan_style: bool) -> bytes:
 
 
 def _random_llama_weights(generator: torch.Generator, vocab: int, hidden: int, layers: int, heads: int,
-                          kv_heads: int, intermediate: int, *, packed_qkv: bool) -> dict[str, torch.Tensor]:
-    """Llama-named random weights scaled so activations stay O(1); Baichuan2 packs q/k/v into W_pack."""
+                          kv_heads: int, intermediate: int, *, packed_qkv: bool,
+                          dtype: torch.dtype = torch.float32) -> Iterator[tuple[str, torch.Tensor]]:
+    """Llama-named random weights scaled so activations stay O(1), one tensor at a time (so a 7B-sized
+    checkpoint is written without holding it); Baichuan2 packs q/k/v into W_pack. Weights come in
+    ``dtype``, buffers in float32."""
+    yield from ((name, tensor if name.endswith("inv_freq") else tensor.to(dtype))
+                for name, tensor in _random_float32_weights(generator, vocab, hidden, layers, heads, kv_heads,
+                                                            intermediate, packed_qkv))
+
+
+def _random_float32_weights(generator: torch.Generator, vocab: int, hidden: int, layers: int, heads: int,
+                            kv_heads: int, intermediate: int, packed_qkv: bool) -> Iterator[tuple[str, torch.Tensor]]:
     head_dim = hidden // heads
 
     def linear(rows: int, cols: int) -> torch.Tensor:
@@ -64,29 +75,56 @@ def _random_llama_weights(generator: torch.Generator, vocab: int, hidden: int, l
     def norm(size: int) -> torch.Tensor:
         return 1 + 0.2 * torch.randn(size, generator=generator)
 
-    state = {"model.embed_tokens.weight": torch.randn(vocab, hidden, generator=generator)}
+    yield "model.embed_tokens.weight", torch.randn(vocab, hidden, generator=generator)
     inv_freq = 1.0 / 10000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim)
     for i in range(layers):
         p = f"model.layers.{i}."
         q, k, v = linear(hidden, hidden), linear(kv_heads * head_dim, hidden), linear(kv_heads * head_dim, hidden)
         if packed_qkv:
-            state[p + "self_attn.W_pack.weight"] = torch.cat([q, k, v])
+            yield p + "self_attn.W_pack.weight", torch.cat([q, k, v])
         else:
-            state.update({p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v})
-        state.update({
-            p + "self_attn.o_proj.weight": linear(hidden, hidden),
-            p + "self_attn.rotary_emb.inv_freq": inv_freq.clone(),  # old modeling files saved this buffer
-            p + "mlp.gate_proj.weight": linear(intermediate, hidden),
-            p + "mlp.up_proj.weight": linear(intermediate, hidden),
-            p + "mlp.down_proj.weight": linear(hidden, intermediate),
-            p + "input_layernorm.weight": norm(hidden),
-            p + "post_attention_layernorm.weight": norm(hidden),
-        })
-    state["model.norm.weight"] = norm(hidden)
+            yield from ((p + "self_attn.q_proj.weight", q), (p + "self_attn.k_proj.weight", k),
+                        (p + "self_attn.v_proj.weight", v))
+        del q, k, v
+        yield p + "self_attn.o_proj.weight", linear(hidden, hidden)
+        yield p + "self_attn.rotary_emb.inv_freq", inv_freq.clone()  # old modeling files saved this buffer
+        yield p + "mlp.gate_proj.weight", linear(intermediate, hidden)
+        yield p + "mlp.up_proj.weight", linear(intermediate, hidden)
+        yield p + "mlp.down_proj.weight", linear(hidden, intermediate)
+        yield p + "input_layernorm.weight", norm(hidden)
+        yield p + "post_attention_layernorm.weight", norm(hidden)
+    yield "model.norm.weight", norm(hidden)
     # rows of very different norms, so a converter that forgets Baichuan2's NormHead is caught
     row_scale = torch.exp(0.5 * torch.randn(vocab, 1, generator=generator))
-    state["lm_head.weight"] = linear(vocab, hidden) * row_scale
-    return state
+    yield "lm_head.weight", linear(vocab, hidden) * row_scale
+
+
+def save_bin_stream(tensors: Iterable[tuple[str, torch.Tensor]], directory: Path, shard_bytes: int) -> None:
+    """``torch.save`` tensors as they come into ``pytorch_model-0000i-of-0000n.bin`` shards of about
+    ``shard_bytes`` each, plus the index: one shard in memory at a time."""
+    directory = Path(directory)
+    shards: list[list[str]] = []
+    part: dict[str, torch.Tensor] = {}
+    total = 0
+
+    def flush() -> None:
+        torch.save(part, directory / f"part-{len(shards)}.bin")
+        shards.append(list(part))
+        part.clear()
+
+    for name, tensor in tensors:
+        part[name] = tensor
+        total += tensor.numel() * tensor.element_size()
+        if sum(t.numel() * t.element_size() for t in part.values()) >= shard_bytes:
+            flush()
+    if part:
+        flush()
+    weight_map = {}
+    for i, names in enumerate(shards):
+        file_name = f"pytorch_model-{i + 1:05d}-of-{len(shards):05d}.bin"
+        (directory / f"part-{i}.bin").rename(directory / file_name)
+        weight_map.update(dict.fromkeys(names, file_name))
+    _write_json(directory / "pytorch_model.bin.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
 def save_bin_shards(state: dict[str, torch.Tensor], directory: Path, shards: int = 1) -> None:
@@ -106,6 +144,14 @@ def save_bin_shards(state: dict[str, torch.Tensor], directory: Path, shards: int
     _write_json(directory / "pytorch_model.bin.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
+def _save_weights(tensors: Iterable[tuple[str, torch.Tensor]], directory: Path, shards: int,
+                  shard_bytes: int | None) -> None:
+    if shard_bytes is not None:
+        save_bin_stream(tensors, directory, shard_bytes)
+    else:
+        save_bin_shards(dict(tensors), directory, shards)
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
@@ -118,18 +164,21 @@ def _shapes(hidden_size: int, num_layers: int, num_heads: int, intermediate_size
 
 def make_tiny_baichuan2(directory: Path, *, seed: int = 0, dtype: torch.dtype = torch.float32, shards: int = 1,
                         hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                        intermediate_size: int = 128) -> Path:
-    """Write a tiny random Baichuan2-7B-Chat-format checkpoint into ``directory`` and return it."""
+                        intermediate_size: int = 128, vocab_size: int | None = None,
+                        shard_bytes: int | None = None) -> Path:
+    """Write a random Baichuan2-7B-Chat-format checkpoint into ``directory`` and return it: tiny by
+    default; ``vocab_size`` (default: the tokenizer's) and the sizes make it as large as the real one,
+    written ``shard_bytes`` at a time when given (else in ``shards`` files)."""
     import sentencepiece
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "tokenizer.model").write_bytes(train_sentencepiece(700, baichuan_style=True))
-    vocab = sentencepiece.SentencePieceProcessor(model_file=str(directory / "tokenizer.model")).get_piece_size()
+    vocab = vocab_size or sentencepiece.SentencePieceProcessor(model_file=str(directory / "tokenizer.model")).get_piece_size()
     generator = torch.Generator().manual_seed(seed)
-    state = _random_llama_weights(generator, vocab, hidden_size, num_layers, num_heads, num_heads, intermediate_size,
-                                  packed_qkv=True)
-    save_bin_shards({k: v.to(dtype) if k.endswith("weight") else v for k, v in state.items()}, directory, shards)
+    tensors = _random_llama_weights(generator, vocab, hidden_size, num_layers, num_heads, num_heads, intermediate_size,
+                                    packed_qkv=True, dtype=dtype)
+    _save_weights(tensors, directory, shards, shard_bytes)
     _write_json(directory / "config.json", {
         "_from_model_config": True, "architectures": ["BaichuanForCausalLM"],
         "auto_map": {"AutoConfig": "configuration_baichuan.BaichuanConfig",
@@ -171,8 +220,11 @@ def train_byte_level_bpe(vocab_size: int):
 
 def make_tiny_aquila(directory: Path, *, seed: int = 0, dtype: torch.dtype = torch.float32, shards: int = 2,
                      hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                     intermediate_size: int = 128) -> Path:
-    """Write a tiny random Aquila-7B-format checkpoint into ``directory`` and return it."""
+                     intermediate_size: int = 128, vocab_size: int | None = None,
+                     shard_bytes: int | None = None) -> Path:
+    """Write a random Aquila-7B-format checkpoint into ``directory`` and return it: tiny by default;
+    ``vocab_size`` (default: the tokenizer's) and the sizes make it as large as the real one, written
+    ``shard_bytes`` at a time when given (else in ``shards`` files)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = train_byte_level_bpe(600)
@@ -180,12 +232,12 @@ def make_tiny_aquila(directory: Path, *, seed: int = 0, dtype: torch.dtype = tor
     tokenizer.model.save(str(directory))  # vocab.json + merges.txt, as the download has them too,
     vocab_with_specials = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
     _write_json(directory / "vocab.json", dict(vocab_with_specials))  # with the special tokens at the end
-    vocab = tokenizer.get_vocab_size()
-    bos, eos = vocab - 2, vocab - 1
+    bos, eos = tokenizer.get_vocab_size() - 2, tokenizer.get_vocab_size() - 1
+    vocab = vocab_size or tokenizer.get_vocab_size()
     generator = torch.Generator().manual_seed(seed)
-    state = _random_llama_weights(generator, vocab, hidden_size, num_layers, num_heads, num_heads, intermediate_size,
-                                  packed_qkv=False)
-    save_bin_shards({k: v.to(dtype) if k.endswith("weight") else v for k, v in state.items()}, directory, shards)
+    tensors = _random_llama_weights(generator, vocab, hidden_size, num_layers, num_heads, num_heads, intermediate_size,
+                                    packed_qkv=False, dtype=dtype)
+    _save_weights(tensors, directory, shards, shard_bytes)
     _write_json(directory / "config.json", {
         "architectures": ["AquilaForCausalLM"],
         "auto_map": {"AutoConfig": "configuration_aquila.AquilaConfig",
