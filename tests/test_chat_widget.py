@@ -154,6 +154,8 @@ def test_compare_chat_answers_on_both_sides_one_after_the_other(tiny_engine):
 @pytest.mark.slow
 def test_embedded_model_answers_and_stops_mid_reply(embedded_engine):
     chat = ChatWidget(embedded_engine)
+    assert chat.do_sample.value and chat.repetition_penalty.value == 1.1  # the 135M model's chat samples by default
+    chat.do_sample.value = False  # greedy, as a user unticks Sample, for an answer that is the same every run
     chat.max_new_tokens.value = 24
     ask(chat, "What is the capital of France?", timeout=240)
     assert "Paris" in chat.messages[-1]["content"]
@@ -309,7 +311,8 @@ def test_chat_defaults_sample_with_a_mild_repetition_penalty_unless_the_model_sa
     chosen = chat_defaults(spec, own)
     assert (chosen.do_sample, chosen.temperature, chosen.top_p, chosen.repetition_penalty) == (True, 0.3, 0.8, 1.0)
     baichuan = MODELS["baichuan2-7b-chat"]
-    assert chat_defaults(baichuan, None) == baichuan.defaults  # the registry's own sampling stays
+    assert chat_defaults(baichuan, tmp_path / "nothing-here") == baichuan.defaults  # the registry's own sampling
+    assert chat_defaults(spec, None) == spec.defaults  # a served model: the server's own settings apply
 
 
 def test_a_loop_is_named_by_the_phrase_it_repeats():

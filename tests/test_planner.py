@@ -4,6 +4,7 @@ a load and a bench point refused before anything is allocated, the CLI and the h
 from __future__ import annotations
 
 import json
+import os
 import resource
 from pathlib import Path
 
@@ -203,8 +204,8 @@ engine = ascend_nb.load(device="cpu", dtype="bfloat16", backend="accelerated", m
 engine.generate("The capital of France is", max_new_tokens=16)
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 planned = plan("smollm2-135m-instruct", "cpu", "bfloat16", quantize=quantize, max_seq_len=512, bandwidth_gbs=1)
-print(json.dumps({"peak": int(status["VmHWM"].split()[0]) * 1024, "mapped": int(status["RssFile"].split()[0]) * 1024,
-                  "planned": planned.total_bytes}))
+print(json.dumps({"peak": int(status["VmHWM"].split()[0]) * 1024, "planned": planned.total_bytes,
+                  "model_mapped": any("model.safetensors" in line for line in open("/proc/self/maps"))}))
 """
 
 
@@ -218,8 +219,12 @@ def test_the_plan_is_what_a_real_process_holds_at_its_peak(embedded_model_dir, q
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, quantize], capture_output=True, text=True, timeout=600)
+    # glibc's dynamic mmap threshold lets the heap keep a freed transient (a float32 tensor read before its
+    # conversion), so an unpinned peak wanders by 100-250 MB from run to run; pinned, it is what the model holds
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, quantize], capture_output=True, text=True, timeout=600,
+                          env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     measured = json.loads(done.stdout.strip().splitlines()[-1])
     assert abs(measured["peak"] - measured["planned"]) <= 0.1 * measured["planned"], measured
-    assert measured["mapped"] < 200 * 2**20, measured  # libraries only: the 538 MB model file is not kept mapped
+    assert not measured["model_mapped"], measured  # the 538 MB model file is not kept mapped

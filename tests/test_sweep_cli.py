@@ -36,8 +36,8 @@ def test_sweep_two_backends_into_one_csv_then_resume(tiny_llama_dir, tmp_path, c
 def test_sweep_grid_defaults_to_the_quick_grid_of_sweep(tiny_llama_dir, tmp_path, capsys, grid, points):
     """Without --input-lens/--output-lens the CLI sweeps what sweep() and notebook 04 do (a 96-token budget
     keeps the points that fit: quick 32,256,1024 x 32,128 -> one, guides 32..1024 x 32..1024 -> three)."""
-    grid = ("--input-lens", "4,8", "--output-lens", "2,3")
-    args = [a for a in sweep_args(tiny_llama_dir, tmp_path / "grid.csv") if a not in grid]
+    explicit = ("--input-lens", "4,8", "--output-lens", "2,3")
+    args = [a for a in sweep_args(tiny_llama_dir, tmp_path / "grid.csv") if a not in explicit]
     assert main([*args, *grid, "--max-seq-len", "96", "--json"]) == 0
     captured = capsys.readouterr()
     assert [(r["input_len"], r["output_len"]) for r in json.loads(captured.out)] == points  # stdout: the JSON alone

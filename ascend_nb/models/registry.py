@@ -64,9 +64,12 @@ SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "repetition_pen
 
 def chat_defaults(spec: ModelSpec, model_dir: Path | None = None) -> GenerationParams:
     """The settings a chat starts from: the model's own ``generation_config.json`` sampling fields where
-    it has any, else the registry's defaults when they sample, else :data:`CHAT_SAMPLING`."""
-    path = Path(model_dir) / "generation_config.json" if model_dir is not None else None
-    own = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    it has any, else the registry's defaults when they sample, else :data:`CHAT_SAMPLING`. Without a
+    ``model_dir`` (a served model) the registry's defaults: the server applies its own settings."""
+    if model_dir is None:
+        return spec.defaults
+    path = Path(model_dir) / "generation_config.json"
+    own = json.loads(path.read_text()) if path.is_file() else {}
     chosen = {key: own[key] for key in SAMPLING_FIELDS if own.get(key) is not None}
     if chosen:
         return spec.defaults.replace(**chosen)
