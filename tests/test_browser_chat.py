@@ -23,6 +23,10 @@ def test_chat_notebook_answers_in_a_real_browser(tmp_path, embedded_model_dir):
 
     with lab_page(tmp_path, "browser_chat_failure.png") as (page, base, token):
         run_all_cells(page, base, token, "03_chat.ipynb")
+        page.get_by_text("Settings: system prompt, sampling").click()
+        sample = page.get_by_role("checkbox", name="Sample (off: greedy)")
+        expect(sample).to_be_checked()  # a small model's chat samples by default (greedy makes it loop)
+        sample.uncheck()  # greedy, as a user unticks it, for the same answer every run
         page.locator("textarea.anb-chat-prompt").fill(QUESTION)
         page.get_by_role("button", name="Send").click()
         answer = page.locator(".anb-chat-row.assistant").last
