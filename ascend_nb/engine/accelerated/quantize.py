@@ -32,8 +32,7 @@ def check_quantize(quantize: str | None) -> str | None:
     return quantize
 
 
-CHUNK_ELEMENTS = 1 << 24  # rows are quantized a block of 64 MB of float32 at a time: past glibc's largest
-# mmap threshold (32 MB), so each working copy goes back to the system when freed, never into the heap
+CHUNK_ELEMENTS = 1 << 22  # rows are quantized a block of about 16 MB of float32 at a time
 
 
 def quantize_int8(weight: torch.Tensor) -> Int8Weight:
