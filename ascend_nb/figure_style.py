@@ -21,6 +21,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.basedatatypes import BaseFigure
 
+from ascend_nb.progress import in_jupyter_kernel
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 RENDERER = "ascend_nb"
 FONT = {"family": "Noto Sans, Noto Sans CJK SC, Arial, sans-serif", "size": 13}
@@ -93,15 +95,6 @@ class _StaticRenderer(pio.base_renderers.MimetypeRenderer):
         return static_bundle(fig_dict)
 
 
-def _in_jupyter_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
-
-
 pio.renderers[RENDERER] = _StaticRenderer()
-if _in_jupyter_kernel():
+if in_jupyter_kernel():
     pio.renderers.default = RENDERER

@@ -90,12 +90,9 @@ def _compile(name: str, source: str, cflags: list[str], build_dir: Path) -> None
 
 
 def _discard(build_dir: Path) -> None:
-    """Move a broken build out of the way (one rename, so a concurrent build never sees half of it), then delete it."""
+    """Move a broken build out of the way (one rename: no half-deleted folder under its name), then delete it."""
     aside = build_dir.with_name(f".{build_dir.name}.broken-{os.getpid()}")
-    try:
-        os.replace(build_dir, aside)
-    except FileNotFoundError:
-        return  # another process moved it first
+    os.replace(build_dir, aside)
     shutil.rmtree(aside, ignore_errors=True)
 
 

@@ -3,16 +3,14 @@ attention probabilities and the final norm + head, for the two local backends.""
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Sequence
 
 import torch
 
 from ascend_nb.errors import AscendNbError
 from ascend_nb.engine.loading import LOCAL_BACKENDS
+from ascend_nb.inspect.token_split import byte_notation
 
-_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def require_local(engine) -> None:
@@ -85,28 +83,3 @@ def token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
             text = byte_notation(tokenizer.convert_ids_to_tokens(int(token_id))) or text
         texts.append(text)
     return texts
-
-
-def byte_notation(piece: str) -> str | None:
-    """A byte piece written as its bytes, ``<0xE5><0x8C>``; None for a piece that is not one."""
-    raw = piece_bytes(piece)
-    return None if raw is None else "".join(f"<0x{b:02X}>" for b in raw)
-
-
-def piece_bytes(piece: str) -> bytes | None:
-    """The bytes a vocabulary piece stands for: SentencePiece's ``<0xE4>``, or a byte-level BPE piece
-    (GPT-2's printable stand-ins for bytes); None for a piece that is neither."""
-    if _BYTE_PIECE.fullmatch(piece):
-        return bytes([int(piece[3:5], 16)])
-    table = _byte_level_table()
-    return bytes(table[c] for c in piece) if piece and all(c in table for c in piece) else None
-
-
-@functools.cache
-def _byte_level_table() -> dict[str, int]:
-    """GPT-2's byte-level alphabet, read backwards: printable byte values stand for themselves, the
-    others for the code points from 256 up, in byte order."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
-                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(others)}}

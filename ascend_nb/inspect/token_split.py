@@ -4,11 +4,13 @@
 vocabulary entry), ``text`` (the characters this token completes, so the column joins back to the
 text) and ``byte_fallback`` (a piece that is only part of a character: SentencePiece's ``<0xE4>``
 byte tokens, or a byte-level BPE token that decodes to no whole character). A ``source`` is an
-engine, a tokenizer, a registry name or model directory, or a list / dict of them.
+engine, a tokenizer, a registry name or model directory, or a list / dict of them. :func:`byte_notation`
+writes a piece that is only part of a character as its bytes, ``<0xE5><0x8C>``, wherever a token is shown.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +19,6 @@ import pandas as pd
 
 from ascend_nb.errors import AscendNbError
 
-_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 COLUMNS = ["tokenizer", "index", "token_id", "piece", "text", "byte_fallback"]
 
 
@@ -64,7 +65,7 @@ def _split(tokenizer, text: str) -> list[dict]:
             text, decoded = complete[len(decoded):], complete
         own = tokenizer.decode([token_id], clean_up_tokenization_spaces=False)
         rows.append({"index": index, "token_id": int(token_id), "piece": str(piece), "text": text,
-                     "byte_fallback": bool(_BYTE_PIECE.match(str(piece))) or "\ufffd" in own})
+                     "byte_fallback": is_byte_piece(str(piece)) or "\ufffd" in own})
     return rows
 
 
@@ -87,3 +88,33 @@ def token_stats(engine_or_tokenizers, texts: Mapping[str, str]) -> pd.DataFrame:
                          "tokens_per_char": len(split) / max(len(text), 1),
                          "byte_tokens": sum(r["byte_fallback"] for r in split)})
     return pd.DataFrame(rows)
+
+
+def byte_notation(piece: str) -> str | None:
+    """A byte piece written as its bytes, ``<0xE5><0x8C>``; None for a piece that is not one."""
+    raw = piece_bytes(piece)
+    return None if raw is None else "".join(f"<0x{b:02X}>" for b in raw)
+
+
+def is_byte_piece(piece: str) -> bool:
+    """SentencePiece's byte-fallback piece for one byte, ``<0xE4>``."""
+    return re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece) is not None
+
+
+def piece_bytes(piece: str) -> bytes | None:
+    """The bytes a vocabulary piece stands for: SentencePiece's ``<0xE4>``, or a byte-level BPE piece
+    (GPT-2's printable stand-ins for bytes); None for a piece that is neither."""
+    if is_byte_piece(piece):
+        return bytes([int(piece[3:5], 16)])
+    table = _byte_level_table()
+    return bytes(table[c] for c in piece) if piece and all(c in table for c in piece) else None
+
+
+@functools.cache
+def _byte_level_table() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, read backwards: printable byte values stand for themselves, the
+    others for the code points from 256 up, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(others)}}

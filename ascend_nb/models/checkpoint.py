@@ -72,15 +72,14 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _safetensors_layout(path: Path) -> dict[str, tuple[int, int, torch.dtype, tuple[int, ...]]]:
-    """Where each tensor's bytes lie in a safetensors file: ``name -> (begin, end, dtype, shape)``, offsets
+def _safetensors_layout(path: Path) -> dict[str, tuple[int, torch.dtype, tuple[int, ...]]]:
+    """Where each tensor's bytes begin in a safetensors file: ``name -> (offset, dtype, shape)``, the offset
     from the file's start (an 8-byte little-endian header length, the JSON header, then the data)."""
     with open(path, "rb") as handle:
         length = int.from_bytes(handle.read(8), "little")
         header = json.loads(handle.read(length))
     data = 8 + length
-    return {name: (data + entry["data_offsets"][0], data + entry["data_offsets"][1], SAFETENSORS_DTYPES[entry["dtype"]],
-                   tuple(entry["shape"]))
+    return {name: (data + entry["data_offsets"][0], SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]))
             for name, entry in header.items() if name != "__metadata__"}
 
 
@@ -93,7 +92,7 @@ class Checkpoint:
         self._tensors: dict[str, torch.Tensor] = {}
         self._handles: dict[str, object] = {}
         self._file_of: dict[str, Path] = {}
-        self._layouts: dict[Path, dict[str, tuple]] = {}  # safetensors file -> name -> (begin, end, dtype, shape)
+        self._layouts: dict[Path, dict[str, tuple]] = {}  # safetensors file -> name -> (offset, dtype, shape)
         for path in self.files:
             if path.suffix == ".safetensors":
                 self._open_safetensors(path)
@@ -155,7 +154,7 @@ class Checkpoint:
         path = self._file_of[name]
         if path not in self._layouts:
             self._layouts[path] = _safetensors_layout(path)
-        begin, _, dtype, shape = self._layouts[path][name]
+        begin, dtype, shape = self._layouts[path][name]
         row_bytes = dtype.itemsize * math.prod(shape[1:])
         out = torch.empty((stop - start) * row_bytes, dtype=torch.uint8)
         view, offset = memoryview(out.numpy()), begin + start * row_bytes

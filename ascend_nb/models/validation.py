@@ -121,7 +121,7 @@ def _check_generation_config(model_dir: Path) -> None:
         return
     eos = _json_object(path).get("eos_token_id")
     ids = eos if isinstance(eos, list) else [eos]
-    if eos is not None and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if eos is not None and not all(_is_int(i) for i in ids):
         raise AscendNbError(f"{path} is corrupt (eos_token_id {eos!r} is not a token id or a list of them): {RESTORE}")
 
 

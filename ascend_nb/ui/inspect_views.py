@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 from ascend_nb.figure_style import house_style
 from ascend_nb.models.params import GenerationParams
 from ascend_nb.inspect.anatomy import OP_CLASSES
-from ascend_nb.inspect.engines import byte_notation
+from ascend_nb.inspect.token_split import byte_notation
 from ascend_nb.inspect.layer_drift import first_departure
 from ascend_nb.inspect.lens import answer_layers
 from ascend_nb.inspect.next_token import Step, entropy_bits, next_token_steps, step_candidates
