@@ -18,7 +18,8 @@ from ascend_nb import device as devices
 from ascend_nb import native
 from ascend_nb.engine.accelerated import kernels as K
 from ascend_nb.engine.accelerated.model import CompactLlama
-from ascend_nb.engine.accelerated.quantize import Int8Weight, check_quantize, quantize_int8
+from ascend_nb.engine.accelerated.quantize import Int8Weight, quantize_int8
+from ascend_nb.quant_formats import check_quantize
 from ascend_nb.errors import AscendNbError
 
 TWIN = K.Kernels()

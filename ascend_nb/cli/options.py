@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 
 from ascend_nb import dtypes
-from ascend_nb.engine.accelerated.quantize import QUANTIZE_CHOICES
+from ascend_nb.quant_formats import QUANTIZE_CHOICES
 from ascend_nb.engine.loading import BACKENDS, DEFAULT_MODEL
 
 

@@ -27,6 +27,7 @@ from ascend_nb.dtypes import bytes_per_element, dtype_name
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import read_config_json
 from ascend_nb.models.dims import KNOWN_DIMS, LlamaDims, model_dims
+from ascend_nb.quant_formats import quant_format
 
 VERDICTS = ("fits", "tight", "does not fit")
 FITS_SHARE = 0.9  # above this share of the device's memory a run is "tight"
@@ -34,43 +35,19 @@ OVERHEAD_BYTES = {"npu": 3 * 2**29, "cuda": 2**30, "cpu": 2**29}  # runtime cont
 MAX_BATCH = 4096  # the largest batch searched
 
 
-@dataclass(frozen=True)
-class QuantFormat:
-    """Weight-only quantization: ``bits`` per weight plus ``params_per_group`` dtype-sized values
-    (scale, or scale and zero) per ``group_size`` weights of a row (``None``: one group per row)."""
-
-    bits: int
-    group_size: int | None
-    params_per_group: int
-
-
-QUANT_FORMATS: dict[str, QuantFormat | None] = {
-    "none": None,
-    "int8": QuantFormat(bits=8, group_size=None, params_per_group=1),  # per-channel scale
-    "int4": QuantFormat(bits=4, group_size=32, params_per_group=2),  # gpt-fast style scale + zero
-}
-
-
-def _quant_format(quantize: str | None) -> QuantFormat | None:
-    key = quantize or "none"
-    if key not in QUANT_FORMATS:
-        raise AscendNbError(f"unknown quantize {quantize!r}: use one of {', '.join(QUANT_FORMATS)}")
-    return QUANT_FORMATS[key]
-
-
 def weight_bytes(model, dtype: str | torch.dtype, quantize: str | None = None) -> int:
     """Bytes of weights one decode step reads: every linear layer, the LM head and the RMSNorm weights
     (the embedding lookup reads one row per token and is left out). ``model``: see :func:`model_dims`."""
     dims = model_dims(model)
     element = bytes_per_element(dtype)
-    fmt = _quant_format(quantize)
+    fmt = quant_format(quantize)
     total = (2 * dims.num_hidden_layers + 1) * dims.hidden_size * element  # RMSNorm weights
     for out_features, in_features in dims.linear_shapes():
         if fmt is None:
             total += out_features * in_features * element
             continue
         groups = 1 if fmt.group_size is None else -(-in_features // fmt.group_size)
-        total += out_features * in_features * fmt.bits // 8 + out_features * groups * fmt.params_per_group * element
+        total += out_features * in_features * fmt.bits // 8 + out_features * groups * fmt.params_per_group * fmt.param_bytes
     return total
 
 

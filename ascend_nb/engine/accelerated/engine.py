@@ -8,7 +8,7 @@ from ascend_nb.device import Placement
 from ascend_nb.engine.accelerated.decode import DecodeStep
 from ascend_nb.engine.accelerated.kernels import select_kernels
 from ascend_nb.engine.accelerated.model import CompactLlama
-from ascend_nb.engine.accelerated.quantize import check_quantize
+from ascend_nb.quant_formats import check_quantize
 from ascend_nb.engine.base import Engine
 from ascend_nb.errors import AscendNbError
 from ascend_nb.parallel import TensorParallel, check_divisible

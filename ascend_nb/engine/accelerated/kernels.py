@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from ascend_nb import native
 from ascend_nb.device import KERNEL_PATHS, Placement, native_isa
-from ascend_nb.engine.accelerated.quantize import Int8Weight, quantize_int8
+from ascend_nb.engine.accelerated.quantize import (Int4Weight, Int8Weight, quantize_int4, quantize_int8,
+                                                  quantize_rows)
 
 
 class Linear:
@@ -54,6 +55,33 @@ class Int8Linear(Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.qweight.to(x.dtype)) * self.scales.to(x.dtype)
+
+
+class W8A8Linear(Linear):
+    """``w8a8``: each row of ``x`` quantized to int8 per token, an exact int32 product with the int8 weight
+    (``torch._int_mm``), then both scales: the twin of the integer-dot kernels."""
+
+    def __init__(self, weight: Int8Weight):
+        self.qweight, self.scales = weight.qweight, weight.scales.float()
+        self.out_features = weight.qweight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, x_scales = quantize_rows(x.reshape(-1, x.shape[-1]))
+        acc = torch._int_mm(q, self.qweight.t()).float()
+        out = acc * x_scales[:, None] * self.scales
+        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+
+class Int4Linear(Linear):
+    """``int4``, dequantized on the fly (``scales * q + mins`` in float32, then the activations' dtype):
+    the twin of the int4 kernels."""
+
+    def __init__(self, weight: Int4Weight):
+        self.weight = weight
+        self.out_features = weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.dequantize(x.dtype))
 
 
 @torch.library.custom_op("ascend_nb::onednn_linear", mutates_args=())
@@ -226,6 +254,10 @@ class Kernels:
     def _linear(self, weight: torch.Tensor, quantize: str | None) -> Linear:
         if quantize == "int8":
             return Int8Linear(quantize_int8(weight))
+        if quantize == "w8a8":
+            return W8A8Linear(quantize_int8(weight))
+        if quantize == "int4":
+            return Int4Linear(quantize_int4(weight))
         return DenseLinear(weight)
 
 
@@ -287,6 +319,8 @@ class CpuKernels(Kernels):
         return out.view(b, 1, -1)
 
     def _linear(self, weight: torch.Tensor, quantize: str | None) -> Linear:
+        if quantize in ("w8a8", "int4"):
+            return super()._linear(weight, quantize)
         if quantize == "int8":
             int8 = quantize_int8(weight)
             if not self.isa:

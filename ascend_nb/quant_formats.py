@@ -1,0 +1,54 @@
+"""The quantization vocabulary: every format's name, what it stores and how it computes.
+
+One place every layer reads: the engine's choices, the planner's bytes, the CLI's ``--quantize`` and
+the chat widget's settings. (The tensors and their kernels are in
+:mod:`ascend_nb.engine.accelerated.quantize` and :mod:`ascend_nb.engine.accelerated.kernels`.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ascend_nb.errors import AscendNbError
+
+
+@dataclass(frozen=True)
+class QuantFormat:
+    """``bits`` per weight plus ``params_per_group`` values of ``param_bytes`` each (scale, or scale and
+    minimum) per ``group_size`` weights of a row (``None``: one group per output row); ``int8_activations``:
+    activations are quantized to int8 per token at run time and the dot products are integer."""
+
+    name: str
+    bits: int
+    group_size: int | None
+    params_per_group: int
+    param_bytes: int
+    int8_activations: bool
+    summary: str
+
+
+INT4_GROUP_SIZE = 32
+
+QUANT_FORMATS: dict[str, QuantFormat] = {fmt.name: fmt for fmt in (
+    QuantFormat("int8", 8, None, 1, 4, False, "weight-only int8, one scale per output channel"),
+    QuantFormat("w8a8", 8, None, 1, 4, True,
+                "int8 weights (one scale per output channel) x int8 activations (one scale per token), integer dots"),
+    QuantFormat("int4", 4, INT4_GROUP_SIZE, 2, 2, False,
+                f"4-bit weights in groups of {INT4_GROUP_SIZE}, a float16 scale and minimum per group (5 bits a weight)"),
+)}
+QUANTIZE_CHOICES = tuple(QUANT_FORMATS)
+
+
+def check_quantize(quantize: str | None) -> str | None:
+    """``None``/``"none"`` -> None; a format of :data:`QUANT_FORMATS` -> itself; anything else: one clear error."""
+    if quantize in (None, "none"):
+        return None
+    if quantize not in QUANT_FORMATS:
+        raise AscendNbError(f"unknown quantize {quantize!r}: use one of none, {', '.join(QUANTIZE_CHOICES)}")
+    return quantize
+
+
+def quant_format(quantize: str | None) -> QuantFormat | None:
+    """The format of a ``quantize`` value (None for no quantization)."""
+    name = check_quantize(quantize)
+    return None if name is None else QUANT_FORMATS[name]
