@@ -225,10 +225,11 @@ KERNEL_PATHS = {
 }
 # what a CPU kernel path needs: (CPU features, instruction set of its native kernels or None)
 CPU_PATH_NEEDS = {
-    "cpu-avx512bf16-gemv": (lambda cpu: cpu.avx512f and cpu.avx512bw and cpu.avx512_bf16, "avx512bf16"),
-    "cpu-avx512-gemv": (lambda cpu: cpu.avx512f and cpu.avx512bw, "avx512"),
+    "cpu-avx512bf16-gemv": (lambda cpu: cpu.avx512f and cpu.avx512bw and cpu.avx512_bf16 and cpu.avx512_vnni and cpu.f16c,
+                            "avx512bf16"),
+    "cpu-avx512-gemv": (lambda cpu: cpu.avx512f and cpu.avx512bw and cpu.f16c, "avx512"),
     "cpu-onednn": (lambda cpu: cpu.onednn_bf16, None),
-    "cpu-avx2-gemv": (lambda cpu: cpu.avx2 and cpu.fma, "avx2"),
+    "cpu-avx2-gemv": (lambda cpu: cpu.avx2 and cpu.fma and cpu.f16c, "avx2"),
     "cpu-aten": (lambda cpu: True, None),
     "torch": (lambda cpu: True, None),
 }

@@ -1,6 +1,7 @@
-"""Native CPU kernels built from ascend_nb/csrc: memory-bound GEMV custom ops ``torch.ops.ascend_nb.gemv_<isa>``,
-a one-pass RMSNorm ``rms_norm_<isa>``, one decode step's attention ``decode_attention_<isa>`` and a whole
-decoder layer of a decode step ``decode_layer_<isa>`` (those ops and ATen's add/SiLU/mul, called from C++).
+"""Native CPU kernels built from ascend_nb/csrc: memory-bound GEMV custom ops ``torch.ops.ascend_nb.gemv_<isa>``
+(bf16, int8, w8a8 and int4 weights; ``quant_gemv.h``), the prompt GEMM of quantized weights
+``dequant_linear_<isa>``, a one-pass RMSNorm ``rms_norm_<isa>``, one decode step's attention
+``decode_attention_<isa>`` and a whole decoder layer of a decode step ``decode_layer_<isa>`` (those ops and ATen's add/SiLU/mul, called from C++).
 
 ATen's bf16 GEMV and ``_weight_int8pack_mm`` are compute-bound on a CPU without native bf16
 (about 4 GMAC/s a core on AVX2); decoding only needs to stream each weight once. The sources are
@@ -39,9 +40,10 @@ MAX_ROWS = 8
 CSRC = Path(__file__).resolve().parent / "csrc"
 CACHE_FORMAT = "2"  # libraries with a checksum beside them; older builds are not looked at
 # instruction set -> (source file, compiler flags)
-ISAS = {"avx2": ("cpu_kernels_avx2.cpp", ["-mavx2", "-mfma"]),
-        "avx512": ("cpu_kernels_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma"]),
-        "avx512bf16": ("cpu_kernels_avx512bf16.cpp", ["-mavx512f", "-mavx512bw", "-mavx512bf16", "-mfma"])}
+ISAS = {"avx2": ("cpu_kernels_avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
+        "avx512": ("cpu_kernels_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma", "-mf16c"]),
+        "avx512bf16": ("cpu_kernels_avx512bf16.cpp", ["-mavx512f", "-mavx512bw", "-mavx512bf16", "-mavx512vnni",
+                                                      "-mfma", "-mf16c"])}
 
 
 def _build(isa: str) -> None:
@@ -125,8 +127,12 @@ def load_native(isa: str) -> bool:
         return False
 
     @torch.library.register_fake(f"ascend_nb::gemv_{isa}")
-    def _(x, weight, scales=None, out_dtype=None):
+    def _(x, weight, scales=None, out_dtype=None, mins=None, int8_activations=False):
         return x.new_empty(x.shape[0], weight.shape[0], dtype=out_dtype or x.dtype)
+
+    @torch.library.register_fake(f"ascend_nb::dequant_linear_{isa}")
+    def _(x, weight, scales, mins=None):
+        return x.new_empty(*x.shape[:-1], weight.shape[0])
 
     @torch.library.register_fake(f"ascend_nb::rms_norm_{isa}")
     def _(x, weight, eps):
@@ -144,12 +150,24 @@ def load_native(isa: str) -> bool:
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = None, isa: str = "avx2",
-         out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``x @ weight.T`` (``* scales`` per output channel) for ``x`` ``[..., K]`` with at most 8 rows,
-    through the loaded ``gemv_<isa>`` op; ``out_dtype`` float32 keeps the float32 accumulator."""
+         out_dtype: torch.dtype | None = None, mins: torch.Tensor | None = None, int8_activations: bool = False
+         ) -> torch.Tensor:
+    """``x @ weight.T`` for ``x`` ``[..., K]`` with at most 8 rows, through the loaded ``gemv_<isa>`` op:
+    bf16 weights; int8 weights ``* scales`` per output channel (``int8_activations``: w8a8, each row of ``x``
+    quantized to int8 per token, exact integer dots); uint8 int4 weights ``[N, K/2]`` with their float16
+    ``scales`` and ``mins`` (see :class:`~ascend_nb.engine.accelerated.quantize.Int4Weight`). ``out_dtype``
+    float32 keeps the float32 accumulator."""
     op = getattr(torch.ops.ascend_nb, f"gemv_{isa}")
-    out = op(x.reshape(-1, x.shape[-1]), weight, scales, out_dtype)
+    out = op(x.reshape(-1, x.shape[-1]), weight, scales, out_dtype, mins, int8_activations)
     return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def dequant_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor | None = None,
+                   isa: str = "avx2") -> torch.Tensor:
+    """``x @ W.T`` for a prompt (any number of rows) with int8 (``scales`` float32, applied to the output in
+    ``x``'s dtype) or int4 weights (``scales``/``mins`` float16): tiles of weight rows dequantized into a
+    cache-sized buffer and multiplied by ATen's GEMM (``dequant_linear_<isa>``), never the whole weight at once."""
+    return getattr(torch.ops.ascend_nb, f"dequant_linear_{isa}")(x, weight, scales, mins)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, isa: str = "avx2") -> torch.Tensor:

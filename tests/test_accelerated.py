@@ -208,7 +208,7 @@ GEMV_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if devices.n
 
 
 @pytest.mark.parametrize("kernels", GEMV_PATHS)
-@pytest.mark.parametrize("quantize", [None, "int8"])
+@pytest.mark.parametrize("quantize", [None, "int8", "w8a8", "int4"])
 def test_fused_decode_layer_is_the_python_layer_bit_for_bit(tiny_llama_dir, tied_mqa_dir, kernels, quantize):
     """On the GEMV paths each decode layer is one native call (the same ops called from C++): every
     decode step's logits are those of the op-by-op Python layer exactly, for a left-padded batch."""

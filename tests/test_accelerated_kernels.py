@@ -6,6 +6,8 @@ these tests that computes each torch_npu op's documented formula and checks the 
 (layout, head counts, mask convention). That proves the plumbing, not the NPU: not verified on NPU.
 """
 
+import functools
+import inspect
 import sys
 import types
 
@@ -18,7 +20,9 @@ from ascend_nb import device as devices
 from ascend_nb import native
 from ascend_nb.engine.accelerated import kernels as K
 from ascend_nb.engine.accelerated.model import CompactLlama
-from ascend_nb.engine.accelerated.quantize import Int8Weight, quantize_int8
+from ascend_nb.engine.accelerated import npu_quant
+from ascend_nb.engine.accelerated.npu_quant import NpuInt4Linear, NpuW8A8Linear
+from ascend_nb.engine.accelerated.quantize import Int8Weight, quantize_int4, quantize_int8
 from ascend_nb.quant_formats import check_quantize
 from ascend_nb.errors import AscendNbError
 
@@ -134,13 +138,16 @@ def test_native_decode_step_attention_is_the_twin(path, dtype, batch, heads, kv_
 
 
 @pytest.mark.parametrize("path", CPU_PATHS)
-@pytest.mark.parametrize("quantize, rows", [(None, 1), (None, 8), (None, 40), ("int8", 1), ("int8", 40)])
+@pytest.mark.parametrize("quantize, rows", [(None, 1), (None, 8), (None, 40), ("int8", 1), ("int8", 40), ("w8a8", 1),
+                                            ("w8a8", 40), ("int4", 1), ("int4", 40)])
 def test_every_cpu_kernel_path_equals_the_twin(path, quantize, rows):
-    """Every kernel path this CPU runs, decoding rows and prompts, bf16 and int8, against the plain
-    twin (float32 accumulation in both, another order: bf16 tolerance)."""
+    """Every kernel path this CPU runs, decoding rows and prompts, bf16 and every quantized format, against the
+    plain twin (float32 accumulation in both, another order, int4 decoding from float32 weights: bf16 tolerance)."""
     weight, x = randn(96, 64, dtype=torch.bfloat16), randn(rows, 64, dtype=torch.bfloat16, seed=1)
     got, expected = cpu_kernels(path).linear(weight, quantize), TWIN.linear(weight, quantize)
-    torch.testing.assert_close(got(x), expected(x), rtol=2e-2 if quantize else 1.6e-2, atol=1e-3)
+    # int4 decoding reads scale * q + min in float32 where the twin rounds it to bf16 first: a bf16 step of the largest output
+    atol = 2**-8 * expected(x).abs().max().item() if quantize == "int4" else 1e-3
+    torch.testing.assert_close(got(x), expected(x), rtol=2e-2 if quantize else 1.6e-2, atol=atol)
     head = cpu_kernels(path).linear(weight, quantize, out_dtype=torch.float32)
     assert head(x).dtype == torch.float32
 
@@ -187,7 +194,8 @@ def test_cpu_kernel_selection():
             expected_prompt = K.DenseLinear if kernels.onednn_prompts else K.UpcastLinear
             assert type(bf16.prompt) is expected_prompt
             assert bf16.prompt.weight is bf16.weight  # one copy of the weight, read by prompts and decoding alike
-            assert type(int8.prompt) is (K.Int8Linear if kernels.onednn_prompts else K.Int8PackLinear)
+            assert type(int8.prompt) is K.DequantLinear and int8.prompt.weight is int8.weight  # one copy here too
+            assert int8.prompt.float_gemm is not kernels.onednn_prompts
         else:
             assert type(bf16) is (K.OneDnnLinear if path == "cpu-onednn" else K.UpcastLinear)
             assert type(int8) is K.Int8PackLinear
@@ -276,68 +284,198 @@ def test_compiled_cpu_decode_follows_eager_on_every_kernel_path(tiny_llama_dir, 
 
 
 # -- NPU dispatch with a fake torch_npu (not verified on NPU) ---------------------------------------
+SCALAR_TYPES = {5: torch.float16, 15: torch.bfloat16, 6: torch.float32, 1: torch.int8, 3: torch.int32}  # c10 codes
+
+
+def _logged(op):
+    """Log each call of a fake op (name, args, kwargs, result) for the schema oracle."""
+    @functools.wraps(op)
+    def call(fake, *args, **kwargs):
+        out = op(fake, *args, **kwargs)
+        fake.log.append((op.__name__, args, kwargs, out))
+        return out
+    return call
+
+
 class FakeTorchNpu(types.ModuleType):
-    """Computes the documented formulas of the torch_npu ops NpuKernels calls; counts the calls."""
+    """Computes the documented formulas of the torch_npu ops NpuKernels and npu_quant.py call; counts and logs
+    the calls. Every op's signature is the real registered schema (names, order, keyword-only, defaults) and its
+    output shapes and dtypes are those of Huawei's meta functions: tests/test_npu_schemas.py checks both against
+    the torch_npu 2.12.0 wheel. Arguments a fake does not implement must stay at their defaults."""
 
     def __init__(self):
         super().__init__("torch_npu")
         self.calls: dict[str, int] = {}
+        self.log: list[tuple[str, tuple, dict, object]] = []  # (op, args, kwargs, result) of every call
 
     def _count(self, name):
         self.calls[name] = self.calls.get(name, 0) + 1
 
-    def npu_rms_norm(self, x, gamma, epsilon=1e-6):
-        self._count("rms_norm")
-        rstd = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + epsilon)
-        return gamma * (x.float() * rstd).to(x.dtype), rstd
+    def _defaults_only(self, op, values, implemented):
+        """Every argument of ``op`` outside ``implemented`` is at its schema default (the fake does not compute it)."""
+        for p in inspect.signature(getattr(self, op)).parameters.values():
+            if p.name not in implemented and p.default is not inspect.Parameter.empty:
+                assert values[p.name] == p.default, f"fake {op} does not implement {p.name}={values[p.name]!r}"
 
-    def npu_rotary_mul(self, x, r1, r2):
-        self._count("rotary")
-        assert x.dim() == 4 and r1.shape[0] == 1 and r1.shape[1] == 1, "11SD cos/sin for BNSD input"
-        return x * r1 + K.rotate_half(x) * r2
+    @_logged
+    def npu_rms_norm(fake, self, gamma, epsilon=1e-06):
+        fake._count("rms_norm")
+        assert gamma.dtype == self.dtype, "gamma's dtype must be self's (torch_npu docs)"
+        rstd = torch.rsqrt(self.float().pow(2).mean(-1, keepdim=True) + epsilon)
+        return gamma * (self.float() * rstd).to(self.dtype), rstd
+
+    @_logged
+    def npu_rotary_mul(fake, self, r1, r2, rotary_mode="half", rotate=None):
+        fake._defaults_only("npu_rotary_mul", locals(), ())
+        fake._count("rotary")
+        assert self.dim() == 4 and r1.shape[0] == 1 and r1.shape[1] == 1, "11SD cos/sin for BNSD input"
+        return self * r1 + K.rotate_half(self) * r2  # 'half' mode: r1 * input + r2 * cat(-x2, x1)
 
     def _attention(self, q, k, v, atten_mask, num_heads, num_key_value_heads, scale_value, input_layout):
         assert input_layout == "BNSD" and q.is_contiguous()
-        assert q.shape[1] == num_heads and k.shape[1] == num_key_value_heads
+        assert q.dtype in (torch.float16, torch.bfloat16), "query: float16 / bfloat16 on Atlas A2 (torch_npu docs)"
+        assert q.shape[1] == num_heads and k.shape[1] == (num_key_value_heads or num_heads)  # 0: as many as num_heads
         allowed = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool) if atten_mask is None else ~atten_mask
-        return reference_attention(q, k, v, allowed, scale_value)
+        return reference_attention(q.float(), k.float(), v.float(), allowed, scale_value).to(q.dtype)
 
-    def npu_prompt_flash_attention(self, q, k, v, *, atten_mask=None, num_heads=1, num_key_value_heads=0,
-                                   scale_value=1.0, input_layout="BSH", pre_tokens=2147483647, next_tokens=0):
-        self._count("prompt_flash_attention")
-        assert atten_mask.dtype == torch.bool and next_tokens >= q.shape[2], "the mask alone decides"
-        return self._attention(q, k, v, atten_mask, num_heads, num_key_value_heads, scale_value, input_layout)
+    @_logged
+    def npu_prompt_flash_attention(fake, query, key, value, *, padding_mask=None, atten_mask=None, pse_shift=None,
+                                   actual_seq_lengths=None, deq_scale1=None, quant_scale1=None, deq_scale2=None,
+                                   quant_scale2=None, quant_offset2=None, num_heads=1, scale_value=1.0,
+                                   pre_tokens=2147483647, next_tokens=0, input_layout="BSH", num_key_value_heads=0,
+                                   actual_seq_lengths_kv=None, sparse_mode=0):
+        fake._defaults_only("npu_prompt_flash_attention", locals(), (
+            "atten_mask", "num_heads", "scale_value", "pre_tokens", "next_tokens", "input_layout", "num_key_value_heads"))
+        fake._count("prompt_flash_attention")
+        # sparse_mode 0 with a mask: only the band pre_tokens / next_tokens around the diagonal is computed
+        assert atten_mask.dtype == torch.bool and next_tokens >= query.shape[2] and pre_tokens >= key.shape[2], \
+            "the mask alone decides"
+        assert all(t.is_contiguous() for t in (query, key, value, atten_mask)), "non-contiguous tensors: not supported"
+        return fake._attention(query, key, value, atten_mask, num_heads, num_key_value_heads, scale_value, input_layout)
 
-    def npu_incre_flash_attention(self, q, k, v, *, atten_mask=None, actual_seq_lengths=None, num_heads=1,
-                                  num_key_value_heads=0, scale_value=1.0, input_layout="BSH"):
-        self._count("incre_flash_attention")
-        assert q.shape[2] == 1 and len(actual_seq_lengths) == q.shape[0]
-        length = actual_seq_lengths[0]
-        mask = None if atten_mask is None else atten_mask[..., :length]
-        return self._attention(q, k[:, :, :length], v[:, :, :length], mask, num_heads, num_key_value_heads,
-                               scale_value, input_layout)
+    @_logged
+    def npu_incre_flash_attention(fake, query, key, value, *, padding_mask=None, atten_mask=None, pse_shift=None,
+                                  actual_seq_lengths=None, antiquant_scale=None, antiquant_offset=None, block_table=None,
+                                  dequant_scale1=None, quant_scale1=None, dequant_scale2=None, quant_scale2=None,
+                                  quant_offset2=None, kv_padding_size=None, num_heads=1, scale_value=1.0,
+                                  input_layout="BSH", num_key_value_heads=0, block_size=0, inner_precise=1):
+        fake._defaults_only("npu_incre_flash_attention", locals(), (
+            "atten_mask", "actual_seq_lengths", "num_heads", "scale_value", "input_layout", "num_key_value_heads"))
+        fake._count("incre_flash_attention")
+        assert query.shape[2] == 1 and len(actual_seq_lengths) in (1, query.shape[0]), "shape (B,) or (1,)"
+        lengths = actual_seq_lengths * query.shape[0] if len(actual_seq_lengths) == 1 else actual_seq_lengths
+        rows = []
+        for b, length in enumerate(lengths):  # only the first actual_seq_lengths[b] keys and values are valid
+            mask = None if atten_mask is None else atten_mask[b:b + 1, ..., :length]
+            rows.append(fake._attention(query[b:b + 1], key[b:b + 1, :, :length], value[b:b + 1, :, :length], mask,
+                                        num_heads, num_key_value_heads, scale_value, input_layout))
+        return torch.cat(rows)
+
+    @_logged
+    def npu_dynamic_quant(fake, input, *, smooth_scales=None, group_index=None, dst_type=None, quant_mode="pertoken",
+                          dst_type_max=0.0):
+        fake._defaults_only("npu_dynamic_quant", locals(), ())
+        fake._count("dynamic_quant")
+        assert input.dtype in (torch.float16, torch.bfloat16) and input.dim() > 1
+        x = input.float()
+        scale = x.abs().amax(dim=-1) / 127  # scale = rowMax(abs(x)) / DTYPE_MAX; y = round(x / scale)
+        # an all-zero row (padding) divides 0 by 0: whatever int8 values it gets on NPU, its scale 0 zeroes its output
+        y = torch.round(x / torch.where(scale > 0, scale, 1)[..., None])
+        return y.clamp(-128, 127).to(torch.int8), scale
+
+    @_logged
+    def npu_quant_matmul(fake, x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
+                         x1_dtype=None, x2_dtype=None, pertoken_scale_dtype=None, scale_dtype=None, group_sizes=None,
+                         y_scale=None):
+        fake._defaults_only("npu_quant_matmul", locals(), ("pertoken_scale", "output_dtype"))
+        fake._count("quant_matmul")
+        out_dtype = SCALAR_TYPES.get(output_dtype, output_dtype)  # int? output_dtype: a torch.dtype arrives as its code
+        assert x1.dtype == x2.dtype == torch.int8 and x1.dim() == x2.dim() == 2 and x1.shape[1] == x2.shape[0]
+        assert scale.dtype == torch.float32 and pertoken_scale.dtype == torch.float32
+        assert out_dtype in (torch.float16, torch.bfloat16), "float16 / bfloat16 output with a per-token scale"
+        acc = (x1.long() @ x2.long()).float()  # exact int32 accumulation, then both scales
+        return (acc * pertoken_scale[:, None] * scale).to(out_dtype)
+
+    @_logged
+    def npu_weight_quant_batchmatmul(fake, x, weight, antiquant_scale, antiquant_offset=None, quant_scale=None,
+                                     quant_offset=None, bias=None, antiquant_group_size=0, inner_precise=0,
+                                     weight_dtype=None):
+        fake._defaults_only("npu_weight_quant_batchmatmul", locals(), ("antiquant_offset", "antiquant_group_size"))
+        fake._count("weight_quant_batchmatmul")
+        assert x.dim() == 2 and x.dtype in (torch.float16, torch.bfloat16) and weight.dtype == torch.int32
+        assert antiquant_scale.dtype == x.dtype and antiquant_offset.dtype == x.dtype, "scale/offset in x's dtype"
+        q = FakeTorchNpu.int4_unpack(weight).float()  # [K, N] in -8..7
+        k, n = q.shape
+        group = antiquant_group_size or k  # 0: per-channel, scale (1, N)
+        assert antiquant_group_size == 0 or (antiquant_group_size % 32 == 0 and 32 <= antiquant_group_size <= k - 1)
+        assert antiquant_scale.shape == antiquant_offset.shape == (k // group, n)
+        expand = lambda t: t.float().repeat_interleave(group, dim=0)  # noqa: E731
+        w = (q + expand(antiquant_offset)) * expand(antiquant_scale)  # (weight + antiquant_offset) * antiquant_scale
+        return (x.float() @ w).to(x.dtype)
+
+    @_logged
+    def npu_convert_weight_to_int4pack(fake, weight, inner_k_tiles=0):
+        fake._defaults_only("npu_convert_weight_to_int4pack", locals(), ())
+        fake._count("convert_weight_to_int4pack")
+        assert weight.dtype == torch.int32 and weight.dim() == 2 and weight.shape[1] % 8 == 0 and weight.is_contiguous()
+        assert weight.min() >= -8 and weight.max() <= 7, "values in int4's range [-8, 7]"
+        # 8 nibbles per int32; the real op interleaves them in its own order, which only the op itself reads back
+        nibbles = (weight & 0xF).view(weight.shape[0], -1, 8)
+        packed = sum(nibbles[..., i].to(torch.int64) << (4 * i) for i in range(8))
+        return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+
+    @staticmethod
+    def int4_unpack(packed):
+        """The fake's inverse of npu_convert_weight_to_int4pack: int32 [K, N/8] -> signed values [K, N]."""
+        words = packed.to(torch.int64) & 0xFFFFFFFF
+        nibbles = torch.stack([(words >> (4 * i)) & 0xF for i in range(8)], dim=-1).view(packed.shape[0], -1)
+        return torch.where(nibbles >= 8, nibbles - 16, nibbles)
 
 
-def test_npu_kernels_run_a_model_like_the_twin(engine, tiny_llama_dir):
-    fake = FakeTorchNpu()
-    npu_model = CompactLlama.from_directory(tiny_llama_dir, engine.config, K.NpuKernels(torch_npu_module=fake), torch.float32,
-                                            torch.device("cpu"), 64)
+def run_npu_model(engine, model) -> torch.Tensor:
+    """Logits of a left-padded batch: the prompt, then three decode steps, with ``model`` swapped into ``engine``."""
     reference = engine.model
     ids = torch.tensor([[1, 504, 3458, 282, 4649, 314], [2, 2, 1, 42, 43, 44]])
     mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
     with torch.inference_mode():
-        for model in (reference, npu_model):
-            engine.model, engine._decode_steps = model, {}  # a decode step is bound to its model
-            try:
-                logits = [engine._prefill(ids, mask)]
-                logits += [engine._decode(torch.tensor([7, 9])) for _ in range(3)]
-            finally:
-                engine.model, engine._decode_steps = reference, {}
-            model.logits = torch.stack(logits)
-    torch.testing.assert_close(npu_model.logits, reference.logits, rtol=1e-4, atol=1e-4)
-    assert fake.calls["rms_norm"] == 4 * (2 * 2 + 1)
+        engine.model, engine._decode_steps = model, {}  # a decode step is bound to its model
+        try:
+            logits = [engine._prefill(ids, mask)]
+            logits += [engine._decode(torch.tensor([7, 9])) for _ in range(3)]
+        finally:
+            engine.model, engine._decode_steps = reference, {}
+    return torch.stack(logits)
+
+
+def compact(tiny_llama_dir, engine, kernels, dtype, quantize=None):
+    return CompactLlama.from_directory(tiny_llama_dir, engine.config, kernels, dtype, torch.device("cpu"), 64, quantize)
+
+
+def test_npu_kernels_run_a_model_like_the_twin(engine, tiny_llama_dir):
+    """float32: torch_npu's RMSNorm; attention runs the plain twin (the flash attention ops take float16 / bfloat16)."""
+    fake = FakeTorchNpu()
+    npu_model = compact(tiny_llama_dir, engine, K.NpuKernels(torch_npu_module=fake), torch.float32)
+    torch.testing.assert_close(run_npu_model(engine, npu_model), run_npu_model(engine, engine.model), rtol=1e-4, atol=1e-4)
+    assert fake.calls == {"rms_norm": 4 * (2 * 2 + 1)}  # no flash attention in float32; head_dim 16: no npu_rotary_mul
+
+
+@pytest.mark.parametrize("dtype, quantize", [(torch.bfloat16, None), (torch.float16, None), (torch.float16, "w8a8"),
+                                             (torch.float16, "int4"), (torch.bfloat16, "int4")])
+def test_npu_kernels_run_a_half_precision_model_like_the_twin(engine, tiny_llama_dir, dtype, quantize):
+    """float16 / bfloat16, dense and quantized: the flash attention ops and the quantized matmuls against the plain
+    twins in the same dtype and format. Tolerance: a few steps of the dtype on logits of size ~1 (the fake computes
+    attention in float32 and rounds once; int4's offsets carry their own rounding, see test_npu_int4_linear_*)."""
+    fake = FakeTorchNpu()
+    npu_model = compact(tiny_llama_dir, engine, K.NpuKernels(torch_npu_module=fake), dtype, quantize)
+    twin_model = compact(tiny_llama_dir, engine, K.Kernels(), dtype, quantize)
+    got, expected = run_npu_model(engine, npu_model), run_npu_model(engine, twin_model)
+    step = torch.finfo(dtype).eps
+    torch.testing.assert_close(got, expected, rtol=8 * step, atol=8 * step)
     assert fake.calls["prompt_flash_attention"] == 2 and fake.calls["incre_flash_attention"] == 3 * 2
-    assert "rotary" not in fake.calls  # head_dim 16: npu_rotary_mul needs D % 128 == 0, the twin runs
+    linears = {"w8a8": "quant_matmul", "int4": "weight_quant_batchmatmul"}
+    if quantize:  # every linear of the two layers and the head: one prefill and three decode calls each
+        assert fake.calls[linears[quantize]] == (2 * 4 + 1) * 4
+        assert fake.calls.get("dynamic_quant", 0) == (fake.calls["quant_matmul"] if quantize == "w8a8" else 0)
 
 
 def test_npu_rotary_uses_the_fused_op_for_128_wide_heads():
@@ -360,6 +498,94 @@ def test_every_kernel_path_has_one_kernel_class():
     """The one table path -> class covers every path of every device, and nothing else."""
     assert sorted(K.KERNEL_CLASSES) == sorted({path for paths in devices.KERNEL_PATHS.values() for path in paths})
     assert K.KERNEL_CLASSES["cuda-sdpa"] is K.Kernels and K.KERNEL_CLASSES["cpu-aten"] is K.CpuKernels
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 5, 40])
+def test_npu_w8a8_linear_is_the_cpu_twin(dtype, rows):
+    """npu_dynamic_quant + npu_quant_matmul (fake) against W8A8Linear: the same per-token rounding, an exact integer
+    product, the same two scales; on NPU the output is rounded once to the dtype (one step of it allowed)."""
+    weight, x = randn(96, 64, dtype=dtype) * 0.05, randn(2, rows, 64, dtype=dtype, seed=1)
+    fake = FakeTorchNpu()
+    linear = K.NpuKernels(torch_npu_module=fake).linear(weight, "w8a8")
+    assert type(linear) is NpuW8A8Linear
+    got, expected = linear(x), K.W8A8Linear(quantize_int8(weight))(x)
+    assert got.dtype == dtype and got.shape == (2, rows, 96)
+    torch.testing.assert_close(got, expected, rtol=torch.finfo(dtype).eps, atol=1e-5)
+    assert fake.calls == {"dynamic_quant": 1, "quant_matmul": 1}
+
+
+def npu_int4_weight(linear: NpuInt4Linear) -> torch.Tensor:
+    """The float32 weight [N, K] the op computes from a NpuInt4Linear's blocks: (q_signed + offset) * scale."""
+    parts = []
+    for packed, scale, offset in linear.blocks:
+        q = FakeTorchNpu.int4_unpack(packed).float()
+        group = linear.group_size or q.shape[0]
+        parts.append(((q + offset.float().repeat_interleave(group, 0)) * scale.float().repeat_interleave(group, 0)).t())
+    return torch.cat(parts)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k", [64, 32])  # 32: one group per row, passed per-channel (antiquant_group_size 0)
+def test_npu_int4_offsets_give_the_cpu_weights(dtype, k):
+    """(q - 8 + offset) * scale' equals scale * q + min up to the rounding of the offset to the dtype (half a step
+    of it) and, in bfloat16, of the scale (scale' = the scale rounded: 8 |scale' - scale|)."""
+    weight = randn(96, k) * torch.linspace(0.01, 2, 96)[:, None] + 0.3
+    int4 = quantize_int4(weight)
+    linear = NpuInt4Linear(int4, FakeTorchNpu(), dtype)
+    assert linear.group_size == (0 if k == 32 else 32)
+    scales, op_scales = int4.scales.float(), int4.scales.to(dtype).float()
+    offsets = torch.cat([offset.float().t() for _, _, offset in linear.blocks])
+    bound = 8 * (op_scales - scales).abs() + offsets.abs() * torch.finfo(dtype).eps / 2 * op_scales * (1 + 1e-3)
+    error = (npu_int4_weight(linear) - int4.dequantize(torch.float32)).abs().view(96, -1, 32)
+    assert (error <= bound[..., None] + 1e-7).all()
+    if dtype == torch.float16:  # the scales are float16 already: only the offset's rounding is left
+        assert torch.equal(op_scales, scales)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 40])
+def test_npu_int4_linear_is_the_cpu_twin(dtype, rows):
+    """npu_weight_quant_batchmatmul (fake) against Int4Linear: each output within what the weights' difference
+    (test above) and the twin's rounding of the weight and of the output to the dtype can move it."""
+    weight, x = randn(96, 64, dtype=dtype) * 0.05, randn(rows, 64, dtype=dtype, seed=1)
+    fake = FakeTorchNpu()
+    linear = K.NpuKernels(torch_npu_module=fake).linear(weight, "int4")
+    assert type(linear) is NpuInt4Linear and fake.calls == {"convert_weight_to_int4pack": 1}
+    int4 = quantize_int4(weight)
+    got, expected = linear(x), K.Int4Linear(int4)(x)
+    assert got.dtype == dtype and got.shape == (rows, 96)
+    eps = torch.finfo(dtype).eps
+    w_twin = int4.dequantize(torch.float32)
+    weight_error = (npu_int4_weight(linear) - w_twin).abs() + w_twin.abs() * eps / 2
+    bound = x.float().abs() @ weight_error.t() + (expected.float().abs() + got.float().abs()) * eps / 2 + 1e-6
+    bound += x.float().abs() @ w_twin.abs().t() * 64 * 2**-24  # float32 sums in another order
+    assert ((got.float() - expected.float()).abs() <= bound).all()
+
+
+def test_npu_quantized_linear_selection(monkeypatch):
+    npu = K.NpuKernels(torch_npu_module=FakeTorchNpu())
+    half = randn(96, 64, dtype=torch.float16)
+    assert type(npu.linear(half, "w8a8")) is NpuW8A8Linear and type(npu.linear(half, "int4")) is NpuInt4Linear
+    assert type(npu.linear(half, "int8")) is K.Int8Linear and type(npu.linear(half)) is K.DenseLinear
+    # float32 activations (the quantized matmuls take float16 / bfloat16) and int4 with N % 8: the plain twins
+    assert type(npu.linear(half.float(), "w8a8")) is K.W8A8Linear and type(npu.linear(half.float(), "int4")) is K.Int4Linear
+    assert type(npu.linear(half[:90], "int4")) is K.Int4Linear
+    head = npu.linear(half, "w8a8", out_dtype=torch.float32)
+    assert head(randn(2, 64, dtype=torch.float16, seed=1)).dtype == torch.float32
+
+
+def test_npu_quantized_linears_split_wide_outputs(monkeypatch):
+    """N beyond the ops' 65535 runs as column blocks (here blocks of 40, rounded to 8 for the int4 pack)."""
+    weight, x = randn(96, 64, dtype=torch.float16) * 0.05, randn(3, 64, dtype=torch.float16, seed=1)
+    whole = [NpuW8A8Linear(quantize_int8(weight), FakeTorchNpu()), NpuInt4Linear(quantize_int4(weight), FakeTorchNpu(),
+                                                                                  torch.float16)]
+    monkeypatch.setattr(npu_quant, "MAX_DIM", 40)
+    assert npu_quant.column_blocks(96, 8) == [slice(0, 40), slice(40, 80), slice(80, 96)]
+    split = [NpuW8A8Linear(quantize_int8(weight), FakeTorchNpu()), NpuInt4Linear(quantize_int4(weight), FakeTorchNpu(),
+                                                                                  torch.float16)]
+    for one, blocks in zip(whole, split):
+        assert len(blocks.blocks) == 3 and torch.equal(blocks(x), one(x))
 
 
 # -- native GEMVs against plain float32 matmuls ----------------------------------------------------

@@ -142,19 +142,32 @@ void gemv_out(const float* x, const Wt* w, const float* scales, at::Tensor& out,
   }
 }
 
-// x float32 or bfloat16 [M, K]; weight bfloat16 or int8 [N, K]; scales float32 [N] or none;
-// out_dtype float32 or bfloat16 (default: x's dtype).
+}  // namespace
+
+#include "quant_gemv.h"
+
+namespace {
+
+// x float32 or bfloat16 [M, K]; weight bfloat16 or int8 [N, K] (scales float32 [N] or none; with
+// int8_activations the w8a8 GEMV of quant_gemv.h), or uint8 int4 [N, K/2] (scales and mins float16
+// [N, K/32]); out_dtype float32 or bfloat16 (default: x's dtype).
 at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& scales,
-                std::optional<at::ScalarType> out_dtype) {
-  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1), "gemv: x [M, K], weight [N, K]");
+                std::optional<at::ScalarType> out_dtype, const std::optional<at::Tensor>& mins, bool int8_activations) {
+  const bool int4 = weight.scalar_type() == at::kByte;
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(1) * (int4 ? 2 : 1),
+              "gemv: x [M, K], weight [N, K] (int4: [N, K/2])");
   TORCH_CHECK(x.size(0) >= 1 && x.size(0) <= 8, "gemv: 1 to 8 rows");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "gemv: x float32 or bfloat16");
-  TORCH_CHECK(weight.is_contiguous() && (!scales || (scales->is_contiguous() && scales->scalar_type() == at::kFloat)),
-              "gemv: contiguous weight, float32 scales");
+  TORCH_CHECK(weight.is_contiguous() && (!scales || (scales->is_contiguous() &&
+                                                      scales->scalar_type() == (int4 ? at::kHalf : at::kFloat))),
+              "gemv: contiguous weight, float32 scales (int4: float16)");
+  TORCH_CHECK(!int4 || (scales && mins && mins->is_contiguous() && x.size(1) % kGroup == 0),
+              "gemv: int4 weights need their scales and mins, K a multiple of 32");
+  TORCH_CHECK(!int8_activations || (weight.scalar_type() == at::kChar && scales), "gemv: w8a8 needs int8 weights and scales");
   const at::ScalarType dtype = out_dtype.value_or(x.scalar_type());
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "gemv: out_dtype float32 or bfloat16");
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
-  const float* sp = scales ? scales->data_ptr<float>() : nullptr;
+  const float* sp = scales && !int4 ? scales->data_ptr<float>() : nullptr;
   at::Tensor out = at::empty({M, N}, x.options().dtype(dtype));
 #ifdef GEMV_BF16_DOT
   if (x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 && K % 32 == 0) {
@@ -177,6 +190,21 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::option
     xbuf.assign(xb, xb + M * K);
     xf = xbuf.data();
   }
+  if (int4 || int8_activations) {
+    const bool bf16 = out.scalar_type() == at::kBFloat16;
+    if (int4) {
+      const at::Half* hs = scales->data_ptr<at::Half>();
+      const at::Half* hm = mins->data_ptr<at::Half>();
+      const uint8_t* w = weight.data_ptr<uint8_t>();
+      bf16 ? int4_gemv(xf, w, hs, hm, out.data_ptr<at::BFloat16>(), M, K, N)
+           : int4_gemv(xf, w, hs, hm, out.data_ptr<float>(), M, K, N);
+    } else {
+      const int8_t* w = weight.data_ptr<int8_t>();
+      bf16 ? w8a8_gemv(xf, w, sp, out.data_ptr<at::BFloat16>(), M, K, N)
+           : w8a8_gemv(xf, w, sp, out.data_ptr<float>(), M, K, N);
+    }
+    return out;
+  }
   if (weight.scalar_type() == at::kBFloat16) {
     gemv_out(xf, weight.data_ptr<at::BFloat16>(), sp, out, M, K, N);
   } else {
@@ -189,6 +217,11 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::option
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(ascend_nb, m) {
-  m.def(GEMV_OP "(Tensor x, Tensor weight, Tensor? scales=None, ScalarType? out_dtype=None) -> Tensor");
+  m.def(GEMV_OP "(Tensor x, Tensor weight, Tensor? scales=None, ScalarType? out_dtype=None, Tensor? mins=None, "
+                "bool int8_activations=False) -> Tensor");
+  m.def(DEQUANT_LINEAR_OP "(Tensor x, Tensor weight, Tensor scales, Tensor? mins=None) -> Tensor");
 }
-TORCH_LIBRARY_IMPL(ascend_nb, CPU, m) { m.impl(GEMV_OP, &gemv); }
+TORCH_LIBRARY_IMPL(ascend_nb, CPU, m) {
+  m.impl(GEMV_OP, &gemv);
+  m.impl(DEQUANT_LINEAR_OP, &dequant_linear);
+}

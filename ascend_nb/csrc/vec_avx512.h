@@ -1,5 +1,6 @@
-// One AVX512F/BW register of 16 float32 lanes for gemv.h (bf16 weights widened by a shift, int8 by
-// a conversion); shared by the AVX512 and AVX512-BF16 builds.
+// One AVX512F/BW register of 16 float32 lanes for gemv.h and quant_gemv.h (bf16 weights widened by a
+// shift, int8 by a conversion, int4 nibbles by a mask and a shift); shared by the AVX512 and AVX512-BF16
+// builds, which each add their int8 dot product (struct I8).
 #pragma once
 
 #include <immintrin.h>
@@ -18,6 +19,23 @@ struct Vec {
   static reg loadw(const int8_t* w) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))));
   }
+  // 16 bytes of packed nibbles: their low nibbles and their high nibbles as floats.
+  static void nibbles(const uint8_t* p, reg& lo, reg& hi) {
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    lo = _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15)));
+    hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
+  }
+  static reg set1(float v) { return _mm512_set1_ps(v); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static float sum(reg v) { return _mm512_reduce_add_ps(v); }
+  static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
+  // float32 -> bf16 rounded to nearest even (no NaN here: dequantized weights are finite).
+  static void store_bf16(at::BFloat16* p, reg v) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(rounded));
+  }
 };

@@ -144,18 +144,37 @@ def _gemv_rows(x: torch.Tensor) -> bool:
 
 
 class GemvLinear(Linear):
-    """Decoding rows (up to 8) through the memory-bound native GEMV for ``isa`` (bf16 or int8
-    weights with float32 ``scales``, float32 accumulation); prompts through ``prompt`` (another
-    linear of the same weight)."""
+    """Decoding rows (up to 8) through the memory-bound native GEMV for ``isa`` (bf16, int8, w8a8 or int4
+    weights, as :func:`ascend_nb.native.gemv` takes them; float32 accumulation, exact int32 for w8a8); prompts
+    through ``prompt`` (another linear of the same weight bytes)."""
 
-    def __init__(self, weight: torch.Tensor, isa: str, prompt: Linear, scales: torch.Tensor | None = None):
+    def __init__(self, weight: torch.Tensor, isa: str, prompt: Linear, scales: torch.Tensor | None = None,
+                 mins: torch.Tensor | None = None, int8_activations: bool = False):
         self.weight, self.isa, self.prompt, self.scales = weight, isa, prompt, scales
+        self.mins, self.int8_activations = mins, int8_activations
         self.out_features = weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _gemv_rows(x):
-            return native.gemv(x, self.weight, self.scales, self.isa, self.out_dtype)
+            return native.gemv(x, self.weight, self.scales, self.isa, self.out_dtype, self.mins, self.int8_activations)
         return self.prompt(x)
+
+
+class DequantLinear(Linear):
+    """A prompt's ``x @ W.T`` for int8 or int4 weights: tiles of rows dequantized into a cache-sized buffer and
+    multiplied by ATen's GEMM (:func:`ascend_nb.native.dequant_linear`), the numerics of :class:`Int8Linear` /
+    :class:`Int4Linear` up to the GEMM's blocking, at about a bf16 GEMM's speed. float16 activations, and bf16
+    ones with ``float_gemm`` (a CPU without native bf16 GEMMs, as for :class:`UpcastLinear`), run float32 tiles."""
+
+    def __init__(self, weight: torch.Tensor, isa: str, scales: torch.Tensor, mins: torch.Tensor | None = None,
+                 float_gemm: bool = False):
+        self.weight, self.isa, self.scales, self.mins, self.float_gemm = weight, isa, scales, mins, float_gemm
+        self.out_features = weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and not self.float_gemm):
+            return native.dequant_linear(x, self.weight, self.scales, self.mins, self.isa)
+        return native.dequant_linear(x.float(), self.weight, self.scales, self.mins, self.isa).to(x.dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -303,8 +322,9 @@ class CpuKernels(Kernels):
     def decode_layer(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                      v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
                      eps: float, scale: float) -> torch.Tensor:
-        weights = (layer.input_norm, layer.qkv.weight, layer.qkv.scales, layer.o.weight, layer.o.scales, layer.post_norm,
-                   layer.gate_up.weight, layer.gate_up.scales, layer.down.weight, layer.down.scales)
+        qkv, o, gate_up, down = layer.qkv, layer.o, layer.gate_up, layer.down
+        weights = (layer.input_norm, qkv.weight, qkv.scales, qkv.mins, o.weight, o.scales, o.mins, layer.post_norm,
+                   gate_up.weight, gate_up.scales, gate_up.mins, down.weight, down.scales, down.mins, qkv.int8_activations)
         return native.decode_layer(h, weights, cos, sin, k_cache, v_cache, index, key_valid, span, heads,
                                    k_cache.shape[1], eps, scale, self.isa)
 
@@ -319,16 +339,22 @@ class CpuKernels(Kernels):
         return out.view(b, 1, -1)
 
     def _linear(self, weight: torch.Tensor, quantize: str | None) -> Linear:
-        if quantize in ("w8a8", "int4"):
-            return super()._linear(weight, quantize)
+        if quantize and not self.isa:  # no native kernels: ATen's int8 GEMV/GEMM, or the twins
+            return Int8PackLinear(quantize_int8(weight)) if quantize == "int8" else super()._linear(weight, quantize)
         if quantize == "int8":
+            # prompts: tiles dequantized into the cache and ATen's GEMM (about bf16's speed; dequantizing a
+            # whole weight per call made 7B int8 prompts 3.4-4x slower than bf16's)
             int8 = quantize_int8(weight)
-            if not self.isa:
-                return Int8PackLinear(int8)
-            # prompts: where the CPU has native bf16 GEMMs the twin itself (int8 -> bf16 is exact, then
-            # one bf16 GEMM and the scales) is the fastest; else one float32 GEMM (Int8PackLinear)
-            prompt = Int8Linear(int8) if self.onednn_prompts else Int8PackLinear(int8)
-            return GemvLinear(int8.qweight, self.isa, prompt, int8.scales.float())
+            scales = int8.scales.float()
+            prompt = DequantLinear(int8.qweight, self.isa, scales, float_gemm=not self.onednn_prompts)
+            return GemvLinear(int8.qweight, self.isa, prompt, scales)
+        if quantize == "w8a8":  # prompts: oneDNN's int8 GEMM (AMX / VNNI) on per-token int8 activations
+            int8 = quantize_int8(weight)
+            return GemvLinear(int8.qweight, self.isa, W8A8Linear(int8), int8.scales.float(), int8_activations=True)
+        if quantize == "int4":
+            w4 = quantize_int4(weight)
+            prompt = DequantLinear(w4.packed, self.isa, w4.scales, w4.mins, float_gemm=not self.onednn_prompts)
+            return GemvLinear(w4.packed, self.isa, prompt, w4.scales, w4.mins)
         if weight.dtype not in (torch.bfloat16, torch.float16):
             return DenseLinear(weight)
         if self.isa and weight.dtype == torch.bfloat16:
@@ -356,29 +382,50 @@ class NpuKernels(Kernels):
 
     def rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         # npu_rotary_mul takes 11SD cos/sin for BNSD inputs on every torch_npu version (B1SD only on
-        # newer ones) and older versions need D % 128 == 0: otherwise use the plain twin.
-        if cos.shape[0] == 1 and x.shape[-1] % 128 == 0:
+        # newer ones); with jit_compile=True (the only mode of the 310P) D must be 128 and B, N at most 1000
+        # (torch_npu 2.12.0 docs): otherwise use the plain twin.
+        if cos.shape[0] == 1 and x.shape[-1] == 128 and x.shape[0] <= 1000 and x.shape[1] <= 1000:
             return self.npu.npu_rotary_mul(x, cos, sin)
         return super().rotary(x, cos, sin)
 
+    # query dtypes of npu_prompt/incre_flash_attention on Atlas A2 (torch_npu docs; the 310P takes float16 only):
+    # float32 activations run the plain twin (SDPA)
+    attention_dtypes = (torch.float16, torch.bfloat16)
+
     def prefill_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+        if q.dtype not in self.attention_dtypes:
+            return super().prefill_attention(q, k, v, mask, scale)
         t = q.shape[2]
         if mask is None:
             masked_out = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)[None, None]
         else:
             masked_out = ~mask
+        from ascend_nb.engine.accelerated.npu_quant import is_310p_device
+
+        kv_heads = k.shape[1]
+        if is_310p_device(q.device) and kv_heads != q.shape[1]:  # the 310P takes num_key_value_heads=0 only
+            k, v, kv_heads = repeat_kv(k, q.shape[1] // kv_heads), repeat_kv(v, q.shape[1] // kv_heads), 0
+        # pre/next_tokens at INT_MAX: the mask alone decides (the only pre_tokens the 310P takes; next_tokens 0 or INT_MAX)
         return self.npu.npu_prompt_flash_attention(
             q.contiguous(), k.contiguous(), v.contiguous(), atten_mask=masked_out, num_heads=q.shape[1],
-            num_key_value_heads=k.shape[1], scale_value=scale, input_layout="BNSD",
-            pre_tokens=65535, next_tokens=65535)
+            num_key_value_heads=kv_heads, scale_value=scale, input_layout="BNSD",
+            pre_tokens=2147483647, next_tokens=2147483647)
 
     def decode_attention(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, span: int,
                          key_valid: torch.Tensor, scale: float) -> torch.Tensor:
+        if q.dtype not in self.attention_dtypes:
+            return super().decode_attention(q, k_cache, v_cache, span, key_valid, scale)
         masked_out = ~key_valid[:, None, None, :]
         return self.npu.npu_incre_flash_attention(
             q.contiguous(), k_cache, v_cache, atten_mask=masked_out, actual_seq_lengths=[span] * q.shape[0],
             num_heads=q.shape[1], num_key_value_heads=k_cache.shape[1], scale_value=scale, input_layout="BNSD")
+
+    def _linear(self, weight: torch.Tensor, quantize: str | None) -> Linear:
+        # w8a8 / int4 through torch_npu's quantized matmuls where they apply (npu_quant.py, not verified on NPU)
+        from ascend_nb.engine.accelerated.npu_quant import npu_quantized_linear
+
+        return npu_quantized_linear(weight, quantize, self.npu) or super()._linear(weight, quantize)
 
 
 # kernel path (ascend_nb.device.KERNEL_PATHS) -> the class that runs it; the CPU paths share one class,

@@ -1,0 +1,217 @@
+// Quantized linears for CPUs, included by gemv.h (which dispatches to them):
+//
+//  - int4 GEMV (decoding, up to 8 rows): weight uint8 [N, K/2] of packed nibbles, float16 scales and mins
+//    [N, K/32] (ascend_nb/engine/accelerated/quantize.py, Int4Weight). Each group of 32 weights is widened
+//    to float32 in registers and multiplied into float32 activations:
+//      y = sum_g d_g * (x_g . q_g) + m_g * sum(x_g),
+//    so it is the float reference x @ (d q + m)^T up to float32 summation order.
+//  - w8a8 GEMV: weight int8 [N, K] with float32 scales [N]; each input row is quantized to int8 per token
+//    (scale max|x| / 127, rounded half to even) and the products are summed exactly in int32 by I8::dot
+//    (VNNI's vpdpbusd where the build has it, else vpmaddubsw + vpmaddwd), then y = acc * x_scale * w_scale:
+//    bit for bit the twin W8A8Linear (torch._int_mm).
+//  - dequant_linear (prompts, any number of rows): a tile of weight rows at a time (int8, or int4 groups)
+//    is dequantized into a cache-sized buffer in x's dtype and multiplied by ATen's GEMM, so the prompt path
+//    never holds a dequantized copy of a whole weight; int8 scales multiply the output, as Int8Linear does.
+//
+// Needs from the including unit: Vec (gemv.h's float lanes, plus set1, mul, nibbles, store, store_bf16) and
+// I8 (int8 dot products: zero, dot, sum, bytes, bias).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr int kGroup = 32;  // ascend_nb.quant_formats.INT4_GROUP_SIZE
+
+inline float half_to_float(const at::Half h) { return _cvtsh_ss(h.x); }
+
+// Sum of each row's activations over each group of 32: the mins' share of y.
+std::vector<float> group_sums(const float* x, int64_t M, int64_t K) {
+  const int64_t G = K / kGroup;
+  std::vector<float> sums(M * G);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t g = 0; g < G; ++g) {
+      float s = 0.0f;
+      for (int j = 0; j < kGroup; ++j) s += x[m * K + g * kGroup + j];
+      sums[m * G + g] = s;
+    }
+  }
+  return sums;
+}
+
+template <int M, typename T>
+void int4_rows(const float* x, const float* xsum, const uint8_t* w, const at::Half* scales, const at::Half* mins,
+               T* out, int64_t n0, int64_t n1, int64_t K, int64_t N) {
+  const int64_t G = K / kGroup;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* wr = w + n * (K / 2);
+    _mm_prefetch(reinterpret_cast<const char*>(wr + K / 2), _MM_HINT_T0);
+    typename Vec::reg acc[M];
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) acc[m] = Vec::zero();
+    float bias[M] = {0.0f};
+    for (int64_t g = 0; g < G; ++g) {
+      const typename Vec::reg d = Vec::set1(half_to_float(scales[n * G + g]));
+      const float mn = half_to_float(mins[n * G + g]);
+#pragma GCC unroll 4
+      for (int i = 0; i < kGroup / 2; i += W) {
+        typename Vec::reg lo, hi;
+        Vec::nibbles(wr + g * (kGroup / 2) + i, lo, hi);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m) {
+          const float* xg = x + m * K + g * kGroup + i;
+          typename Vec::reg t = Vec::mul(lo, Vec::loadx(xg));
+          t = Vec::fma(hi, Vec::loadx(xg + kGroup / 2), t);
+          acc[m] = Vec::fma(t, d, acc[m]);
+        }
+      }
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) bias[m] += mn * xsum[m * G + g];
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) out[m * N + n] = static_cast<T>(Vec::sum(acc[m]) + bias[m]);
+  }
+}
+
+template <typename T>
+void int4_gemv(const float* x, const uint8_t* w, const at::Half* scales, const at::Half* mins, T* out, int64_t M,
+               int64_t K, int64_t N) {
+  const std::vector<float> xsum = group_sums(x, M, K);
+  with_rows(M, [&](auto m) {
+    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+      int4_rows<decltype(m)::value>(x, xsum.data(), w, scales, mins, out, n0, n1, K, N);
+    });
+  });
+}
+
+// Per-token int8 of each row of x, as quantize_rows: scale = max|x| / 127 (1 for a zero row),
+// q = round_half_even(x / scale) clamped to +-127. Also each row's sum of q over [0, KB) for a biased dot.
+void quantize_rows(const float* x, int8_t* q, float* scales, int32_t* qsum, int64_t M, int64_t K, int64_t KB) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * K;
+    float amax = 0.0f;
+    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+    float scale = amax / 127.0f;
+    if (!(scale > 0.0f)) scale = 1.0f;
+    int32_t s = 0;
+    for (int64_t k = 0; k < K; ++k) {
+      const float r = std::nearbyint(xr[k] / scale);
+      q[m * K + k] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, r)));
+      if (k < KB) s += q[m * K + k];
+    }
+    scales[m] = scale;
+    qsum[m] = s;
+  }
+}
+
+template <int M, typename T>
+void w8a8_rows(const int8_t* xq, const float* xs, const int32_t* qsum, const int8_t* w, const float* ws, T* out,
+               int64_t n0, int64_t n1, int64_t K, int64_t N) {
+  const int64_t KB = K - K % I8::bytes;
+  for (int64_t n = n0; n < n1; ++n) {
+    const int8_t* wr = w + n * K;
+    _mm_prefetch(reinterpret_cast<const char*>(wr + K), _MM_HINT_T0);
+    typename I8::ireg acc[M];
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) acc[m] = I8::zero();
+    for (int64_t k = 0; k < KB; k += I8::bytes) {
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) acc[m] = I8::dot(acc[m], wr + k, xq + m * K + k);
+    }
+#pragma GCC unroll 8
+    for (int m = 0; m < M; ++m) {
+      int32_t s = I8::sum(acc[m]) - I8::bias * qsum[m];
+      for (int64_t k = KB; k < K; ++k) s += static_cast<int32_t>(wr[k]) * xq[m * K + k];
+      out[m * N + n] = static_cast<T>(static_cast<float>(s) * xs[m] * ws[n]);
+    }
+  }
+}
+
+template <typename T>
+void w8a8_gemv(const float* x, const int8_t* w, const float* ws, T* out, int64_t M, int64_t K, int64_t N) {
+  std::vector<int8_t> xq(M * K);
+  std::vector<float> xs(M);
+  std::vector<int32_t> qsum(M);
+  quantize_rows(x, xq.data(), xs.data(), qsum.data(), M, K, K - K % I8::bytes);
+  with_rows(M, [&](auto m) {
+    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+      w8a8_rows<decltype(m)::value>(xq.data(), xs.data(), qsum.data(), w, ws, out, n0, n1, K, N);
+    });
+  });
+}
+
+// -- prompts: tiles of dequantized weight rows through ATen's GEMM ------------------------------------------
+
+inline void store(float* p, typename Vec::reg v) { Vec::store(p, v); }
+inline void store(at::BFloat16* p, typename Vec::reg v) { Vec::store_bf16(p, v); }
+
+// Rows [r0, r1) of an int8 weight into buf (their exact values), or of an int4 weight as
+// T(d * q + m) with the product and the sum rounded in float32, as Int4Weight.dequantize.
+template <typename T>
+void dequantize_rows(const at::Tensor& weight, const at::Half* scales, const at::Half* mins, T* buf, int64_t n0,
+                     int64_t r0, int64_t r1, int64_t K) {
+  if (weight.scalar_type() == at::kChar) {
+    const int8_t* w = weight.data_ptr<int8_t>();
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t k = 0; k < K; k += W) store(buf + r * K + k, Vec::loadw(w + (n0 + r) * K + k));
+    }
+    return;
+  }
+  const uint8_t* w = weight.data_ptr<uint8_t>();
+  const int64_t G = K / kGroup;
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t g = 0; g < G; ++g) {
+      const typename Vec::reg d = Vec::set1(half_to_float(scales[(n0 + r) * G + g]));
+      const typename Vec::reg mn = Vec::set1(half_to_float(mins[(n0 + r) * G + g]));
+      for (int i = 0; i < kGroup / 2; i += W) {
+        typename Vec::reg lo, hi;
+        Vec::nibbles(w + (n0 + r) * (K / 2) + g * (kGroup / 2) + i, lo, hi);
+        store(buf + r * K + g * kGroup + i, Vec::add(Vec::mul(lo, d), mn));
+        store(buf + r * K + g * kGroup + kGroup / 2 + i, Vec::add(Vec::mul(hi, d), mn));
+      }
+    }
+  }
+}
+
+constexpr int64_t kTileBytes = 4 << 20;  // a tile of dequantized rows stays in the last-level cache
+
+// x [..., K] float32 or bfloat16; weight int8 [N, K] (scales float32 [N], multiplied into the output in x's
+// dtype) or uint8 int4 [N, K/2] (scales and mins float16 [N, K/32]). K a multiple of the SIMD width.
+at::Tensor dequant_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scales,
+                          const std::optional<at::Tensor>& mins) {
+  const bool int4 = weight.scalar_type() == at::kByte;
+  const int64_t K = x.size(-1), N = weight.size(0);
+  TORCH_CHECK(weight.is_contiguous() && scales.is_contiguous(), "dequant_linear: contiguous weight and scales");
+  TORCH_CHECK(int4 ? (weight.size(1) * 2 == K && K % kGroup == 0 && mins && scales.scalar_type() == at::kHalf)
+                   : (weight.scalar_type() == at::kChar && weight.size(1) == K && K % W == 0),
+              "dequant_linear: int8 [N, K] or int4 [N, K/2] weights with their scales");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "dequant_linear: x float32 or bfloat16");
+  at::Tensor x2 = x.reshape({-1, K}).contiguous();
+  const int64_t tile = std::max<int64_t>(16, kTileBytes / (K * x.element_size()));
+  at::Tensor buf = at::empty({std::min(tile, N), K}, x.options());
+  at::Tensor out = at::empty({x2.size(0), N}, x.options());
+  const at::Half* sp = int4 ? scales.data_ptr<at::Half>() : nullptr;
+  const at::Half* mp = int4 ? mins->data_ptr<at::Half>() : nullptr;
+  for (int64_t n0 = 0; n0 < N; n0 += tile) {
+    const int64_t rows = std::min(tile, N - n0);
+    at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
+      if (x.scalar_type() == at::kFloat) {
+        dequantize_rows(weight, sp, mp, buf.data_ptr<float>(), n0, r0, r1, K);
+      } else {
+        dequantize_rows(weight, sp, mp, buf.data_ptr<at::BFloat16>(), n0, r0, r1, K);
+      }
+    });
+    out.narrow(1, n0, rows).copy_(at::linear(x2, buf.narrow(0, 0, rows)));
+  }
+  if (!int4) out.mul_(scales.to(x.scalar_type()));
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = N;
+  return out.view(shape);
+}
+
+}  // namespace

@@ -1,0 +1,134 @@
+"""The quantized formats of ``ascend_nb.quant_formats`` (int8, w8a8, int4): how weights are quantized and
+packed, and each native kernel against the float reference of the same quantized values, on every
+instruction set this CPU runs: exact where the arithmetic is exact (w8a8's int32 dots, the prompt GEMM's
+dequantized tiles), within float32 summation order where it is not (int4 decoding)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ascend_nb
+from ascend_nb import device as devices
+from ascend_nb import native
+from ascend_nb.engine.accelerated import kernels as K
+from ascend_nb.engine.accelerated.quantize import quantize_int4, quantize_int8, quantize_rows
+from ascend_nb.errors import AscendNbError
+from ascend_nb.quant_formats import QUANT_FORMATS, check_quantize
+
+ISAS = [devices.native_isa(path) for path in devices.runnable_kernel_paths("cpu") if devices.native_isa(path)]
+
+
+def randn(*shape, dtype=torch.float32, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+# -- formats ------------------------------------------------------------------------------------------
+def test_one_vocabulary():
+    assert tuple(QUANT_FORMATS) == ("int8", "w8a8", "int4")
+    assert QUANT_FORMATS["int4"].bits + 8 * QUANT_FORMATS["int4"].params_per_group * QUANT_FORMATS["int4"].param_bytes \
+        / QUANT_FORMATS["int4"].group_size == 5  # Q4_1's 5 bits a weight
+    with pytest.raises(AscendNbError, match="use one of none, int8, w8a8, int4"):
+        check_quantize("fp4")
+
+
+def test_int4_packing_and_rounding():
+    weight = randn(5, 64) * 0.1
+    weight[1, :32] = 0.25  # a constant group: scale 1, every q 0, exact
+    w4 = quantize_int4(weight)
+    assert w4.packed.shape == (5, 32) and w4.packed.dtype == torch.uint8
+    assert w4.scales.shape == w4.mins.shape == (5, 2) and w4.scales.dtype == torch.float16
+    q = w4.unpack()
+    assert q.max() <= 15 and torch.equal(w4.packed[:, :16] & 0xF, q[:, :16]) and torch.equal(w4.packed[:, :16] >> 4,
+                                                                                            q[:, 16:32])
+    dequantized = w4.dequantize()
+    assert torch.equal(dequantized[1, :32], weight[1, :32])
+    step = w4.scales.float().repeat_interleave(32, dim=1)
+    assert ((dequantized - weight).abs() <= step * 0.5 + 1e-3 * weight.abs().max()).all()  # within half a step (+ fp16 min)
+
+
+def test_int4_refuses_rows_that_are_not_whole_groups():
+    with pytest.raises(AscendNbError, match="multiple of 32.*quantize='int8'"):
+        quantize_int4(randn(4, 48))
+
+
+def test_per_token_activation_quantization():
+    x = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0]])
+    q, scales = quantize_rows(x)
+    assert torch.equal(scales, torch.tensor([1.0 / 127, 1.0]))
+    assert torch.equal(q, torch.tensor([[64, -127, 32], [0, 0, 0]], dtype=torch.int8))  # 63.5 -> 64, 31.75 -> 32
+
+
+def test_w8a8_twin_is_the_integer_product():
+    weight, x = randn(40, 64), randn(3, 64, seed=1)
+    w8 = quantize_int8(weight)
+    q, x_scales = quantize_rows(x)
+    expected = (q.double() @ w8.qweight.double().T) * x_scales.double()[:, None] * w8.scales.double()
+    torch.testing.assert_close(K.W8A8Linear(w8)(x).double(), expected, rtol=1e-6, atol=1e-6)
+
+
+# -- native kernels -------------------------------------------------------------------------------------
+SHAPES = [(1, 70, 64), (3, 131, 96), (8, 40, 1536), (2, 33, 4160)]  # rows, N, K (K % 64 != 0 in the second and last)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("rows, n, k", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_w8a8_gemv_is_the_twin_bit_for_bit(isa, rows, n, k, dtype):
+    w8, x = quantize_int8(randn(n, k)), randn(rows, k, seed=1, dtype=dtype)
+    got = native.gemv(x, w8.qweight, w8.scales.float(), isa, int8_activations=True)
+    assert got.dtype == dtype and torch.equal(got, K.W8A8Linear(w8)(x))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("rows, n, k", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_gemv_is_the_float_reference(isa, rows, n, k, dtype):
+    """The same quantized values in float32 (scale * q + min), another summation order: float32 rounding."""
+    w4, x = quantize_int4(randn(n, k)), randn(rows, k, seed=1, dtype=dtype)
+    expected = F.linear(x.double(), w4.dequantize(torch.float32).double())
+    got = native.gemv(x, w4.packed, w4.scales, isa, torch.float32, w4.mins)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5 * k ** 0.5)
+    assert native.gemv(x, w4.packed, w4.scales, isa, None, w4.mins).dtype == dtype
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_prompt_gemm_of_dequantized_tiles_is_the_twin(isa, dtype, fmt):
+    """Tiles of dequantized rows are the twin's dequantized weight exactly; 1100 rows of K = 4096 in bf16 make
+    three tiles (the last one short). The GEMM runs the same ATen kernel on each tile as on the whole."""
+    weight, x = randn(1100, 4096), randn(2, 5, 4096, seed=1, dtype=dtype)
+    if fmt == "int8":
+        w8 = quantize_int8(weight.to(dtype))
+        got, twin = native.dequant_linear(x, w8.qweight, w8.scales.float(), isa=isa), K.Int8Linear(w8)(x)
+    else:
+        w4 = quantize_int4(weight)
+        got, twin = native.dequant_linear(x, w4.packed, w4.scales, w4.mins, isa=isa), K.Int4Linear(w4)(x)
+    assert got.shape == (2, 5, 1100) and got.dtype == dtype
+    torch.testing.assert_close(got, twin, rtol=1e-5 if dtype == torch.float32 else 8e-3, atol=1e-4)
+
+
+# -- engines ------------------------------------------------------------------------------------------
+GEMV_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if devices.native_isa(path)]
+
+
+@pytest.mark.parametrize("kernels", devices.runnable_kernel_paths("cpu"))
+@pytest.mark.parametrize("quantize", ["w8a8", "int4"])
+def test_every_cpu_path_runs_every_format_close_to_the_twin(tiny_llama_dir, kernels, quantize):
+    """A whole model on each kernel path (forced), prompt and decode steps, against the plain-PyTorch twin
+    path of the same format; the quantized linears are the format's, not a silent bf16 fallback."""
+    engines = {path: ascend_nb.load(tiny_llama_dir, device="cpu", dtype="float32", backend="accelerated",
+                                    kernels=path, quantize=quantize) for path in (kernels, "torch")}
+    linear = engines[kernels].model.layers[0].qkv
+    if kernels in GEMV_PATHS:
+        assert isinstance(linear, K.GemvLinear) and linear.weight.dtype == (torch.int8 if quantize == "w8a8" else torch.uint8)
+    ids = torch.tensor([[1, 5, 9, 14, 3, 8, 2, 7]])
+    logits = {path: engine.forward(ids)[0] for path, engine in engines.items()}
+    torch.testing.assert_close(logits[kernels], logits["torch"], rtol=1e-4, atol=1e-4)
+    steps = {}
+    with torch.inference_mode():
+        for path, engine in engines.items():
+            engine._prefill(ids, torch.ones_like(ids))
+            steps[path] = [engine._decode(torch.tensor([4 + i])).clone() for i in range(4)]
+    for got, expected in zip(steps[kernels], steps["torch"]):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
