@@ -14,8 +14,8 @@ import torch
 
 # /proc/cpuinfo flag -> our field (x86-64 and aarch64 hosts of Ascend cards)
 FLAGS = {"avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f", "avx512bw": "avx512bw",
-         "avx512vl": "avx512vl", "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "amx_bf16": "amx_bf16", "amx_int8": "amx_int8",
-         "asimd": "neon", "sve": "sve"}
+         "avx512vl": "avx512vl", "avx512_vnni": "avx512_vnni", "avx512_bf16": "avx512_bf16", "amx_bf16": "amx_bf16",
+         "amx_int8": "amx_int8", "asimd": "neon", "sve": "sve"}
 
 
 @dataclass(frozen=True)

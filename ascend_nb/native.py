@@ -1,7 +1,8 @@
 """Native CPU kernels built from ascend_nb/csrc: memory-bound GEMV custom ops ``torch.ops.ascend_nb.gemv_<isa>``
 (bf16, int8, w8a8 and int4 weights; ``quant_gemv.h``), the prompt GEMM of quantized weights
 ``dequant_linear_<isa>``, a one-pass RMSNorm ``rms_norm_<isa>``, one decode step's attention
-``decode_attention_<isa>`` and a whole decoder layer of a decode step ``decode_layer_<isa>`` (those ops and ATen's add/SiLU/mul, called from C++).
+``decode_attention_<isa>`` and a whole decoder layer of a decode step ``decode_layer_<isa>`` (those ops and
+ATen's add/SiLU/mul, called from C++).
 
 ATen's bf16 GEMV and ``_weight_int8pack_mm`` are compute-bound on a CPU without native bf16
 (about 4 GMAC/s a core on AVX2); decoding only needs to stream each weight once. The sources are
