@@ -108,6 +108,16 @@ def test_prompt_gemm_of_dequantized_tiles_is_the_twin(isa, dtype, fmt):
     torch.testing.assert_close(got, twin, rtol=1e-5 if dtype == torch.float32 else 8e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dequantized_tiles_are_the_twins_weights_bit_for_bit(isa, dtype):
+    """Against the identity every output is one weight times one: the tile's values themselves."""
+    w4, eye = quantize_int4(randn(70, 128)), torch.eye(128, dtype=dtype)
+    assert torch.equal(native.dequant_linear(eye, w4.packed, w4.scales, w4.mins, isa=isa), w4.dequantize(dtype).T)
+    w8 = quantize_int8(randn(70, 128, dtype=dtype))
+    assert torch.equal(native.dequant_linear(eye, w8.qweight, w8.scales.float(), isa=isa), K.Int8Linear(w8)(eye))
+
+
 # -- engines ------------------------------------------------------------------------------------------
 GEMV_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if devices.native_isa(path)]
 
@@ -132,3 +142,23 @@ def test_every_cpu_path_runs_every_format_close_to_the_twin(tiny_llama_dir, kern
             steps[path] = [engine._decode(torch.tensor([4 + i])).clone() for i in range(4)]
     for got, expected in zip(steps[kernels], steps["torch"]):
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not GEMV_PATHS, reason="no native GEMV path on this CPU")
+@pytest.mark.parametrize("quantize, decode, prompt", [("int4", "ascend_nb::gemv int4", "ascend_nb::dequant_linear int4"),
+                                                      ("w8a8", "ascend_nb::gemv w8a8", "aten::_int_mm"),
+                                                      ("int8", "ascend_nb::gemv int8", "ascend_nb::dequant_linear int8")])
+def test_the_trace_names_the_kernel_each_quantized_linear_ran(tiny_llama_dir, quantize, decode, prompt):
+    from ascend_nb.inspect import linear_kernels
+
+    engine = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="bfloat16", backend="accelerated", quantize=quantize)
+    table = linear_kernels(engine, input_len=16)
+    kernels = {phase: set(group["kernel"]) for phase, group in table.groupby("phase")}
+    assert decode in kernels["decode"] and prompt in kernels["prefill"]
+    assert not {"aten::mm", "aten::linear"} & kernels["decode"]  # decoding reads the quantized bytes: no GEMM
+    assert (table["calls"] > 0).all() and (table["ms"] >= 0).all()
+    # the plain twin, a dequantize-then-GEMM, shows as such
+    twin = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="bfloat16", backend="accelerated", quantize=quantize,
+                          kernels="torch")
+    twin_decode = set(linear_kernels(twin, input_len=16).query("phase == 'decode'")["kernel"])
+    assert decode not in twin_decode and {"aten::mm", "aten::_int_mm"} & twin_decode

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
@@ -171,6 +172,7 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::option
   at::Tensor out = at::empty({M, N}, x.options().dtype(dtype));
 #ifdef GEMV_BF16_DOT
   if (x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 && K % 32 == 0) {
+    RECORD_USER_SCOPE("ascend_nb::gemv bf16");
     at::Tensor xc = x.contiguous();
     if (dtype == at::kBFloat16) {
       dot_out(xc.data_ptr<at::BFloat16>(), weight.data_ptr<at::BFloat16>(), sp, out.data_ptr<at::BFloat16>(), M, K, N);
@@ -190,15 +192,18 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::option
     xbuf.assign(xb, xb + M * K);
     xf = xbuf.data();
   }
+  // Each weight format is a profiler scope of its own, so a trace names the kernel each linear ran.
   if (int4 || int8_activations) {
     const bool bf16 = out.scalar_type() == at::kBFloat16;
     if (int4) {
+      RECORD_USER_SCOPE("ascend_nb::gemv int4");
       const at::Half* hs = scales->data_ptr<at::Half>();
       const at::Half* hm = mins->data_ptr<at::Half>();
       const uint8_t* w = weight.data_ptr<uint8_t>();
       bf16 ? int4_gemv(xf, w, hs, hm, out.data_ptr<at::BFloat16>(), M, K, N)
            : int4_gemv(xf, w, hs, hm, out.data_ptr<float>(), M, K, N);
     } else {
+      RECORD_USER_SCOPE("ascend_nb::gemv w8a8");
       const int8_t* w = weight.data_ptr<int8_t>();
       bf16 ? w8a8_gemv(xf, w, sp, out.data_ptr<at::BFloat16>(), M, K, N)
            : w8a8_gemv(xf, w, sp, out.data_ptr<float>(), M, K, N);
@@ -206,9 +211,11 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::option
     return out;
   }
   if (weight.scalar_type() == at::kBFloat16) {
+    RECORD_USER_SCOPE("ascend_nb::gemv bf16");
     gemv_out(xf, weight.data_ptr<at::BFloat16>(), sp, out, M, K, N);
   } else {
     TORCH_CHECK(weight.scalar_type() == at::kChar, "gemv: weight must be bfloat16 or int8");
+    RECORD_USER_SCOPE("ascend_nb::gemv int8");
     gemv_out(xf, weight.data_ptr<int8_t>(), sp, out, M, K, N);
   }
   return out;

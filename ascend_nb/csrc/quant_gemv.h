@@ -19,6 +19,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
 #include <cmath>
@@ -191,6 +192,7 @@ at::Tensor dequant_linear(const at::Tensor& x, const at::Tensor& weight, const a
                    : (weight.scalar_type() == at::kChar && weight.size(1) == K && K % W == 0),
               "dequant_linear: int8 [N, K] or int4 [N, K/2] weights with their scales");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "dequant_linear: x float32 or bfloat16");
+  RECORD_USER_SCOPE(int4 ? "ascend_nb::dequant_linear int4" : "ascend_nb::dequant_linear int8");
   at::Tensor x2 = x.reshape({-1, K}).contiguous();
   const int64_t tile = std::max<int64_t>(16, kTileBytes / (K * x.element_size()));
   at::Tensor buf = at::empty({std::min(tile, N), K}, x.options());

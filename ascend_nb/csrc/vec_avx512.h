@@ -31,8 +31,13 @@ struct Vec {
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static float sum(reg v) { return _mm512_reduce_add_ps(v); }
   static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
-  // float32 -> bf16 rounded to nearest even (no NaN here: dequantized weights are finite).
+  // float32 -> bf16 rounded to nearest even (no NaN here: dequantized weights are finite; no denormal either,
+  // which VCVTNEPS2BF16 would flush).
   static void store_bf16(at::BFloat16* p, reg v) {
+#ifdef __AVX512BF16__
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+    return;
+#endif
     const __m512i bits = _mm512_castps_si512(v);
     const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
     const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);

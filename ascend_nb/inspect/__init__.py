@@ -19,6 +19,7 @@ _EXPORTS = {
     "logit_lens": "ascend_nb.inspect.lens",
     "answer_layers": "ascend_nb.inspect.lens",
     "step_anatomy": "ascend_nb.inspect.anatomy",
+    "linear_kernels": "ascend_nb.inspect.anatomy",
     "decode_memory": "ascend_nb.inspect.anatomy",
     "drift": "ascend_nb.inspect.layer_drift",
     "first_departure": "ascend_nb.inspect.layer_drift",

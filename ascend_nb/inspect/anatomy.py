@@ -3,7 +3,7 @@
 :func:`step_anatomy` profiles a real two-token generation (torch.profiler; torch_npu's on Ascend,
 through :func:`ascend_nb.bench.op_trace.profile_to_file`) with Python calls recorded, splits the trace at
 the first and second token (a marker written from the engine's step observer), and adds up operator
-self time by class. An operator belongs to the innermost enclosing call that names a class (the
+self time by class (:func:`linear_kernels`: the linear layers' time by the kernel that ran). An operator belongs to the innermost enclosing call that names a class (the
 model's ``nn.Linear`` / RMSNorm / rotary modules or our kernels' ``rms_norm``, ``rotary``, attention and
 linear calls, the sampler), else to its own name (``aten::linear``, ...), else to "other" (on the CPU
 GEMV kernel paths a decode step's rotary runs inside the native attention op, so it counts as
@@ -44,7 +44,8 @@ FUNCTION_CLASSES = {
     "select_tokens": "sampling",
 }
 OP_NAME_CLASSES = (  # an operator's own name, when no enclosing call names a class
-    (re.compile(r"^aten::(linear|addmm|mm|_weight_int8pack_mm)$|^mkldnn::_linear_pointwise$|gemv"), "linear"),
+    (re.compile(r"^aten::(linear|addmm|mm|_int_mm|_weight_int8pack_mm)$|^mkldnn::_linear_pointwise$|gemv|dequant_linear"),
+     "linear"),
     (re.compile(r"attention"), "attention"),
     (re.compile(r"rms_norm"), "norm"),
     (re.compile(r"rotary"), "rotary"),
@@ -151,11 +152,9 @@ def anatomy_table(events: list[dict], methods: dict) -> pd.DataFrame:
     return frame
 
 
-@torch.inference_mode()
-def step_anatomy(engine, input_len: int = 128, seed: int = 0, trace_path: str | Path | None = None) -> pd.DataFrame:
-    """Operator time by class (:data:`OP_CLASSES`) for the prefill of ``input_len`` random tokens and
-    for one decode step after it: ``phase, op_class, ms, share`` (share of the phase's operator time).
-    ``trace_path`` keeps the Chrome trace (it opens in https://ui.perfetto.dev)."""
+def _two_token_events(engine, input_len: int, seed: int, trace_path: str | Path | None) -> list[dict]:
+    """The trace events of a profiled two-token generation from ``input_len`` random tokens, with a
+    :data:`MARKER` at each token (after a warm-up generation)."""
     require_local(engine)
     prompt = random_prompts(engine.config.vocab_size, 1, input_len, seed)[0]
     params = GenerationParams(max_new_tokens=2, ignore_eos=True)
@@ -175,10 +174,46 @@ def step_anatomy(engine, input_len: int = 128, seed: int = 0, trace_path: str | 
         with tempfile.TemporaryDirectory() as tmp:
             path = profile_to_file(engine.device.type, lambda: engine.generate(prompt, params),
                                    trace_path or Path(tmp) / "anatomy.json", with_stack=True)
-            events = trace_events(path)
+            return trace_events(path)
     finally:
         engine.step_observer = None
-    return anatomy_table(events, _method_classes(engine))
+
+
+@torch.inference_mode()
+def step_anatomy(engine, input_len: int = 128, seed: int = 0, trace_path: str | Path | None = None) -> pd.DataFrame:
+    """Operator time by class (:data:`OP_CLASSES`) for the prefill of ``input_len`` random tokens and
+    for one decode step after it: ``phase, op_class, ms, share`` (share of the phase's operator time).
+    ``trace_path`` keeps the Chrome trace (it opens in https://ui.perfetto.dev)."""
+    return anatomy_table(_two_token_events(engine, input_len, seed, trace_path), _method_classes(engine))
+
+
+def linear_kernel_table(events: list[dict], methods: dict) -> pd.DataFrame:
+    """``phase, kernel, calls, ms``: the operators (and the native GEMVs' per-format scopes) whose own time is
+    linear-layer time, from the events of a trace holding two :data:`MARKER` marks, longest first per phase."""
+    marks = sorted(float(e["ts"]) for e in events if e["name"] == MARKER)
+    if len(marks) < 2:
+        raise AscendNbError("the trace holds fewer than two generated tokens: nothing to split into phases")
+    host = [e for e in events if e.get("cat") in HOST_CATEGORIES]
+    rows: dict[tuple[str, str], list[float]] = {}
+    for event, self_time, ancestors in nested_self_times(host):
+        phase = _phase(float(event["ts"]), marks)
+        if phase is None or not _operator_time(event, ancestors) or _classify(event, ancestors, methods) != "linear":
+            continue
+        row = rows.setdefault((phase, event["name"]), [0, 0.0])
+        row[0] += 1
+        row[1] += self_time / 1000
+    frame = pd.DataFrame([{"phase": p, "kernel": k, "calls": n, "ms": ms} for (p, k), (n, ms) in rows.items()],
+                         columns=["phase", "kernel", "calls", "ms"])
+    return frame.sort_values(["phase", "ms"], ascending=[False, False], ignore_index=True)
+
+
+@torch.inference_mode()
+def linear_kernels(engine, input_len: int = 128, seed: int = 0) -> pd.DataFrame:
+    """Which kernels the linear layers really ran in a prefill of ``input_len`` random tokens and one decode
+    step (see :func:`linear_kernel_table`): on the CPU GEMV paths each weight format is its own scope
+    (``ascend_nb::gemv int4``, ``ascend_nb::dequant_linear int8``, ...), so a quantized model that silently
+    fell back to dequantize-then-GEMM shows ``aten::`` conversions and GEMMs here instead."""
+    return linear_kernel_table(_two_token_events(engine, input_len, seed, None), _method_classes(engine))
 
 
 def decode_memory(engine, input_len: int = 128, decode_steps: int = 8, seed: int = 0) -> pd.DataFrame:
