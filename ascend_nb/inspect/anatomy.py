@@ -1,16 +1,16 @@
 """Inside one prefill and one decode step: operator time by class, and bytes per token against bandwidth.
 
-:func:`step_anatomy` profiles a real two-token generation (torch.profiler; torch_npu's on Ascend,
-through :func:`ascend_nb.bench.op_trace.profile_to_file`) with Python calls recorded, splits the trace at
-the first and second token (a marker written from the engine's step observer), and adds up operator
-self time by class (:func:`linear_kernels`: the linear layers' time by the kernel that ran). An operator belongs to the innermost enclosing call that names a class (the
-model's ``nn.Linear`` / RMSNorm / rotary modules or our kernels' ``rms_norm``, ``rotary``, attention and
-linear calls, the sampler), else to its own name (``aten::linear``, ...), else to "other" (on the CPU
-GEMV kernel paths a decode step's rotary runs inside the native attention op, so it counts as
-attention there; its decode layer is one operator whose stages are profiler scopes named
-``ascend_nb::gemv``, ``ascend_nb::rms_norm`` and ``ascend_nb::decode_attention``). On CPU the
-time is host operator self time (Python overhead left out); on a device it is kernel time, each
-kernel classed by the host call that launched it.
+:func:`step_anatomy` profiles a real two-token generation (torch.profiler; torch_npu's on Ascend, through
+:func:`ascend_nb.bench.op_trace.profile_to_file`) with Python calls recorded, splits the trace at the first
+and second token (a marker written from the engine's step observer), and adds up operator self time by class
+(:func:`linear_kernels`: the linear layers' time by the kernel that ran). An operator belongs to the innermost
+enclosing call that names a class (the model's ``nn.Linear`` / RMSNorm / rotary modules or our kernels'
+``rms_norm``, ``rotary``, attention and linear calls, the sampler), else to its own name (``aten::linear``,
+...), else to "other" (on the CPU GEMV kernel paths a decode step's rotary runs inside the native attention
+op, so it counts as attention there; its decode layer is one operator whose stages are profiler scopes named
+``ascend_nb::gemv``, ``ascend_nb::rms_norm`` and ``ascend_nb::decode_attention``). On CPU the time is host
+operator self time (Python overhead left out); on a device it is kernel time, each kernel classed by the host
+call that launched it.
 
 :func:`decode_memory` puts the bytes one decode step must read (weights + KV cache, from
 :mod:`ascend_nb.bench.roofline_model`) over the measured bandwidth next to the measured time per token.
