@@ -19,15 +19,18 @@ struct Vec {
   static reg loadw(const int8_t* w) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w))));
   }
-  // 8 bytes of packed nibbles: their low nibbles and their high nibbles as floats.
-  static void nibbles(const uint8_t* p, reg& lo, reg& hi) {
-    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    lo = _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15)));
-    hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+  // One int4 group of 32 (16 bytes of packed nibbles) as float32 weights d * q + m, in order (w[0..1] the
+  // low nibbles, w[2..3] the high ones), the product and the sum rounded as Int4Weight.dequantize rounds them.
+  static void int4_group(const uint8_t* p, reg d, reg m, reg* w) {
+    for (int half = 0; half < 2; ++half) {
+      const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * half)));
+      const reg lo = _mm256_cvtepi32_ps(_mm256_and_si256(b, _mm256_set1_epi32(15)));
+      const reg hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+      w[half] = _mm256_add_ps(_mm256_mul_ps(lo, d), m);
+      w[2 + half] = _mm256_add_ps(_mm256_mul_ps(hi, d), m);
+    }
   }
   static reg set1(float v) { return _mm256_set1_ps(v); }
-  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
-  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
   static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static float sum(reg v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -2,9 +2,8 @@
 //
 //  - int4 GEMV (decoding, up to 8 rows): weight uint8 [N, K/2] of packed nibbles, float16 scales and mins
 //    [N, K/32] (ascend_nb/engine/accelerated/quantize.py, Int4Weight). Each group of 32 weights is widened
-//    to float32 in registers and multiplied into float32 activations:
-//      y = sum_g d_g * (x_g . q_g) + m_g * sum(x_g),
-//    so it is the float reference x @ (d q + m)^T up to float32 summation order.
+//    in registers to its float32 values d * q + m (Vec::int4_group) and multiplied into float32 activations:
+//    the float reference x @ (d q + m)^T up to float32 summation order.
 //  - w8a8 GEMV: weight int8 [N, K] with float32 scales [N]; each input row is quantized to int8 per token
 //    (scale max|x| / 127, rounded half to even) and the products are summed exactly in int32 by I8::dot
 //    (VNNI's vpdpbusd where the build has it, else vpmaddubsw + vpmaddwd), then y = acc * x_scale * w_scale:
@@ -13,7 +12,7 @@
 //    is dequantized into a cache-sized buffer in x's dtype and multiplied by ATen's GEMM, so the prompt path
 //    never holds a dequantized copy of a whole weight; int8 scales multiply the output, as Int8Linear does.
 //
-// Needs from the including unit: Vec (gemv.h's float lanes, plus set1, mul, nibbles, store, store_bf16) and
+// Needs from the including unit: Vec (gemv.h's float lanes, plus set1, int4_group, store, store_bf16) and
 // I8 (int8 dot products: zero, dot, sum, bytes, bias).
 #pragma once
 
@@ -31,61 +30,47 @@ constexpr int kGroup = 32;  // ascend_nb.quant_formats.INT4_GROUP_SIZE
 
 inline float half_to_float(const at::Half h) { return _cvtsh_ss(h.x); }
 
-// Sum of each row's activations over each group of 32: the mins' share of y.
-std::vector<float> group_sums(const float* x, int64_t M, int64_t K) {
-  const int64_t G = K / kGroup;
-  std::vector<float> sums(M * G);
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t g = 0; g < G; ++g) {
-      float s = 0.0f;
-      for (int j = 0; j < kGroup; ++j) s += x[m * K + g * kGroup + j];
-      sums[m * G + g] = s;
-    }
+// A row's float16 scales and mins as float32, so each group broadcasts them from memory.
+void row_params(const at::Half* scales, const at::Half* mins, int64_t G, float* d, float* m) {
+  for (int64_t g = 0; g < G; ++g) {
+    d[g] = half_to_float(scales[g]);
+    m[g] = half_to_float(mins[g]);
   }
-  return sums;
 }
 
 template <int M, typename T>
-void int4_rows(const float* x, const float* xsum, const uint8_t* w, const at::Half* scales, const at::Half* mins,
-               T* out, int64_t n0, int64_t n1, int64_t K, int64_t N) {
+void int4_rows(const float* x, const uint8_t* w, const at::Half* scales, const at::Half* mins, T* out, int64_t n0,
+               int64_t n1, int64_t K, int64_t N) {
+  constexpr int kRegs = kGroup / W;
   const int64_t G = K / kGroup;
+  std::vector<float> d(G), mn(G);
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* wr = w + n * (K / 2);
     _mm_prefetch(reinterpret_cast<const char*>(wr + K / 2), _MM_HINT_T0);
+    row_params(scales + n * G, mins + n * G, G, d.data(), mn.data());
     typename Vec::reg acc[M];
 #pragma GCC unroll 8
     for (int m = 0; m < M; ++m) acc[m] = Vec::zero();
-    float bias[M] = {0.0f};
     for (int64_t g = 0; g < G; ++g) {
-      const typename Vec::reg d = Vec::set1(half_to_float(scales[n * G + g]));
-      const float mn = half_to_float(mins[n * G + g]);
+      typename Vec::reg wv[kRegs];
+      Vec::int4_group(wr + g * (kGroup / 2), Vec::set1(d[g]), Vec::set1(mn[g]), wv);
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
 #pragma GCC unroll 4
-      for (int i = 0; i < kGroup / 2; i += W) {
-        typename Vec::reg lo, hi;
-        Vec::nibbles(wr + g * (kGroup / 2) + i, lo, hi);
-#pragma GCC unroll 8
-        for (int m = 0; m < M; ++m) {
-          const float* xg = x + m * K + g * kGroup + i;
-          typename Vec::reg t = Vec::mul(lo, Vec::loadx(xg));
-          t = Vec::fma(hi, Vec::loadx(xg + kGroup / 2), t);
-          acc[m] = Vec::fma(t, d, acc[m]);
-        }
+        for (int i = 0; i < kRegs; ++i) acc[m] = Vec::fma(wv[i], Vec::loadx(x + m * K + g * kGroup + i * W), acc[m]);
       }
-#pragma GCC unroll 8
-      for (int m = 0; m < M; ++m) bias[m] += mn * xsum[m * G + g];
     }
 #pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) out[m * N + n] = static_cast<T>(Vec::sum(acc[m]) + bias[m]);
+    for (int m = 0; m < M; ++m) out[m * N + n] = static_cast<T>(Vec::sum(acc[m]));
   }
 }
 
 template <typename T>
 void int4_gemv(const float* x, const uint8_t* w, const at::Half* scales, const at::Half* mins, T* out, int64_t M,
                int64_t K, int64_t N) {
-  const std::vector<float> xsum = group_sums(x, M, K);
   with_rows(M, [&](auto m) {
     at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-      int4_rows<decltype(m)::value>(x, xsum.data(), w, scales, mins, out, n0, n1, K, N);
+      int4_rows<decltype(m)::value>(x, w, scales, mins, out, n0, n1, K, N);
     });
   });
 }
@@ -167,14 +152,10 @@ void dequantize_rows(const at::Tensor& weight, const at::Half* scales, const at:
   const int64_t G = K / kGroup;
   for (int64_t r = r0; r < r1; ++r) {
     for (int64_t g = 0; g < G; ++g) {
-      const typename Vec::reg d = Vec::set1(half_to_float(scales[(n0 + r) * G + g]));
-      const typename Vec::reg mn = Vec::set1(half_to_float(mins[(n0 + r) * G + g]));
-      for (int i = 0; i < kGroup / 2; i += W) {
-        typename Vec::reg lo, hi;
-        Vec::nibbles(w + (n0 + r) * (K / 2) + g * (kGroup / 2) + i, lo, hi);
-        store(buf + r * K + g * kGroup + i, Vec::add(Vec::mul(lo, d), mn));
-        store(buf + r * K + g * kGroup + kGroup / 2 + i, Vec::add(Vec::mul(hi, d), mn));
-      }
+      typename Vec::reg wv[kGroup / W];
+      Vec::int4_group(w + (n0 + r) * (K / 2) + g * (kGroup / 2), Vec::set1(half_to_float(scales[(n0 + r) * G + g])),
+                      Vec::set1(half_to_float(mins[(n0 + r) * G + g])), wv);
+      for (int i = 0; i < kGroup / W; ++i) store(buf + r * K + g * kGroup + i * W, wv[i]);
     }
   }
 }
