@@ -30,39 +30,61 @@ constexpr int kGroup = 32;  // ascend_nb.quant_formats.INT4_GROUP_SIZE
 
 inline float half_to_float(const at::Half h) { return _cvtsh_ss(h.x); }
 
-// A row's float16 scales and mins as float32, so each group broadcasts them from memory.
+// A row's float16 scales and mins as float32 (F16C, 8 at a time), so each group broadcasts them from memory.
 void row_params(const at::Half* scales, const at::Half* mins, int64_t G, float* d, float* m) {
-  for (int64_t g = 0; g < G; ++g) {
+  int64_t g = 0;
+  for (; g + 8 <= G; g += 8) {
+    _mm256_storeu_ps(d + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + g))));
+    _mm256_storeu_ps(m + g, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mins + g))));
+  }
+  for (; g < G; ++g) {
     d[g] = half_to_float(scales[g]);
     m[g] = half_to_float(mins[g]);
   }
 }
 
-template <int M, typename T>
+// R weight rows against M input rows, with R * M * kRegs independent accumulator chains (the FMAs of one
+// chain would otherwise wait on each other).
+template <int M, int R, typename T>
 void int4_rows(const float* x, const uint8_t* w, const at::Half* scales, const at::Half* mins, T* out, int64_t n0,
                int64_t n1, int64_t K, int64_t N) {
   constexpr int kRegs = kGroup / W;
   const int64_t G = K / kGroup;
-  std::vector<float> d(G), mn(G);
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* wr = w + n * (K / 2);
-    _mm_prefetch(reinterpret_cast<const char*>(wr + K / 2), _MM_HINT_T0);
-    row_params(scales + n * G, mins + n * G, G, d.data(), mn.data());
-    typename Vec::reg acc[M];
+  std::vector<float> d(R * G), mn(R * G);
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + (n + R) * (K / 2)), _MM_HINT_T0);
+    for (int r = 0; r < R; ++r) row_params(scales + (n + r) * G, mins + (n + r) * G, G, &d[r * G], &mn[r * G]);
+    typename Vec::reg acc[R][M][kRegs];
 #pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) acc[m] = Vec::zero();
+    for (int r = 0; r < R; ++r)
+      for (int m = 0; m < M; ++m)
+        for (int i = 0; i < kRegs; ++i) acc[r][m][i] = Vec::zero();
     for (int64_t g = 0; g < G; ++g) {
-      typename Vec::reg wv[kRegs];
-      Vec::int4_group(wr + g * (kGroup / 2), Vec::set1(d[g]), Vec::set1(mn[g]), wv);
-#pragma GCC unroll 8
-      for (int m = 0; m < M; ++m) {
 #pragma GCC unroll 4
-        for (int i = 0; i < kRegs; ++i) acc[m] = Vec::fma(wv[i], Vec::loadx(x + m * K + g * kGroup + i * W), acc[m]);
+      for (int r = 0; r < R; ++r) {
+        typename Vec::reg wv[kRegs];
+        Vec::int4_group(w + (n + r) * (K / 2) + g * (kGroup / 2), Vec::set1(d[r * G + g]), Vec::set1(mn[r * G + g]), wv);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m) {
+#pragma GCC unroll 4
+          for (int i = 0; i < kRegs; ++i) {
+            acc[r][m][i] = Vec::fma(wv[i], Vec::loadx(x + m * K + g * kGroup + i * W), acc[r][m][i]);
+          }
+        }
       }
     }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) out[m * N + n] = static_cast<T>(Vec::sum(acc[m]));
+      for (int m = 0; m < M; ++m) {
+        typename Vec::reg total = acc[r][m][0];
+        for (int i = 1; i < kRegs; ++i) total = Vec::add(total, acc[r][m][i]);
+        out[m * N + n + r] = static_cast<T>(Vec::sum(total));
+      }
+    }
   }
+  if (n < n1) int4_rows<M, 1>(x, w, scales, mins, out, n, n1, K, N);
 }
 
 template <typename T>
@@ -70,7 +92,9 @@ void int4_gemv(const float* x, const uint8_t* w, const at::Half* scales, const a
                int64_t K, int64_t N) {
   with_rows(M, [&](auto m) {
     at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-      int4_rows<decltype(m)::value>(x, w, scales, mins, out, n0, n1, K, N);
+      constexpr int M = decltype(m)::value;
+      constexpr int R = M * (kGroup / W) >= 8 ? 1 : 8 / (M * (kGroup / W));
+      int4_rows<M, R>(x, w, scales, mins, out, n0, n1, K, N);
     });
   });
 }
