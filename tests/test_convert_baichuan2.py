@@ -152,7 +152,7 @@ def test_cli_sharded_bf16(source, tmp_path, capsys):
 
 
 def test_forgotten_norm_head_is_caught(source, tmp_path, monkeypatch):
-    monkeypatch.setattr(baichuan2, "_normalized_head", lambda checkpoint, name: checkpoint.get(name))
+    monkeypatch.setattr(baichuan2, "_normalized_head", lambda source, name, dtype=None: source.get(name))
     dst = tmp_path / "broken"
     with pytest.raises(AscendNbError, match="does not compute what the original does"):
         baichuan2.convert_baichuan2(source, dst, progress=False)

@@ -47,15 +47,15 @@ def test_sharded_float16_copy(bin_llama, tmp_path):
     assert next(model.parameters()).dtype == torch.float16
 
 
-def test_memory_holds_one_shard_at_a_time(bin_llama, tmp_path, monkeypatch):
+def test_files_are_cut_at_the_shard_size(bin_llama, tmp_path, monkeypatch):
     limit = 30_000
-    saved, real_save = [], shards.save_file
+    saved, real_write = [], shards.write_shard_file
 
-    def recording_save(tensors, path, metadata=None):
-        saved.append(sum(t.numel() * t.element_size() for t in tensors.values()))
-        real_save(tensors, path, metadata=metadata)
+    def recording_write(path, tensors, done=None, metadata=None):
+        saved.append(sum(t.nbytes for t in tensors))
+        real_write(path, tensors, done, metadata)
 
-    monkeypatch.setattr(shards, "save_file", recording_save)
+    monkeypatch.setattr(shards, "write_shard_file", recording_write)
     convert_bin_to_safetensors(bin_llama, tmp_path / "out", max_shard_size=limit, progress=False)
     biggest_tensor = max(t.numel() * t.element_size() for t in state_dict_of(bin_llama).values())
     assert len(saved) > 2 and max(saved) <= max(limit, biggest_tensor)

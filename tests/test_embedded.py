@@ -56,7 +56,7 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shards, "save_file", crash)  # the safetensors writer every converter uses
+    monkeypatch.setattr(shards, "write_shard_file", crash)  # the safetensors writer every converter uses
     with pytest.raises(KeyboardInterrupt):
         gguf_convert.convert_gguf(gguf_path, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()

@@ -10,8 +10,11 @@
   vocabulary (bos = vocab - 2, eos = vocab - 1, as Aquila's 100006 / 100007).
 - :func:`make_tiny_llama`: a plain transformers Llama directory (safetensors or ``.bin``) that
   ``ascend_nb.load`` can run directly.
+- :func:`make_random_llama`: the same kind of directory at any size (the 0.8B shape of the benchmarks, a
+  Llama-7B), written tensor by tensor into safetensors shards, with the tiny tokenizer or a copy of another
+  model's (SmolLM2's, say).
 
-Every builder is deterministic for a given ``seed`` and takes well under a second.
+Every builder is deterministic for a given ``seed``; at their default sizes they take well under a second.
 """
 
 from __future__ import annotations
@@ -258,6 +261,20 @@ CHATML_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] 
                    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+def _tiny_llama_tokenizer(directory: Path):
+    """The tiny SentencePiece Llama-style tokenizer (ChatML template, ``<|im_end|>`` as eos) saved into
+    ``directory``; returns it."""
+    from ascend_nb.convert.tokenizer_files import save_tokenizer, tokenizer_from_sentencepiece
+
+    model_file = directory / "tokenizer.model"
+    model_file.write_bytes(train_sentencepiece(500, baichuan_style=False))
+    tokenizer = tokenizer_from_sentencepiece(model_file)
+    tokenizer.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+    save_tokenizer(tokenizer, directory, bos_token="<s>", eos_token="<|im_end|>", unk_token="<unk>",
+                   chat_template=CHATML_TEMPLATE, model_max_length=256)
+    return tokenizer
+
+
 def make_tiny_llama(directory: Path, *, seed: int = 0, weights: str = "safetensors", shards: int = 1,
                     dtype: torch.dtype = torch.float32, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
                     num_kv_heads: int = 2, intermediate_size: int = 128) -> Path:
@@ -268,22 +285,94 @@ def make_tiny_llama(directory: Path, *, seed: int = 0, weights: str = "safetenso
     """
     from transformers import LlamaConfig
 
-    from ascend_nb.convert.tokenizer_files import save_tokenizer, tokenizer_from_sentencepiece
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model_file = directory / "tokenizer.model"
-    model_file.write_bytes(train_sentencepiece(500, baichuan_style=False))
-    tokenizer = tokenizer_from_sentencepiece(model_file)
-    tokenizer.add_special_tokens(["<|im_start|>", "<|im_end|>"])
-    save_tokenizer(tokenizer, directory, bos_token="<s>", eos_token="<|im_end|>", unk_token="<unk>",
-                   chat_template=CHATML_TEMPLATE, model_max_length=256)
+    tokenizer = _tiny_llama_tokenizer(directory)
     config = LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=hidden_size,
                          intermediate_size=intermediate_size, num_hidden_layers=num_layers,
                          num_attention_heads=num_heads, num_key_value_heads=num_kv_heads, max_position_embeddings=256,
                          rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=1,
                          eos_token_id=tokenizer.token_to_id("<|im_end|>"), pad_token_id=0)
     return write_random_llama(directory, config, seed=seed, dtype=dtype, weights=weights, shards=shards)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "tokenizer.model")
+
+
+def make_random_llama(directory: Path, *, seed: int = 0, dtype: torch.dtype = torch.bfloat16, hidden_size: int = 64,
+                      num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2, intermediate_size: int = 128,
+                      vocab_size: int | None = None, tie_word_embeddings: bool = False,
+                      tokenizer_from: Path | None = None, max_position_embeddings: int = 2048,
+                      max_shard_size: str | int = "5GB", progress: bool = False) -> Path:
+    """Write a random transformers Llama directory of any size and return it: safetensors shards written one
+    tensor at a time (so a 0.8B or 7B model never sits in memory whole), ``LlamaConfig``, generation config.
+
+    The tokenizer files are copied from the model directory ``tokenizer_from`` (its ``config.json`` gives the
+    bos/eos/pad ids and the vocabulary size), or, when None, the tiny SentencePiece tokenizer of
+    :func:`make_tiny_llama`; ``vocab_size`` overrides the embedding rows (default: the tokenizer's).
+    Values are :func:`make_tiny_baichuan2`'s kind (scaled so activations stay O(1)), seeded by ``seed``.
+    """
+    import shutil
+
+    from transformers import GenerationConfig, LlamaConfig
+
+    from ascend_nb.convert.shards import PlannedTensor, write_safetensors
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if tokenizer_from is not None:
+        tokenizer_from = Path(tokenizer_from)
+        for name in TOKENIZER_FILES:
+            if (tokenizer_from / name).is_file():
+                shutil.copy2(tokenizer_from / name, directory / name)
+        source = json.loads((tokenizer_from / "config.json").read_text())
+        ids = {key: source.get(key) for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        vocab = vocab_size or source["vocab_size"]
+    else:
+        tokenizer = _tiny_llama_tokenizer(directory)
+        ids = {"bos_token_id": 1, "eos_token_id": tokenizer.token_to_id("<|im_end|>"), "pad_token_id": 0}
+        vocab = vocab_size or tokenizer.get_vocab_size()
+    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+                         max_position_embeddings=max_position_embeddings, rms_norm_eps=1e-6,
+                         tie_word_embeddings=tie_word_embeddings, **ids)
+    config.architectures = ["LlamaForCausalLM"]
+    config.dtype = dtype
+    head_dim, kv_rows = hidden_size // num_heads, num_kv_heads * (hidden_size // num_heads)
+    shapes = [("model.embed_tokens.weight", (vocab, hidden_size))]
+    for i in range(num_layers):
+        p = f"model.layers.{i}."
+        shapes += [(p + "self_attn.q_proj.weight", (hidden_size, hidden_size)),
+                   (p + "self_attn.k_proj.weight", (kv_rows, hidden_size)),
+                   (p + "self_attn.v_proj.weight", (kv_rows, hidden_size)),
+                   (p + "self_attn.o_proj.weight", (hidden_size, hidden_size)),
+                   (p + "mlp.gate_proj.weight", (intermediate_size, hidden_size)),
+                   (p + "mlp.up_proj.weight", (intermediate_size, hidden_size)),
+                   (p + "mlp.down_proj.weight", (hidden_size, intermediate_size)),
+                   (p + "input_layernorm.weight", (hidden_size,)),
+                   (p + "post_attention_layernorm.weight", (hidden_size,))]
+    shapes.append(("model.norm.weight", (hidden_size,)))
+    if not tie_word_embeddings:
+        shapes.append(("lm_head.weight", (vocab, hidden_size)))
+    if head_dim * num_heads != hidden_size or num_heads % num_kv_heads:
+        raise ValueError(f"hidden_size {hidden_size}, {num_heads} heads and {num_kv_heads} kv heads do not fit together")
+    stream = (item for item in _random_llama_weights(torch.Generator().manual_seed(seed), vocab, hidden_size, num_layers,
+                                                     num_heads, num_kv_heads, intermediate_size, packed_qkv=False,
+                                                     dtype=dtype)
+              if not item[0].endswith(".rotary_emb.inv_freq"))
+
+    def next_tensor(name: str) -> torch.Tensor:  # the writer asks in plan order, which is the stream's order
+        produced, tensor = next(stream)
+        if produced != name:
+            raise RuntimeError(f"random weights out of order: {produced} for {name}")
+        return tensor
+
+    planned = [PlannedTensor(name, shape, dtype, lambda name=name: next_tensor(name)) for name, shape in shapes]
+    write_safetensors(directory, planned, max_shard_size, progress=progress)
+    config.save_pretrained(directory)
+    GenerationConfig(**{k: v for k, v in ids.items() if v is not None}).save_pretrained(directory)
+    return directory
 
 
 def write_random_llama(directory: Path, config, *, seed: int, dtype: torch.dtype = torch.float32,

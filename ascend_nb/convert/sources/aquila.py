@@ -17,6 +17,7 @@ import torch
 
 from ascend_nb.convert.llama_target import convert_to_llama
 from ascend_nb.convert.output import Conversion
+from ascend_nb.convert.shards import SourceShards
 from ascend_nb.convert.tokenizer_files import check_same_encoding, save_tokenizer
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.templates import AQUILA_SYSTEM
@@ -78,4 +79,11 @@ def convert_aquila(src: Path, dst: Path, dtype: str | torch.dtype | None = None,
 
     ``options`` are those of :func:`ascend_nb.convert.llama_target.convert_to_llama`.
     """
-    return convert_to_llama(src, dst, "aquila", MODEL_NAME, write_tokenizer, dtype=dtype, **options)
+    return convert_to_llama(src, dst, "aquila", MODEL_NAME, write_tokenizer, rule_for=aquila_rule, dtype=dtype, **options)
+
+
+def aquila_rule(checkpoint, config: dict, dtype: torch.dtype | None):
+    """Every tensor copied (cast to ``dtype`` if given), read through one :class:`SourceShards` (one ``.bin``
+    shard mapped at a time, released once its tensors are written)."""
+    source = SourceShards(checkpoint)
+    return lambda name: [source.copy(name, dtype)]

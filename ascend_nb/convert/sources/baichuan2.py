@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ascend_nb.models.checkpoint import Checkpoint
 from ascend_nb.convert.llama_target import convert_to_llama
 from ascend_nb.convert.output import Conversion
-from ascend_nb.convert.shards import PlannedTensor
+from ascend_nb.convert.shards import PlannedTensor, SourceShards
 from ascend_nb.convert.tokenizer_files import check_same_encoding, save_tokenizer, tokenizer_from_sentencepiece
 from ascend_nb.errors import AscendNbError
 
@@ -43,34 +43,47 @@ def check_baichuan2_config(config: dict, src: Path) -> None:
                             "only Baichuan2-7B converts")
 
 
-def _w_pack_third(checkpoint: Checkpoint, name: str, index: int, hidden: int) -> torch.Tensor:
-    return checkpoint.get(name)[index * hidden:(index + 1) * hidden]
+HEAD_ROWS_AT_ONCE = 4096  # the LM head is normalized this many rows at a time (64 MB of float32 at hidden 4096)
 
 
-def _normalized_head(checkpoint: Checkpoint, name: str) -> torch.Tensor:
-    return F.normalize(checkpoint.get(name).float(), dim=-1)
+def _w_pack_third(source: SourceShards, name: str, index: int, hidden: int) -> torch.Tensor:
+    return source.get(name)[index * hidden:(index + 1) * hidden]
+
+
+def _normalized_head(source: SourceShards, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``F.normalize(w.float(), dim=-1)`` in ``dtype`` (default float32), computed a block of rows at a time so
+    the float32 copy of a large head never exists whole (row-wise, so the values are the same)."""
+    weight = source.get(name)
+    out = torch.empty(weight.shape, dtype=dtype or torch.float32)
+    for start in range(0, weight.shape[0], HEAD_ROWS_AT_ONCE):
+        rows = slice(start, start + HEAD_ROWS_AT_ONCE)
+        out[rows] = F.normalize(weight[rows].float(), dim=-1)
+    return out
 
 
 def baichuan2_rule(checkpoint: Checkpoint, config: dict, dtype: torch.dtype | None):
-    """The tensor rule: split ``W_pack`` in thirds, normalize ``lm_head``, copy the rest."""
+    """The tensor rule: split ``W_pack`` in thirds, normalize ``lm_head``, copy the rest; every tensor is read
+    through one :class:`SourceShards` (one ``.bin`` shard mapped at a time)."""
     hidden = config["hidden_size"]
+    source = SourceShards(checkpoint)
 
-    def rule(name: str) -> list[PlannedTensor] | None:
+    def rule(name: str) -> list[PlannedTensor]:
         out_dtype = dtype or checkpoint.dtype(name)
+        where = {"source": name, "source_file": source.file_of(name).name, "release": source.release}
         if name.endswith(".self_attn.W_pack.weight"):
             if checkpoint.shape(name) != (3 * hidden, hidden):
                 raise AscendNbError(f"{name} has shape {checkpoint.shape(name)}, expected {(3 * hidden, hidden)} "
                                     "from config.json hidden_size: the checkpoint does not match its config")
             prefix = name.removesuffix("W_pack.weight")
             return [PlannedTensor(f"{prefix}{part}_proj.weight", (hidden, hidden), out_dtype,
-                                  functools.partial(_w_pack_third, checkpoint, name, i, hidden), source=name,
-                                  transform=f"W_pack rows {i * hidden}:{(i + 1) * hidden}")
+                                  functools.partial(_w_pack_third, source, name, i, hidden),
+                                  transform=f"W_pack rows {i * hidden}:{(i + 1) * hidden}", **where)
                     for i, part in enumerate("qkv")]
         if name == "lm_head.weight":
             return [PlannedTensor(name, checkpoint.shape(name), out_dtype,
-                                  functools.partial(_normalized_head, checkpoint, name), source=name,
-                                  transform="NormHead: rows L2-normalized")]
-        return None
+                                  functools.partial(_normalized_head, source, name, dtype=out_dtype),
+                                  transform="NormHead: rows L2-normalized", **where)]
+        return [source.copy(name, dtype)]
     return rule
 
 

@@ -1,8 +1,9 @@
 """``pytorch_model*.bin`` -> sharded safetensors: same tensors and files, no pickle, optional dtype cast.
 
 The ``.bin`` files are read with ``torch.load(weights_only=True)`` (tensors only, never arbitrary
-objects) and memory-mapped, the output is written one shard at a time, and every written tensor is
-read back and compared with its source before the directory is renamed into place. Everything else
+objects) and memory-mapped one shard at a time (each released once its tensors are written), the output
+is written one tensor at a time, and every written tensor is read back (into memory of its own, no
+mapping kept) and compared with its source before the directory is renamed into place. Everything else
 in the directory (config, tokenizer, remote-code files, license) is copied unchanged, except the
 ``dtype`` recorded in ``config.json`` when the weights are cast.
 """
@@ -15,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from ascend_nb.models.checkpoint import BIN_INDEX, SAFETENSORS_INDEX, Checkpoint
 from ascend_nb.convert.kinds import read_source_config
 from ascend_nb.convert.output import Conversion, dtype_name, parse_dtype, write_converted
-from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor, read_weight_map
+from ascend_nb.convert.shards import DEFAULT_MAX_SHARD_SIZE, PlannedTensor, SourceShards, release_sources
 from ascend_nb.errors import AscendNbError
 
 
@@ -45,14 +45,17 @@ class TensorCheck:
 
 
 def check_written_tensors(directory: Path, tensors: list[PlannedTensor]) -> TensorCheck:
-    """Compare each tensor in ``directory``'s safetensors files with ``PlannedTensor.materialize()``."""
-    weight_map = read_weight_map(directory)
+    """Compare each tensor in ``directory``'s safetensors files with ``PlannedTensor.produce()``, one at a
+    time: the written one is read into memory of its own (no mapping of the output is kept), the source
+    one from its shard (one mapped at a time)."""
+    written = Checkpoint(directory)
     check = TensorCheck(tensors=len(tensors))
-    for file_name in dict.fromkeys(weight_map.values()):
-        with safe_open(Path(directory) / file_name, framework="pt") as handle:
-            for tensor in (t for t in tensors if weight_map[t.name] == file_name):
-                if not torch.equal(handle.get_tensor(tensor.name), tensor.materialize()):
-                    check.mismatched.append(tensor.name)
+    try:
+        for tensor in tensors:
+            if not torch.equal(written.read(tensor.name), tensor.produce()):
+                check.mismatched.append(tensor.name)
+    finally:
+        release_sources(tensors)
     return check
 
 
@@ -71,12 +74,9 @@ def convert_bin_to_safetensors(src: Path, dst: Path, dtype: str | torch.dtype | 
     src, dst = Path(src), Path(dst)
     config = read_source_config(src)
     checkpoint = Checkpoint(src)
+    source = SourceShards(checkpoint)
     dtype = parse_dtype(dtype)
-    tensors = [PlannedTensor(name, checkpoint.shape(name),
-                             dtype if dtype is not None and checkpoint.dtype(name).is_floating_point else checkpoint.dtype(name),
-                             load=lambda name=name: checkpoint.get(name), source=name,
-                             transform="copy" if dtype in (None, checkpoint.dtype(name)) else f"cast to {dtype_name(dtype)}")
-               for name in checkpoint.names()]
+    tensors = [source.copy(name, dtype) for name in checkpoint.names()]
 
     def write_files(out: Path) -> None:
         for path in sorted(src.iterdir()):

@@ -2,11 +2,15 @@
 
 Every type ``gguf`` implements (F32, F16, BF16, Q4_0/1, Q5_x, Q8_0, K-quants, ...) is read; q/k rows
 are un-permuted (llama.cpp reorders them for its rotary layout); the Llama config comes from the metadata.
+The file is memory-mapped; once a tensor is dequantized (copied), its pages are dropped from this process's
+mapping (``MADV_DONTNEED``, the file stays in the page cache), so converting a big GGUF does not count the
+whole file in the resident memory.
 """
 
 from __future__ import annotations
 
 import functools
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +92,20 @@ class GgufModel:
     config: object  # transformers.LlamaConfig
 
 
-def _dequantize(tensor, heads: int, kv_heads: int) -> torch.Tensor:
+def _drop_pages(mapping, tensor) -> None:
+    """Drop ``tensor``'s pages from this process's read-only file mapping (re-read from the page cache if
+    needed again); best effort: nothing happens where ``madvise`` is not available."""
+    handle = getattr(mapping, "_mmap", None)  # numpy.memmap's mmap.mmap
+    if handle is None or getattr(mapping, "mode", None) != "r" or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = int(tensor.data_offset) // mmap.PAGESIZE * mmap.PAGESIZE
+    try:
+        handle.madvise(mmap.MADV_DONTNEED, start, int(tensor.data_offset) + int(tensor.n_bytes) - start)
+    except (OSError, ValueError):
+        pass
+
+
+def _dequantize(tensor, heads: int, kv_heads: int, mapping=None) -> torch.Tensor:
     import gguf
 
     weight = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
@@ -97,7 +114,11 @@ def _dequantize(tensor, heads: int, kv_heads: int) -> torch.Tensor:
         weight = unpermute_rotary(weight, heads)
     elif tensor.name.startswith("blk.") and ".attn_k." in tensor.name:
         weight = unpermute_rotary(weight, kv_heads)
-    return torch.from_numpy(np.array(weight, copy=True))
+    out = torch.from_numpy(np.array(weight, copy=True))
+    del weight
+    if mapping is not None:
+        _drop_pages(mapping, tensor)
+    return out
 
 
 def open_gguf(path: Path, dtype: torch.dtype = torch.float32) -> GgufModel:
@@ -123,7 +144,7 @@ def open_gguf(path: Path, dtype: torch.dtype = torch.float32) -> GgufModel:
         rotary = tensor.name.startswith("blk.") and (".attn_q." in tensor.name or ".attn_k." in tensor.name)
         tensors.append(PlannedTensor(
             hf_tensor_name(tensor.name), tuple(int(n) for n in reversed(tensor.shape)), dtype,
-            functools.partial(_dequantize, tensor, heads, kv_heads), source=tensor.name,
+            functools.partial(_dequantize, tensor, heads, kv_heads, reader.data), source=tensor.name,
             transform=f"dequantize {tensor.tensor_type.name}" + (", un-permute rotary rows" if rotary else "")))
     names = {t.name: t for t in tensors}
     config = llama_config_from_gguf(meta, "lm_head.weight" not in names, names["model.embed_tokens.weight"].shape[0])
