@@ -27,7 +27,7 @@ from ascend_nb.dtypes import bytes_per_element, dtype_name
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import read_config_json
 from ascend_nb.models.dims import KNOWN_DIMS, LlamaDims, model_dims
-from ascend_nb.quant_formats import quant_format
+from ascend_nb.quant_formats import QuantFormat, head_quantize, quant_format
 
 VERDICTS = ("fits", "tight", "does not fit")
 FITS_SHARE = 0.9  # above this share of the device's memory a run is "tight"
@@ -40,15 +40,17 @@ def weight_bytes(model, dtype: str | torch.dtype, quantize: str | None = None) -
     (the embedding lookup reads one row per token and is left out). ``model``: see :func:`model_dims`."""
     dims = model_dims(model)
     element = bytes_per_element(dtype)
-    fmt = quant_format(quantize)
-    total = (2 * dims.num_hidden_layers + 1) * dims.hidden_size * element  # RMSNorm weights
-    for out_features, in_features in dims.linear_shapes():
+
+    def linear_bytes(out_features: int, in_features: int, fmt: QuantFormat | None) -> int:
         if fmt is None:
-            total += out_features * in_features * element
-            continue
+            return out_features * in_features * element
         groups = 1 if fmt.group_size is None else -(-in_features // fmt.group_size)
-        total += out_features * in_features * fmt.bits // 8 + out_features * groups * fmt.params_per_group * fmt.param_bytes
-    return total
+        return out_features * in_features * fmt.bits // 8 + out_features * groups * fmt.params_per_group * fmt.param_bytes
+
+    *layers, head = dims.linear_shapes()
+    total = (2 * dims.num_hidden_layers + 1) * dims.hidden_size * element  # RMSNorm weights
+    total += sum(linear_bytes(out, inp, quant_format(quantize)) for out, inp in layers)
+    return total + linear_bytes(*head, quant_format(head_quantize(quantize)))
 
 
 def model_weights_bytes(model, dtype: str | torch.dtype, quantize: str | None = None) -> int:

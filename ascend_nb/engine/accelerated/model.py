@@ -19,7 +19,9 @@ from ascend_nb.models.dims import LlamaDims
 from ascend_nb.engine.accelerated.kernels import Kernels
 from ascend_nb.errors import AscendNbError
 from ascend_nb.parallel import TensorParallel
+from ascend_nb.quant_formats import head_quantize
 
+NATIVE_DTYPES = (torch.float32, torch.bfloat16)  # activations the native CPU ops take
 UNSUPPORTED_ROPE = ("dynamic", "longrope")  # their frequencies change with the sequence length
 
 
@@ -134,7 +136,7 @@ class CompactLlama:
         embed = get("model.embed_tokens.weight")
         tied = dims.tie_word_embeddings or "lm_head.weight" not in checkpoint.names()
         # float32 logits: a native GEMV head keeps its float32 sums, so near-ties are not decided by bf16 rounding
-        lm_head = kernels.linear(embed if tied else get("lm_head.weight"), quantize, out_dtype=torch.float32)
+        lm_head = kernels.linear(embed if tied else get("lm_head.weight"), head_quantize(quantize), out_dtype=torch.float32)
         cos, sin = rope_tables(config, max_seq_len, dtype, device)
         return cls(dims, layers, embed, get("model.norm.weight"), lm_head, cos, sin, kernels, max_seq_len)
 
@@ -225,6 +227,56 @@ class CompactLlama:
                                           span, d.num_attention_heads, d.rms_norm_eps, self.scale)
         return self.lm_head(self.kernels.rms_norm(h, self.norm, d.rms_norm_eps))
 
+    # -- speculative decoding: several new positions of one sequence per pass of the weights -----
+    def verify(self, tokens: torch.Tensor, positions: torch.Tensor, start: int, key_valid: torch.Tensor) -> torch.Tensor:
+        """Logits ``[T, V]`` (T <= ``native.MAX_ROWS``) of ``tokens`` ``[1, T]`` appended to one sequence at cache
+        slots ``start .. start + T - 1`` (``positions`` ``[1, T]``; ``key_valid`` ``[1, max_seq_len]`` with those
+        slots already marked), each position's logits bit for bit those of a plain :meth:`decode` step.
+
+        The linears that give each row the same bits whatever the row count (the native GEMV: one chain of
+        float32 sums per output, see ``csrc/gemv.h``) take all T rows in one pass of the weights; any other
+        linear (MKL's float32 GEMV against its GEMM, oneDNN, a tensor-parallel one) runs one row at a time, as
+        a decode step calls it. Attention runs once per position through the decode step's own kernel, with
+        ``span`` ending at that position's slot, so it is causal among the new positions and each sees
+        exactly the keys a plain step would. Rejected positions are undone by the caller clearing their
+        ``key_valid`` slots (:meth:`DecodeStep.rollback`); their K/V are overwritten later, never copied.
+        """
+        b, t = tokens.shape
+        if b != 1:
+            raise AscendNbError("speculative decoding runs one sequence at a time (batch 1)")
+        if start + t > self.max_seq_len:
+            raise AscendNbError(f"the static KV cache is full (max_seq_len {self.max_seq_len}): "
+                                "load with a larger max_seq_len or generate fewer tokens")
+        kernels, d = self.kernels, self.dims
+        heads = d.num_attention_heads
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [1, 1, T, D]
+        # per position: its cos, sin, slot and span (its own slot the last one it attends)
+        each = [(cos[:, :, j:j + 1], sin[:, :, j:j + 1], torch.tensor([start + j], device=self.device), start + j + 1)
+                for j in range(t)]
+
+        isa = getattr(kernels, "isa", None)
+        op = getattr(torch.ops.ascend_nb, f"decode_attention_{isa}") if isa and self.dtype in NATIVE_DTYPES else None
+
+        def attend(i: int, qkv):
+            k_cache, v_cache = self.k_cache[i][:1], self.v_cache[i][:1]
+            if op is not None:  # the native op CpuKernels.decode_step_attention calls, without its reshapes
+                rows = qkv[0]
+                return torch.cat([op(rows[j:j + 1], c[0, 0], s[0, 0], k_cache, v_cache, slot, key_valid, span, heads,
+                                     k_cache.shape[1], self.scale) for j, (c, s, slot, span) in enumerate(each)])[None]
+            return torch.cat([kernels.decode_step_attention(qkv[:, j:j + 1], c, s, k_cache, v_cache, slot, key_valid, span,
+                                                            heads, self.scale)
+                              for j, (c, s, slot, span) in enumerate(each)], dim=1)
+
+        h = F.embedding(tokens, self.embed)
+        for i, layer in enumerate(self.layers):  # _layers' ops, in its order
+            x = kernels.rms_norm(h, layer.input_norm, d.rms_norm_eps)
+            h = h + _rows(layer.o, attend(i, _rows(layer.qkv, x)))
+            x = kernels.rms_norm(h, layer.post_norm, d.rms_norm_eps)
+            gate, up = _rows(layer.gate_up, x).chunk(2, dim=-1)
+            h = h + _rows(layer.down, F.silu(gate) * up)
+        h = kernels.rms_norm(h, self.norm, d.rms_norm_eps)
+        return _rows(self.lm_head, h[0])
+
     def forward(self, input_ids: torch.Tensor, output_hidden_states: bool = False,
                 attentions: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Logits ``[B, T, V]`` of whole sequences (no padding, no cache) and, if asked, the hidden
@@ -251,3 +303,21 @@ class CompactLlama:
         if collect is not None:
             collect.append(h)
         return self.lm_head(h), collect
+
+
+def rows_at_once(linear, x: torch.Tensor) -> bool:
+    """Whether ``linear`` gives each of ``x``'s rows the bits it gives that row alone: true of the native
+    GEMV (float32 or bf16 activations, up to ``native.MAX_ROWS`` rows), assumed of nothing else."""
+    from ascend_nb import native
+    from ascend_nb.engine.accelerated.kernels import GemvLinear
+
+    rows = x.numel() // x.shape[-1]
+    return isinstance(linear, GemvLinear) and x.dtype in (torch.float32, torch.bfloat16) and rows <= native.MAX_ROWS
+
+
+def _rows(linear, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)`` with the bits of one call per row (``x`` ``[..., T, K]``): one call when
+    :func:`rows_at_once`, else one call per row ``[..., 1, K]``, as a decode step makes it."""
+    if x.shape[-2] == 1 or rows_at_once(linear, x):
+        return linear(x)
+    return torch.cat([linear(x[..., j:j + 1, :].contiguous()) for j in range(x.shape[-2])], dim=-2)
