@@ -1,6 +1,6 @@
 """05_precision.ipynb runs headless on a small slice of the sample: both protocols, the guides' table,
-and the layer-by-layer comparison (accelerated vs transformers, or float32 vs bfloat16 until the
-accelerated backend is registered)."""
+the layer-by-layer comparison (accelerated vs transformers), and what each quantization format costs
+(a short slice of the held-out text, a tiny timed point)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 def test_precision_notebook_runs_both_protocols_and_the_layer_comparison(tmp_path):
     parameters = {"DEVICE": "cpu", "DTYPE": "float32", "LIMIT": 1, "OUTPUT_DIR": str(tmp_path / "runs"),
-                  "COMPARE_PROMPTS": ["The capital of France is"]}
+                  "COMPARE_PROMPTS": ["The capital of France is"], "QUANT_TEXT_TOKENS": 128, "QUANT_INPUT_LEN": 16,
+                  "QUANT_OUTPUT_LEN": 4, "QUANT_REPEAT": 1}
     notebook = run_notebook("05_precision.ipynb", parameters, timeout=900, tmp_dir=tmp_path)
     text = outputs_text(notebook)
     figures = static_figures(notebook)
@@ -36,4 +37,11 @@ def test_precision_notebook_runs_both_protocols_and_the_layer_comparison(tmp_pat
     lines = summary.strip().splitlines()
     assert len(lines) == 3 and "logits protocol" in lines[0] and "generate protocol" in lines[1]
     assert "/5 questions, 95% interval" in lines[0] and ("reached" in lines[2] and "Cosine" in lines[2])
+    quant_cell = next(i for i, c in enumerate(notebook.cells) if "show_static(quantization_figure(" in c.source)
+    figure = figures[quant_cell]
+    assert len(figure) == 1 and figure[0]["layout"]["title"]["text"].startswith("What does quantization cost?")
+    quant_text = next(o["text"] for o in notebook.cells[quant_cell].outputs if o.get("name") == "stdout").splitlines()
+    assert quant_text[0].startswith("reference float32: perplexity") and len(quant_text) == 4
+    assert [line.split(":")[0] for line in quant_text[1:]] == ["int8", "w8a8", "int4"]
+    assert "perplexity change (%)" in text and "perplexity over 128 tokens" in text
     assert_reads_offline(export_html(tmp_path / "executed_05_precision.ipynb"), plotly_outputs(notebook))

@@ -1,4 +1,4 @@
-"""CLI: ``ascend-nb plan --model M --device D --dtype T [--quantize int8] [--max-seq-len N] [--batch-size B]
+"""CLI: ``ascend-nb plan --model M --device D --dtype T [--quantize int8|w8a8|int4] [--max-seq-len N] [--batch-size B]
 [--tp K] [--json]``."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
                 help="cpu, cuda, npu (free memory measured here) or a data/devices.csv row (310P3, 910B4-64GB, "
                              "A100-80GB, ...)")
     options.add(parser, "--dtype", required=True)
-    options.add(parser, "--quantize", help="weight-only quantization")
+    options.add(parser, "--quantize")
     parser.add_argument("--max-seq-len", type=int, default=None,
                         help="prompt + new tokens per sequence (default: the model's max_position_embeddings)")
     parser.add_argument("--batch-size", type=int, default=1)

@@ -20,6 +20,7 @@ from ascend_nb.models.checksums import Verify
 from ascend_nb.models.footprint import require_fit
 from ascend_nb.models.registry import MODELS, ModelSpec, detect_spec, get_spec
 from ascend_nb.models.validation import read_config, validate_model_dir
+from ascend_nb.quant_formats import check_quantize
 
 DEFAULT_MODEL = EMBEDDED_MODEL
 # backend name -> "module:class"; each class has from_directory(**engine_kwargs)
@@ -62,14 +63,28 @@ def resolve_model_dir(model: str | Path) -> Path:
     return path
 
 
+def check_quantize_backend(backend: str, quantize: str | None, flags: tuple[str, str] = ("--backend", "--quantize")
+                           ) -> str | None:
+    """``quantize`` (a format of :mod:`ascend_nb.quant_formats`, or None) if ``backend`` can run it; else one
+    line saying what to change (naming the command's backend and quantize ``flags``): only the accelerated
+    backend quantizes."""
+    quantize = check_quantize(quantize)
+    if check_backend(backend) != "accelerated" and quantize is not None:
+        how = "serves the model as the server has it" if backend == "openai" else "runs the checkpoint's weights as they are"
+        raise AscendNbError(f"quantize {quantize!r} needs backend 'accelerated' (the {backend} backend {how}): "
+                            f"use {flags[0]} accelerated, or drop {flags[1]}")
+    return quantize
+
+
 def check_loadable(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "auto",
                    backend: str = "transformers", kernels: str | None = None, graphs: bool | None = None,
-                   tp: int = 1):
+                   tp: int = 1, quantize: str | None = None):
     """What :func:`load` decides before it reads any file but ``config.json``: the backend, the model
     directory and the placement (:func:`ascend_nb.device.place`: device, dtype, kernel path, graphs,
     tensor-parallel group). Raises :class:`AscendNbError` on the first problem; returns
     ``(model_dir, config dict, placement)``, or None for the ``openai`` backend."""
-    if check_backend(backend) == "openai":
+    check_quantize_backend(backend, quantize)  # the backend's name, and quantize only where it runs
+    if backend == "openai":
         return None
     model_dir = resolve_model_dir(model)
     raw_config = read_config(model_dir)
@@ -101,21 +116,23 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     :data:`ascend_nb.device.KERNEL_PATHS`, default the fastest this machine runs; also
     ``$ASCEND_NB_KERNELS``), decided together by :func:`ascend_nb.device.place`.
     """
+    quantize = backend_options.pop("quantize", None)
     checked = check_loadable(model, device, dtype, backend, kernels=backend_options.pop("kernels", None),
-                             graphs=backend_options.pop("graphs", None), tp=backend_options.pop("tp", 1))
+                             graphs=backend_options.pop("graphs", None), tp=backend_options.pop("tp", 1),
+                             quantize=quantize)
     if checked is None:  # a served model: nothing to load here
         return engine_class("openai")(str(model), **backend_options)
     model_dir, raw_config, placement = checked
     config, tokenizer = validate_model_dir(model_dir, raw_config, trust_remote_code, verify)
     if backend == "accelerated":
-        backend_options["placement"] = placement
+        backend_options.update(placement=placement, quantize=quantize)
     spec: ModelSpec = detect_spec(model_dir, raw_config, bool(getattr(tokenizer, "chat_template", None)))
     if template is not None:
         spec = replace(spec, template=template)
     limit = config.max_position_embeddings
     if max_seq_len is not None and not 0 < max_seq_len <= limit:
         raise AscendNbError(f"max_seq_len must be in 1..{limit} (the model's max_position_embeddings), got {max_seq_len}")
-    require_fit(config, placement.device, placement.dtype, backend_options.get("quantize"), max_seq_len or limit,
+    require_fit(config, placement.device, placement.dtype, quantize, max_seq_len or limit,
                 tp=placement.tp.world_size if placement.tp else 1)  # refuse what cannot fit before anything is allocated
     return engine_class(backend).from_directory(
         model_dir=model_dir, spec=spec, tokenizer=tokenizer, config=config, device=placement.device,

@@ -115,8 +115,9 @@ def _json_float(value: float) -> float | None:
 
 
 def engine_label(engine) -> str:
-    """``model (backend, device, dtype)``: how a run is named in tables (a served model has no dtype here)."""
+    """``model (backend, device, dtype[, quantize])``: how a run is named in tables (a served model has no dtype here)."""
     details = [engine.backend, engine.device.type] + ([dtype_name(engine.dtype)] if engine.dtype else [])
+    details += [engine.quantize] if getattr(engine, "quantize", None) else []
     return f"{engine.spec.name} ({', '.join(details)})"
 
 

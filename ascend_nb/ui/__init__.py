@@ -16,6 +16,7 @@ _EXPORTS = {
     "AccuracyPlot": "ascend_nb.ui.precision_plots",
     "accuracy_comparison_figure": "ascend_nb.ui.precision_plots",
     "layer_comparison_figure": "ascend_nb.ui.precision_plots",
+    "quantization_figure": "ascend_nb.ui.precision_plots",
     "ExplainBox": "ascend_nb.ui.explain_box",
     "fits_heatmap": "ascend_nb.ui.plan_plots",
     "LiveLoadPlot": "ascend_nb.ui.serve_plots",

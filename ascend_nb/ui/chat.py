@@ -444,8 +444,9 @@ class ChatWidget(widgets.VBox):
 
     def _header_html(self) -> str:
         e = self.engine
+        quantized = f" · {html.escape(e.quantize)}" if getattr(e, "quantize", None) else ""
         return (f'<div class="anb-chat-header"><b>{html.escape(e.spec.name)}</b> · {html.escape(e.backend)} · '
-                f'{e.device} · {dtype_name(e.dtype)} · max_seq_len {e.max_seq_len}</div>')
+                f'{e.device} · {dtype_name(e.dtype)}{quantized} · max_seq_len {e.max_seq_len}</div>')
 
     def _show_loop(self, turn: _Turn | None, running: bool = False) -> None:
         """The loop bar: hidden (no loop), with Stop while the looping reply runs, with Drop once it ended."""

@@ -13,19 +13,21 @@ from ascend_nb.device import available_device_types
 from ascend_nb.engine.loading import DEFAULT_MODEL
 from ascend_nb.dtypes import CHOICES as DTYPE_CHOICES
 from ascend_nb.errors import AscendNbError
+from ascend_nb.quant_formats import QUANT_FORMATS
 from ascend_nb.ui.chat import CSS, ChatWidget
 from ascend_nb.ui.controls import button, current_parent, html_line, join_worker, output_parent
 
 
 class ChatApp(widgets.VBox):
-    """A model picker (registry name or local directory, backend, device, dtype) above a :class:`ChatWidget`.
+    """A model picker (registry name or local directory, backend, device, dtype, quantize) above a :class:`ChatWidget`.
 
     The first model is loaded right away (errors raise, as in any cell); Load swaps in another
     model in a worker thread, keeping the system prompt. ``load_options`` go to :func:`ascend_nb.load`.
     """
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, backend: str = "transformers",
-                 device: str = "auto", dtype: str = "auto", system_prompt: str | None = None, **load_options):
+                 device: str = "auto", dtype: str = "auto", system_prompt: str | None = None,
+                 quantize: str | None = None, **load_options):
         from ascend_nb.engine.loading import BACKENDS
         from ascend_nb.models.registry import MODELS
 
@@ -44,13 +46,17 @@ class ChatApp(widgets.VBox):
                                        value=device, description="Device", layout=narrow)
         self.dtype = widgets.Dropdown(options=list(dict.fromkeys([*DTYPE_CHOICES, dtype])),
                                       value=dtype, description="dtype", layout=narrow)
+        formats = "; ".join(f"{fmt.name}: {fmt.summary}" for fmt in QUANT_FORMATS.values())
+        self.quantize = widgets.Dropdown(options=[("none", None), *((name, name) for name in QUANT_FORMATS)], value=quantize,
+                                         description="quantize", layout=narrow,
+                                         tooltip=f"accelerated backend only. {formats}")
         self.load_button = button("Load", "download", tooltip="Load this model and start a new chat")
         self.status = widgets.HTML()
         self.load_button.on_click(lambda _: self.reload())
         self.chat: ChatWidget | None = ChatWidget(self._load(), system_prompt)
         picker = widgets.VBox([widgets.HTML(f"<style>{CSS}</style>", layout=widgets.Layout(display="none")),
                                widgets.HBox([self.model, self.load_button]),
-                               widgets.HBox([self.backend, self.device, self.dtype]), self.status])
+                               widgets.HBox([self.backend, self.device, self.dtype, self.quantize]), self.status])
         super().__init__([picker, self.chat], layout=widgets.Layout(width="100%"))
         self.add_class("anb-chat")
 
@@ -68,7 +74,8 @@ class ChatApp(widgets.VBox):
                 self.status.value = html_line("anb-chat-notice", "Busy: wait for the reply or the load to finish.")
                 return False
             try:
-                check_loadable(self.model.value.strip(), self.device.value, self.dtype.value, self.backend.value)
+                check_loadable(self.model.value.strip(), self.device.value, self.dtype.value, self.backend.value,
+                               quantize=self.quantize.value)
             except AscendNbError as exc:
                 kept = " (the current chat is kept)" if self.chat is not None else ""
                 self.status.value = html_line("anb-chat-error", f"Could not load {self.model.value.strip()}: {exc}{kept}")
@@ -88,7 +95,7 @@ class ChatApp(widgets.VBox):
         from ascend_nb.engine.loading import load
 
         return load(self.model.value.strip(), device=self.device.value, dtype=self.dtype.value,
-                    backend=self.backend.value, **self._load_options)
+                    backend=self.backend.value, quantize=self.quantize.value, **self._load_options)
 
     def _reload(self, old: ChatWidget | None) -> None:
         with output_parent(self._parent):

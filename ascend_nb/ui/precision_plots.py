@@ -181,3 +181,44 @@ def layer_comparison_figure(report, title: str | None = None) -> go.Figure:
                         exponentformat="power", dtick=1, secondary_y=True,  # one tick per decade
                         range=[math.log10(MAX_ABS_ERR_FLOOR) - 1, math.ceil(math.log10(largest)) + 0.2])
     return figure
+
+
+FORMAT_COLORS = {"int8": "#1c7ed6", "w8a8": "#f59f00", "int4": "#d6336c"}  # the reference (a dtype) is grey
+REFERENCE_FORMAT_COLOR = "#868e96"
+
+
+def quantization_figure(report, title: str | None = None) -> go.Figure:
+    """Six labelled panels of a :class:`~ascend_nb.precision.quantization.QuantizationReport`, one colour per
+    format: perplexity (with its change against the reference), C-Eval accuracy, weight MiB, the Cosine of
+    every hidden state and the logits against the reference, TTFT and TPOT."""
+    table, layers = report.table, report.layers
+    s = report.settings
+    panels = (f"perplexity ({s.get('text_tokens', '?')} tokens of held-out text)",
+              f"C-Eval accuracy (logits protocol, {s.get('ceval_n', '?')} questions)", "weights (MiB)",
+              f"Cosine against {report.reference}, by hidden state", "TTFT (ms)", "TPOT (ms)")
+    figure = make_subplots(rows=2, cols=3, subplot_titles=panels, horizontal_spacing=0.08, vertical_spacing=0.2)
+    colors = [FORMAT_COLORS.get(name, REFERENCE_FORMAT_COLOR) for name in table["format"]]
+    names = table["format"].tolist()
+    change = [f"{v:.3f}" if i == 0 else f"{v:.3f}<br>({c:+.2f}%)"
+              for i, (v, c) in enumerate(zip(table["perplexity"], table["perplexity_change_pct"]))]
+    bars = ((1, 1, table["perplexity"], change), (1, 2, table["ceval_acc"], [f"{v:.3f}" for v in table["ceval_acc"]]),
+            (1, 3, table["weights_mib"], [f"{v:.0f}" for v in table["weights_mib"]]),
+            (2, 2, table["ttft_ms"], [f"{v:.1f}" for v in table["ttft_ms"]]),
+            (2, 3, table["tpot_ms"], [f"{v:.2f}" for v in table["tpot_ms"]]))
+    for row, col, values, text in bars:
+        figure.add_trace(go.Bar(x=names, y=values.tolist(), marker_color=colors, text=text, textposition="auto",
+                                showlegend=False, hovertemplate="%{x}: %{text}<extra></extra>"), row=row, col=col)
+    for name in names[1:]:
+        frame = layers[layers["format"] == name]
+        figure.add_trace(go.Scatter(x=frame["layer"], y=frame["Cosine"], name=name, mode="lines+markers",
+                                    marker={"size": 5, "color": FORMAT_COLORS.get(name, REFERENCE_FORMAT_COLOR)},
+                                    text=frame["tensor"], hovertemplate=name + " · %{text}: Cosine %{y:.6f}<extra></extra>"),
+                         row=2, col=1)
+    figure.update_layout(title={"text": title or f"What does quantization cost? {s.get('model', '')} on "
+                                                 f"{s.get('device', '')}, reference {report.reference}",
+                                "font": {"size": 15}}, height=640)
+    house_style(figure)
+    figure.update_xaxes(title_text="hidden state (0 = embeddings; last = logits)", row=2, col=1)
+    figure.update_yaxes(title_text="Cosine", row=2, col=1)
+    figure.update_yaxes(range=[0, 1], row=1, col=2)
+    return figure
