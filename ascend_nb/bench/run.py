@@ -27,6 +27,7 @@ from ascend_nb.models.footprint import require_fit
 from ascend_nb.models.validation import read_config
 from ascend_nb.parallel import check_ranks, is_main_process
 
+SPECULATIVE_DATASETS = ("grounded", "open")  # data/grounded_prompts/<name>.jsonl
 QUANTIZABLE_BACKENDS = ("accelerated",)  # take quantize and graphs; the transformers reference runs as it is
 ROW_FIELDS = ("backend", "model", "device", "dtype", "quantize", "kernels", "graphs", "tp", "max_seq_len",
               "batch_size", "input_len", "output_len", "ttft_ms", "tpot_ms", "decode_tokens_per_s", "e2e_ms",
@@ -53,6 +54,8 @@ class BenchConfig:
     repeat: int = 3
     warmup: int = 1
     seed: int = 0
+    speculative: str | None = None  # prompt-lookup | draft:MODEL[@QUANT]: plain against speculative (run_speculative_bench)
+    dataset: str = "grounded"  # the built-in prompt set of a speculative run (SPECULATIVE_DATASETS)
 
     def __post_init__(self) -> None:
         for name in ("backends", "kernels"):  # lists (from JSON, or a caller) become tuples: the config stays hashable
@@ -79,6 +82,14 @@ class BenchConfig:
                                 "add it to --backend")
         if len(set(self.kernels)) != len(self.kernels):
             raise AscendNbError(f"a kernel path is named twice in {','.join(self.kernels)}")
+        from ascend_nb.models.params import check_speculative
+
+        object.__setattr__(self, "speculative", check_speculative(self.speculative))
+        if self.dataset not in SPECULATIVE_DATASETS:
+            raise AscendNbError(f"unknown dataset {self.dataset!r}: use one of {', '.join(SPECULATIVE_DATASETS)}")
+        if self.speculative and ("accelerated" not in self.backends or self.batch_size != 1 or self.tp != 1):
+            raise AscendNbError("--speculative benchmarks the accelerated backend at batch 1 without tensor parallelism: "
+                                "use --backend accelerated --batch-size 1")
 
     @property
     def point(self) -> SweepPoint:
@@ -211,3 +222,79 @@ def speedups(rows: Sequence[dict], baseline: str = "transformers") -> dict[str, 
     return {label(r): {"decode": r["decode_tokens_per_s"] / base["decode_tokens_per_s"],
                        "ttft": base["ttft_ms"] / r["ttft_ms"]}
             for r in rows if label(r) != baseline}
+
+
+# -- speculative decoding: plain against speculative on real prompts --------------------------------------
+SPECULATIVE_FIELDS = ("acceptance_rate", "tokens_per_step", "draft_ms", "verify_ms")
+
+
+def speculative_prompts(dataset: str) -> list[dict]:
+    """The built-in prompt set ``dataset`` (``data/grounded_prompts/<dataset>.jsonl``: ``id``, ``task``, ``prompt``)."""
+    from ascend_nb.files import data_dir
+
+    if dataset not in SPECULATIVE_DATASETS:
+        raise AscendNbError(f"unknown dataset {dataset!r}: use one of {', '.join(SPECULATIVE_DATASETS)}")
+    path = data_dir() / "grounded_prompts" / f"{dataset}.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run_speculative_bench(config: BenchConfig, limit: int | None = None) -> list[dict]:
+    """``ascend-nb bench --speculative``: each prompt of ``config.dataset`` (chat template applied) through the
+    accelerated engine greedily, ``config.output_len`` tokens with EOS disabled, plain and with
+    ``config.speculative`` in interleaved rounds (``config.repeat``; medians). Greedy speculation gives
+    the plain tokens, so both runs decode the same text. One row per prompt and mode ("plain",
+    "speculative") with TTFT/TPOT/decode tokens/s and, for speculative rows, :data:`SPECULATIVE_FIELDS`."""
+    from ascend_nb.models.params import GenerationParams
+
+    prompts = speculative_prompts(config.dataset)[:limit]
+    engine_options = {"quantize": config.quantize, "graphs": config.graphs or None,
+                      "kernels": config.kernels[0] if config.kernels else None}
+    engine = load(config.model, device=config.device, dtype=config.dtype, backend="accelerated",
+                  max_seq_len=config.max_seq_len or sweep_max_seq_len(config, [2048 - config.output_len], [config.output_len]),
+                  **engine_options)
+    encoded = [engine.encode_chat([{"role": "user", "content": p["prompt"]}], config.output_len) for p in prompts]
+    longest = max(len(ids) for ids in encoded)
+    if longest + config.output_len > engine.max_seq_len:
+        raise AscendNbError(f"a prompt ({longest} tokens) + --output-len {config.output_len} exceeds max_seq_len "
+                            f"{engine.max_seq_len}: raise --max-seq-len")
+    plain = GenerationParams(max_new_tokens=config.output_len, ignore_eos=True)
+    modes = {"plain": plain, "speculative": plain.replace(speculative=config.speculative)}
+    for _ in range(config.warmup):
+        for params in modes.values():
+            engine.generate(encoded[0], params.replace(max_new_tokens=min(8, config.output_len)))
+    runs: dict[tuple[int, str], list] = {}
+    for _ in range(config.repeat):
+        for index, ids in enumerate(encoded):
+            for mode, params in modes.items():
+                runs.setdefault((index, mode), []).append(engine.generate(ids, params))
+    rows = []
+    for (index, mode), results in runs.items():
+        row = {**run_fields(engine), "label": mode, "speculative": config.speculative if mode != "plain" else None,
+               "dataset": config.dataset, "prompt_id": prompts[index]["id"], "task": prompts[index]["task"],
+               "batch_size": 1, "input_len": len(encoded[index]), "output_len": config.output_len,
+               "ttft_ms": statistics.median(r.timings.ttft_ms for r in results),
+               "tpot_ms": statistics.median(r.timings.tpot_ms for r in results),
+               "e2e_ms": statistics.median(r.timings.e2e_ms for r in results),
+               "peak_memory_mb": max((r.timings.peak_memory_mb or 0 for r in results), default=None),
+               "repeat": config.repeat, "same_tokens": None}
+        row["decode_tokens_per_s"] = 1000.0 / row["tpot_ms"] if row["tpot_ms"] else 0.0
+        for name in SPECULATIVE_FIELDS:
+            row[name] = (statistics.median(r.speculative.as_dict()[name] for r in results)
+                         if results[0].speculative else None)
+        if mode != "plain":
+            row["same_tokens"] = all(r.token_ids == runs[(index, "plain")][0].token_ids for r in results)
+        rows.append(row)
+    return rows
+
+
+def speculative_summary(rows: Sequence[dict]) -> dict[str, float]:
+    """Median over prompts of the speculative / plain decode tokens/s ratio, acceptance and tokens per step."""
+    plain = {r["prompt_id"]: r for r in rows if r["label"] == "plain"}
+    spec = [r for r in rows if r["label"] != "plain"]
+    if not spec:
+        return {}
+    return {"decode_speedup": statistics.median(r["decode_tokens_per_s"] / plain[r["prompt_id"]]["decode_tokens_per_s"]
+                                                for r in spec),
+            "acceptance_rate": statistics.median(r["acceptance_rate"] for r in spec),
+            "tokens_per_step": statistics.median(r["tokens_per_step"] for r in spec),
+            "prompts": len(spec), "same_tokens": all(r["same_tokens"] for r in spec)}

@@ -37,6 +37,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="untimed short runs per backend before the first round")
     parser.add_argument("--seed", type=int, default=BenchConfig.seed, help="seed of the random input ids")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    parser.add_argument("--speculative", default=None, metavar="METHOD",
+                        help="plain against speculative decoding on the accelerated backend, batch 1, greedy: "
+                             "prompt-lookup or draft:MODEL[@QUANT] (e.g. draft:self@int8), over --dataset grounded "
+                             "(built in: summarise / quote / edit / answer from a passage; the default) or open")
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -45,7 +49,16 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
              if getattr(args, name) is not None}
     return BenchConfig(model=args.model, backends=args.backend, device=args.device, dtype=args.dtype,
                        quantize=args.quantize, graphs=args.graphs, kernels=args.kernels, tp=args.tp,
-                       max_seq_len=args.max_seq_len, repeat=args.repeat, warmup=args.warmup, seed=args.seed, **point)
+                       max_seq_len=args.max_seq_len, repeat=args.repeat, warmup=args.warmup, seed=args.seed,
+                       **_speculative_options(args), **point)
+
+
+def _speculative_options(args: argparse.Namespace) -> dict:
+    """``--speculative`` and, with it, ``--dataset`` as a built-in prompt set name (default grounded)."""
+    speculative = getattr(args, "speculative", None)
+    if not speculative:
+        return {}
+    return {"speculative": speculative, "dataset": getattr(args, "dataset", None) or "grounded"}
 
 
 def register(subparsers) -> None:
@@ -74,6 +87,34 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_speculative_rows(rows: list[dict]) -> str:
+    """Plain and speculative rows per prompt, then the medians over prompts."""
+    from ascend_nb.bench.run import speculative_summary
+
+    header = ("prompt", "mode", "in", "out", "TTFT ms", "TPOT ms", "decode tok/s", "accept", "tok/step", "draft ms",
+              "verify ms", "same")
+    first = rows[0]
+    spec = next(r["speculative"] for r in rows if r["speculative"])
+    lines = [f"{first['model']} on {first['device']} ({first['kernels']}, {first['dtype']}"
+             f"{', ' + first['quantize'] if first['quantize'] else ''}): plain vs {spec}, dataset {first['dataset']}",
+             "  ".join(f"{h:>12}" for h in header)]
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    for r in rows:
+        cells = (r["prompt_id"][:12], r["label"], r["input_len"], r["output_len"], f"{r['ttft_ms']:.1f}",
+                 f"{r['tpot_ms']:.2f}", f"{r['decode_tokens_per_s']:.1f}", cell(r["acceptance_rate"], ".2f"),
+                 cell(r["tokens_per_step"], ".2f"), cell(r["draft_ms"], ".1f"), cell(r["verify_ms"], ".1f"),
+                 "-" if r["same_tokens"] is None else ("yes" if r["same_tokens"] else "NO"))
+        lines.append("  ".join(f"{c:>12}" for c in cells))
+    summary = speculative_summary(rows)
+    lines.append(f"median over {summary['prompts']} prompts: decode {summary['decode_speedup']:.2f}x plain, acceptance "
+                 f"{summary['acceptance_rate']:.2f}, {summary['tokens_per_step']:.2f} tokens/step, "
+                 f"greedy tokens {'identical' if summary['same_tokens'] else 'DIFFERENT'}")
+    return "\n".join(lines)
+
+
 def run_bench_command(args: argparse.Namespace) -> int:
     handled = run_serve_load(args)
     if handled is not None:
@@ -82,6 +123,12 @@ def run_bench_command(args: argparse.Namespace) -> int:
     handled = run_sweep_or_compare(args, config)
     if handled is not None:
         return handled
+    if config.speculative:
+        from ascend_nb.bench.run import run_speculative_bench
+
+        rows = run_speculative_bench(config)
+        print(json.dumps(rows) if args.json else format_speculative_rows(rows))
+        return 0
     rows = run_bench_rank(config)
     if rows is None:
         return 0  # tensor parallel: rank 0 prints

@@ -23,6 +23,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-len", type=int, default=None, help="prompt + output budget (static cache size)")
     options.add(parser, "--tp")
     options.add(parser, "--kernels")
+    options.add(parser, "--quantize")
     verify = parser.add_mutually_exclusive_group()
     verify.add_argument("--verify", choices=("fast", "full"), default="fast",
                         help=f"check the model files against checksums.sha256: {FAST_CHECK}; full hashes every file")
@@ -41,9 +42,10 @@ def load_from_args(args: argparse.Namespace):
     if args.max_new_tokens is not None:
         GenerationParams(max_new_tokens=args.max_new_tokens)
     if args.backend == "openai":
-        return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout)
+        return load(args.model, backend="openai", base_url=args.base_url, api_key=args.api_key, timeout=args.timeout,
+                    quantize=args.quantize)
     return load(args.model, device=args.device, dtype=args.dtype, backend=args.backend, max_seq_len=args.max_seq_len,
-                verify=VERIFY_MODES[args.verify], tp=args.tp, kernels=args.kernels)
+                verify=VERIFY_MODES[args.verify], tp=args.tp, kernels=args.kernels, quantize=args.quantize)
 
 
 def register(subparsers) -> None:
@@ -59,6 +61,9 @@ def register(subparsers) -> None:
     generate.add_argument("prompt", help="the question or text")
     generate.add_argument("--raw", action="store_true", help="send the prompt as raw text, without the chat template")
     generate.add_argument("--json", action="store_true", help="print {text, ttft_ms, tpot_ms, tokens, ...}")
+    generate.add_argument("--speculative", default=None, metavar="METHOD",
+                          help="speculative decoding (accelerated backend, batch 1): prompt-lookup, or draft:MODEL[@QUANT] "
+                               "(e.g. draft:self@int8, the same weights in int8); off by default")
     add_model_arguments(generate)
     generate.set_defaults(func=run_generate)
 
@@ -94,8 +99,11 @@ def run_fetch(args: argparse.Namespace) -> int:
 def run_generate(args: argparse.Namespace) -> int:
     from ascend_nb.models.params import GenerationError
 
+    from ascend_nb.models.params import check_speculative
+
+    speculative = check_speculative(args.speculative)  # a typo is refused before the model loads
     engine = load_from_args(args)
-    params = engine.params(max_new_tokens=args.max_new_tokens)
+    params = engine.params(max_new_tokens=args.max_new_tokens, speculative=speculative)
     try:
         if args.raw:
             result = engine.generate(args.prompt, params)
@@ -115,14 +123,19 @@ def _print_result(args: argparse.Namespace, engine, result) -> None:
         print(json.dumps({"text": result.text, "ttft_ms": t.ttft_ms, "tpot_ms": t.tpot_ms, "tokens": t.tokens,
                           "e2e_ms": t.e2e_ms, "tokens_per_s": t.tokens_per_s, "finish_reason": result.finish_reason,
                           "error": result.error, "model": engine.spec.name, "backend": engine.backend,
-                          "device": str(engine.device), "dtype": dtype_name(engine.dtype)},
+                          "device": str(engine.device), "dtype": dtype_name(engine.dtype),
+                          "quantize": getattr(engine, "quantize", None),
+                          "speculative": result.speculative.as_dict() if result.speculative else None},
                          ensure_ascii=False), flush=True)
     elif result.finish_reason == "error":
         if result.text:
             print(f"{result.text} [partial reply]", flush=True)
     else:
         print(result.text)
-        print(f"[{t.tokens} tokens, TTFT {t.ttft_ms:.1f} ms, TPOT {t.tpot_ms:.1f} ms, {t.tokens_per_s:.1f} tokens/s]",
+        spec = result.speculative
+        extra = (f", {spec.method}: acceptance {spec.acceptance_rate:.0%}, {spec.tokens_per_step:.2f} tokens/step"
+                 if spec else "")
+        print(f"[{t.tokens} tokens, TTFT {t.ttft_ms:.1f} ms, TPOT {t.tpot_ms:.1f} ms, {t.tokens_per_s:.1f} tokens/s{extra}]",
               file=sys.stderr)
 
 

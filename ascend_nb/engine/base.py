@@ -27,7 +27,7 @@ import torch
 
 from ascend_nb import device as devices
 from ascend_nb.dtypes import dtype_name
-from ascend_nb.models.params import GenerationParams, GenerationResult, Timings
+from ascend_nb.models.params import GenerationParams, GenerationResult, SpeculativeStats, Timings
 from ascend_nb.engine.request_queue import RequestQueue
 from ascend_nb.engine.sampling import select_tokens
 from ascend_nb.errors import AscendNbError
@@ -48,6 +48,7 @@ class _Row:
     text: str = ""
     start: float = 0.0  # clock at the start of the request's prefill
     peak_memory_mb: float | None = None
+    speculative: SpeculativeStats | None = None  # filled by ascend_nb.engine.speculative
 
 
 class TextStream:
@@ -117,9 +118,15 @@ class EngineCommon:
 
     spec: ModelSpec
 
+    supports_speculative = False  # GenerationParams.speculative runs only where a backend says so
+
     def params(self, params: GenerationParams | None = None, **overrides) -> GenerationParams:
         """The model's default parameters (or ``params``) with ``overrides`` applied."""
-        return (params or self.spec.defaults).replace(**overrides)
+        params = (params or self.spec.defaults).replace(**overrides)
+        if params.speculative is not None and not self.supports_speculative:
+            raise AscendNbError(f"speculative decoding runs in the accelerated backend, not {self.backend!r}: load the model "
+                                "with backend='accelerated' or generate without speculative")
+        return params
 
     @staticmethod
     def _is_batch(prompt) -> bool:
@@ -253,11 +260,19 @@ class Engine(EngineCommon, ABC):
         (exhausted, closed or dropped); a ``stop_event`` set while it waits cancels it with no tokens.
         """
         self._check_fits(prompts, params)
+        if params.speculative is not None and len(prompts) > 1:
+            raise AscendNbError(f"speculative decoding runs one prompt at a time for now, not a batch of {len(prompts)}: "
+                                "generate the prompts one by one or without speculative")
         if not self.requests.acquire(stop_event):
             yield [_Row(prompt_len=len(p), finish_reason="cancelled") for p in prompts]
             return
         try:
-            yield from self._steps(prompts, params, stop_event, live_text)
+            if params.speculative is None:
+                yield from self._steps(prompts, params, stop_event, live_text)
+            else:
+                from ascend_nb.engine.speculative import speculative_steps
+
+                yield from speculative_steps(self, prompts, params, stop_event, live_text)
         finally:
             self.requests.release()
 
@@ -331,7 +346,7 @@ class Engine(EngineCommon, ABC):
         timings = Timings.from_token_times(row.start, row.token_times, prompt_tokens=row.prompt_len,
                                            peak_memory_mb=row.peak_memory_mb)
         return GenerationResult(text=row.text, token_ids=row.token_ids, finish_reason=row.finish_reason,
-                                timings=timings)
+                                timings=timings, speculative=row.speculative)
 
     def _stream_pieces(self, prompt_ids: list[int], params: GenerationParams,
                        stop_event: threading.Event | None, stream: TextStream) -> Iterator[str]:

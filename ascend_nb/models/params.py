@@ -28,6 +28,7 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    speculative: str | None = None  # "prompt-lookup" | "draft:MODEL[@QUANT]" (accelerated backend, batch 1)
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "top_k", "temperature", "top_p", "repetition_penalty"):
@@ -47,10 +48,69 @@ class GenerationParams:
         if self.repetition_penalty <= 0:
             raise AscendNbError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "speculative", check_speculative(self.speculative))
 
     def replace(self, **changes) -> GenerationParams:
         """A copy with some fields changed (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+SPECULATIVE_METHODS = ("prompt-lookup", "draft:MODEL[@QUANT]")
+
+
+def check_speculative(value: str | None) -> str | None:
+    """A valid ``speculative`` setting (None and "off" turn it off), or one line saying what is accepted."""
+    if value is None or value in ("", "off", "none"):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if value == "prompt-lookup" or (value.startswith("draft:") and value[len("draft:"):].split("@")[0]):
+            return value
+    raise AscendNbError(f"unknown speculative method {value!r}: use one of {', '.join(SPECULATIVE_METHODS)} or off")
+
+
+@dataclass
+class SpeculativeStep:
+    """One decode step under speculation: the drafted tokens the target accepted, those it rejected, and
+    the token it chose itself (the correction after a rejection, or the bonus token after all were accepted)."""
+
+    accepted: list[int]
+    rejected: list[int]
+    token: int
+
+
+@dataclass
+class SpeculativeStats:
+    """What speculation did over one reply: ``steps`` holds every decode step (plain steps have no drafts),
+    so a view can mark each token drafted-and-accepted, drafted-and-rejected or the target's own."""
+
+    method: str
+    steps: list[SpeculativeStep] = field(default_factory=list)
+    draft_ms: float = 0.0  # time spent proposing drafts
+    verify_ms: float = 0.0  # time spent in target passes (verify and plain steps)
+
+    @property
+    def drafted(self) -> int:
+        return sum(len(s.accepted) + len(s.rejected) for s in self.steps)
+
+    @property
+    def accepted(self) -> int:
+        return sum(len(s.accepted) for s in self.steps)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted drafted tokens / drafted tokens (0 when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Decoded tokens per pass of the target's weights (1.0: no gain)."""
+        return (self.accepted + len(self.steps)) / len(self.steps) if self.steps else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"acceptance_rate": self.acceptance_rate, "tokens_per_step": self.tokens_per_step,
+                "draft_ms": self.draft_ms, "verify_ms": self.verify_ms, "drafted": self.drafted,
+                "accepted": self.accepted, "steps": len(self.steps)}
 
 
 @dataclass
@@ -109,6 +169,7 @@ class GenerationResult:
     finish_reason: str
     timings: Timings
     error: str | None = None
+    speculative: SpeculativeStats | None = None  # set when generated with GenerationParams.speculative
 
     def __post_init__(self) -> None:
         if self.finish_reason in CUT_REASONS:

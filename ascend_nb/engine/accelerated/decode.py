@@ -52,6 +52,33 @@ class DecodeStep:
         self.length += 1
         return logits
 
+    def verify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens`` ``[T]`` (batch 1: the last accepted token and T - 1 drafted ones) at the next T
+        slots in one pass of the weights (:meth:`CompactLlama.verify`, always eager); returns their logits
+        ``[T, V]``, row j bit for bit what :meth:`step` would give after the first j + 1 of them.
+        Follow it with :meth:`rollback` of the drafted tokens that were not accepted."""
+        t = tokens.shape[0]
+        start = self.length
+        self.key_valid[:, start:start + t] = True
+        positions = self.positions[:1, None] + torch.arange(t, device=self.positions.device)
+        logits = self.model.verify(tokens[None], positions, start, self.key_valid)
+        self.positions += t
+        self.index += t
+        self.length += t
+        return logits
+
+    def rollback(self, count: int) -> None:
+        """Forget the last ``count`` appended tokens: their slots leave ``key_valid`` and the next token
+        takes the first of them (a mask and index update; their K/V are overwritten, not copied)."""
+        if count <= 0:
+            return
+        if count > self.length:
+            raise ValueError(f"cannot roll back {count} of {self.length} cached tokens")
+        self.length -= count
+        self.key_valid[:, self.length:self.length + count] = False
+        self.positions -= count
+        self.index -= count
+
     def _capture(self) -> None:
         self._cache_ptr = self.model.k_cache[0].data_ptr()
         full = self.model.max_seq_len
