@@ -162,3 +162,48 @@ def test_the_trace_names_the_kernel_each_quantized_linear_ran(tiny_llama_dir, qu
                           kernels="torch")
     twin_decode = set(linear_kernels(twin, input_len=16).query("phase == 'decode'")["kernel"])
     assert decode not in twin_decode and {"aten::mm", "aten::_int_mm"} & twin_decode
+
+
+def test_smoothing_moves_ranges_without_changing_the_layer(tiny_llama_dir):
+    """SmoothQuant's folding is exact arithmetic: in float64 the smoothed layer computes what the original does
+    (up to the twin RMSNorm's float32 rounding), with other tensors."""
+    from ascend_nb.engine.accelerated import smooth
+    from ascend_nb.engine.accelerated.model import rope_tables
+    from ascend_nb.models.checkpoint import Checkpoint
+    from ascend_nb.models.dims import LlamaDims
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_llama_dir)
+    dims, checkpoint = LlamaDims.from_config(config), Checkpoint(tiny_llama_dir)
+    p = "model.layers.0."
+    names = dict(input_norm="input_layernorm", q="self_attn.q_proj", k="self_attn.k_proj", v="self_attn.v_proj",
+                 o="self_attn.o_proj", post_norm="post_attention_layernorm", gate="mlp.gate_proj", up="mlp.up_proj",
+                 down="mlp.down_proj")
+    original = {key: checkpoint.read(p + name + ".weight", torch.float64) for key, name in names.items()}
+    original["down"][:, 3] *= 0.01  # a channel the down projection barely uses: its smoothing factor is far from 1
+    cos, sin = rope_tables(config, 12, torch.float64, torch.device("cpu"))
+    h = randn(12, dims.hidden_size, dtype=torch.float64, seed=3)
+    h[:, 5] *= 30  # an outlier channel
+    smoothed = dict(original)
+    out = smooth.smooth_layer(smoothed, h, cos, sin, dims)
+    again = smooth.smooth_layer(dict(smoothed), h, cos, sin, dims)
+    torch.testing.assert_close(again, out, rtol=1e-5, atol=1e-6)  # same layer function after smoothing
+    assert not torch.equal(smoothed["input_norm"], original["input_norm"]) and not torch.equal(smoothed["up"], original["up"])
+
+
+def test_w8a8_is_smoothed_on_one_device(embedded_model_dir, monkeypatch):
+    """The engine calibrates w8a8 on data/calibration: its logits track bf16 more closely than those of the same
+    w8a8 model loaded without calibration tokens."""
+    import ascend_nb.engine.accelerated.engine as E
+
+    ids = torch.tensor([[1, 504, 3458, 282, 4649, 314, 253, 1492, 30, 378, 20082, 2343, 28, 285]])
+
+    def logits(quantize: str | None) -> torch.Tensor:
+        engine = ascend_nb.load(embedded_model_dir, device="cpu", dtype="bfloat16", backend="accelerated",
+                                quantize=quantize, max_seq_len=64)
+        return engine.forward(ids)[0].double()
+
+    reference, smoothed = logits(None), logits("w8a8")
+    monkeypatch.setattr(E, "calibration_ids", lambda tokenizer: None)  # no calibration tokens: no smoothing
+    plain = logits("w8a8")
+    assert (smoothed - reference).norm() < (plain - reference).norm()

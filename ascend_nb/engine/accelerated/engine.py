@@ -8,7 +8,8 @@ from ascend_nb.device import Placement
 from ascend_nb.engine.accelerated.decode import DecodeStep
 from ascend_nb.engine.accelerated.kernels import select_kernels
 from ascend_nb.engine.accelerated.model import CompactLlama
-from ascend_nb.quant_formats import check_quantize
+from ascend_nb.engine.accelerated.smooth import calibration_ids
+from ascend_nb.quant_formats import check_quantize, quant_format
 from ascend_nb.engine.base import Engine
 from ascend_nb.errors import AscendNbError
 from ascend_nb.parallel import TensorParallel, check_divisible
@@ -47,9 +48,14 @@ class AcceleratedEngine(Engine):
         quantize = check_quantize(quantize)
         if placement.tp is not None:
             check_divisible(engine_kwargs["config"], placement.tp.world_size)
+        fmt = quant_format(quantize)
+        # int8 activations lose least once smoothed (SmoothQuant, smooth.py); one device only: the calibration
+        # runs each whole layer as it loads
+        smooth = fmt is not None and fmt.int8_activations and placement.tp is None
         model = CompactLlama.from_directory(
             engine_kwargs["model_dir"], engine_kwargs["config"], select_kernels(placement),
-            placement.dtype, placement.device, engine_kwargs["max_seq_len"], quantize, placement.tp)
+            placement.dtype, placement.device, engine_kwargs["max_seq_len"], quantize, placement.tp,
+            calibration_ids(engine_kwargs["tokenizer"]) if smooth else None)
         return cls(model, placement, quantize=quantize, **engine_kwargs)
 
     @property
@@ -94,6 +100,20 @@ class AcceleratedEngine(Engine):
             raise AscendNbError(f"the static KV cache is full (max_seq_len {self.max_seq_len}): "
                                 "load with a larger max_seq_len or generate fewer tokens")
         return self._step.step(tokens)
+
+    # -- speculative decoding (batch 1; ascend_nb.engine.speculative drives these) -----------------
+    supports_speculative = True
+
+    def _verify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens`` ``[T]`` to the one sequence in one pass of the weights; logits ``[T, V]``."""
+        if self._step.length + tokens.shape[0] > self.max_seq_len:
+            raise AscendNbError(f"the static KV cache is full (max_seq_len {self.max_seq_len}): "
+                                "load with a larger max_seq_len or generate fewer tokens")
+        return self._step.verify(tokens)
+
+    def _rollback(self, count: int) -> None:
+        """Drop the last ``count`` cached tokens (rejected drafts): a key-mask and index update."""
+        self._step.rollback(count)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, output_hidden_states: bool = False

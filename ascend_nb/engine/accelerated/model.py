@@ -19,6 +19,7 @@ from ascend_nb.models.dims import LlamaDims
 from ascend_nb.engine.accelerated.kernels import Kernels
 from ascend_nb.errors import AscendNbError
 from ascend_nb.parallel import TensorParallel
+from ascend_nb.engine.accelerated.smooth import smooth_layer
 from ascend_nb.quant_formats import head_quantize
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16)  # activations the native CPU ops take
@@ -91,12 +92,13 @@ class CompactLlama:
 
     @classmethod
     def from_directory(cls, model_dir: Path, config, kernels: Kernels, dtype: torch.dtype, device: torch.device,
-                       max_seq_len: int, quantize: str | None = None, tp: TensorParallel | None = None
-                       ) -> CompactLlama:
+                       max_seq_len: int, quantize: str | None = None, tp: TensorParallel | None = None,
+                       calibration_ids: torch.Tensor | None = None) -> CompactLlama:
         """Read the checkpoint, fuse q/k/v and gate/up, and build each linear with ``kernels``.
 
         With ``tp``, this rank reads only its heads and FFN slice (column-parallel q/k/v, gate/up;
-        row-parallel o, down followed by an all-reduce); everything else is replicated.
+        row-parallel o, down followed by an all-reduce); everything else is replicated. ``calibration_ids``
+        ``[T]`` (one device only): smooth every layer on these tokens before quantizing it (``w8a8``).
         """
         check_supported(config)
         full = LlamaDims.from_config(config)
@@ -121,23 +123,30 @@ class CompactLlama:
 
         heads, kv_heads, head_dim = full.num_attention_heads, full.num_key_value_heads, full.head_dim
         ffn = full.intermediate_size
+        embed = get("model.embed_tokens.weight")
+        cos, sin = rope_tables(config, max_seq_len, dtype, device)
+        # SmoothQuant (smooth.py), calibrated layer by layer as the layers load
+        calibration = None if calibration_ids is None else F.embedding(calibration_ids[:max_seq_len].to(device), embed)
         layers = []
         for i in range(dims.num_hidden_layers):
             p = f"model.layers.{i}."
-            layers.append(DecoderLayer(
-                input_norm=get(p + "input_layernorm.weight"),
-                qkv=fused(get(p + "self_attn.q_proj.weight", 0, heads, head_dim),
-                          get(p + "self_attn.k_proj.weight", 0, kv_heads, head_dim),
-                          get(p + "self_attn.v_proj.weight", 0, kv_heads, head_dim)),
-                o=row_parallel(get(p + "self_attn.o_proj.weight", 1, heads, head_dim)),
-                post_norm=get(p + "post_attention_layernorm.weight"),
-                gate_up=fused(get(p + "mlp.gate_proj.weight", 0, ffn), get(p + "mlp.up_proj.weight", 0, ffn)),
-                down=row_parallel(get(p + "mlp.down_proj.weight", 1, ffn))))
-        embed = get("model.embed_tokens.weight")
+            t = dict(input_norm=get(p + "input_layernorm.weight"), q=get(p + "self_attn.q_proj.weight", 0, heads, head_dim),
+                     k=get(p + "self_attn.k_proj.weight", 0, kv_heads, head_dim),
+                     v=get(p + "self_attn.v_proj.weight", 0, kv_heads, head_dim),
+                     o=get(p + "self_attn.o_proj.weight", 1, heads, head_dim),
+                     post_norm=get(p + "post_attention_layernorm.weight"),
+                     gate=get(p + "mlp.gate_proj.weight", 0, ffn), up=get(p + "mlp.up_proj.weight", 0, ffn),
+                     down=get(p + "mlp.down_proj.weight", 1, ffn))
+            if calibration is not None:
+                length = calibration.shape[0]
+                calibration = smooth_layer(t, calibration, cos[:length], sin[:length], dims)
+            layers.append(DecoderLayer(input_norm=t["input_norm"], qkv=fused(t["q"], t["k"], t["v"]), o=row_parallel(t["o"]),
+                                       post_norm=t["post_norm"], gate_up=fused(t["gate"], t["up"]),
+                                       down=row_parallel(t["down"])))
+            del t
         tied = dims.tie_word_embeddings or "lm_head.weight" not in checkpoint.names()
         # float32 logits: a native GEMV head keeps its float32 sums, so near-ties are not decided by bf16 rounding
         lm_head = kernels.linear(embed if tied else get("lm_head.weight"), head_quantize(quantize), out_dtype=torch.float32)
-        cos, sin = rope_tables(config, max_seq_len, dtype, device)
         return cls(dims, layers, embed, get("model.norm.weight"), lm_head, cos, sin, kernels, max_seq_len)
 
     # -- cache -----------------------------------------------------------------------------------
