@@ -207,3 +207,23 @@ def test_w8a8_is_smoothed_on_one_device(embedded_model_dir, monkeypatch):
     monkeypatch.setattr(E, "calibration_ids", lambda tokenizer: None)  # no calibration tokens: no smoothing
     plain = logits("w8a8")
     assert (smoothed - reference).norm() < (plain - reference).norm()
+
+
+def test_a_quantized_head_is_read_a_block_of_rows_at_a_time(tiny_llama_dir, monkeypatch):
+    """The untied LM head goes to the quantizer as checkpoint rows, never whole in the model dtype: the same
+    quantized values as from the whole tensor, read in blocks no larger than the quantizer's."""
+    from ascend_nb.engine.accelerated import quantize as Q
+    from ascend_nb.engine.accelerated.model import CheckpointRows
+    from ascend_nb.models.checkpoint import Checkpoint
+
+    checkpoint = Checkpoint(tiny_llama_dir)
+    whole = checkpoint.read("lm_head.weight", torch.bfloat16)
+    rows = CheckpointRows(checkpoint, "lm_head.weight", torch.bfloat16, torch.device("cpu"))
+    monkeypatch.setattr(Q, "CHUNK_ELEMENTS", 64 * 10)  # ten rows a block of this 64-wide head
+    reads = []
+    real_read = checkpoint.read
+    monkeypatch.setattr(checkpoint, "read", lambda *args: reads.append(args[3:]) or real_read(*args))
+    for quantizer in (Q.quantize_int8, Q.quantize_int4):
+        got, expected = vars(quantizer(rows)), vars(quantizer(whole))
+        assert all(torch.equal(got[key], expected[key]) for key in got if isinstance(got[key], torch.Tensor))
+    assert reads and all(stop - start <= 10 for start, stop in reads)

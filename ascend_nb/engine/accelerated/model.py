@@ -55,6 +55,20 @@ def rope_tables(config, length: int, dtype: torch.dtype, device: torch.device) -
     return (emb.cos() * scale).to(device=device, dtype=dtype), (emb.sin() * scale).to(device=device, dtype=dtype)
 
 
+class CheckpointRows:
+    """A 2-D checkpoint tensor read a block of rows at a time: its ``shape``, ``dtype`` and ``device`` and row slices,
+    all the quantizers take, so a quantized LM head never exists whole in the model dtype (1 GB at Baichuan2's
+    vocabulary, which made a quantized 7B load peak that much above its plan)."""
+
+    def __init__(self, checkpoint: Checkpoint, name: str, dtype: torch.dtype, device: torch.device):
+        self.checkpoint, self.name, self.dtype, self.device = checkpoint, name, dtype, device
+        self.shape = checkpoint.shape(name)
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        stop = self.shape[0] if rows.stop is None else min(rows.stop, self.shape[0])
+        return self.checkpoint.read(self.name, self.dtype, 0, rows.start or 0, stop).to(self.device)
+
+
 class AllReduced:
     """A row-parallel linear: this rank's partial product, summed over the tensor-parallel group."""
 
@@ -146,7 +160,12 @@ class CompactLlama:
             del t
         tied = dims.tie_word_embeddings or "lm_head.weight" not in checkpoint.names()
         # float32 logits: a native GEMV head keeps its float32 sums, so near-ties are not decided by bf16 rounding
-        lm_head = kernels.linear(embed if tied else get("lm_head.weight"), head_quantize(quantize), out_dtype=torch.float32)
+        head_format = head_quantize(quantize)
+        if tied:
+            head = embed
+        else:
+            head = CheckpointRows(checkpoint, "lm_head.weight", dtype, device) if head_format else get("lm_head.weight")
+        lm_head = kernels.linear(head, head_format, out_dtype=torch.float32)
         return cls(dims, layers, embed, get("model.norm.weight"), lm_head, cos, sin, kernels, max_seq_len)
 
     # -- cache -----------------------------------------------------------------------------------
