@@ -95,8 +95,9 @@ def test_int4_gemv_is_the_float_reference(isa, rows, n, k, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
 def test_prompt_gemm_of_dequantized_tiles_is_the_twin(isa, dtype, fmt):
-    """Tiles of dequantized rows are the twin's dequantized weight exactly; 1100 rows of K = 4096 in bf16 make
-    three tiles (the last one short). The GEMM runs the same ATen kernel on each tile as on the whole."""
+    """Tiles of dequantized rows are the twin's dequantized weight exactly; 1100 rows of K = 4096 make two tiles
+    in bf16 and three in float32 (the last one short). The GEMM runs the same ATen kernel on each tile as on the
+    whole."""
     weight, x = randn(1100, 4096), randn(2, 5, 4096, seed=1, dtype=dtype)
     if fmt == "int8":
         w8 = quantize_int8(weight.to(dtype))
