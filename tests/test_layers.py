@@ -19,7 +19,7 @@ PACKAGE = Path(ascend_nb.__file__).parent
 # name after ``ascend_nb.`` (``ascend_nb.cli.bench`` -> ``cli``).
 LAYERS = (
     ("errors", "files", "atomic", "lazy", "dtypes", "cpu_features", "native", "parallel", "progress", "tables",
-     "figure_style", "serving"),
+     "figure_style", "serving", "wheels", "quant_formats"),
     ("device",),
     ("models",),      # registry, templates, params, dims, checkpoint reading, validation, where the embedded model lives
     ("convert",),     # per-source converters and their shared machinery; preparing the embedded model

@@ -7,8 +7,8 @@ import pytest
 
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.footprint import model_weights_bytes
-from ascend_nb.precision import perplexity, quantization_report, read_text
-from ascend_nb.precision.quantization import COLUMNS
+from ascend_nb.bench.quantization import COLUMNS, quantization_report
+from ascend_nb.precision import perplexity, read_text
 from ascend_nb.ui.precision_plots import quantization_figure
 
 

@@ -24,13 +24,15 @@ TINY_LINEAR, TINY_NORM = 80128, 320
 def test_weight_bytes_by_hand():
     assert weight_bytes(TINY, "bfloat16") == (TINY_LINEAR + TINY_NORM) * 2
     assert weight_bytes(TINY, "float32") == (TINY_LINEAR + TINY_NORM) * 4
-    # int8: 1 byte per weight + one bf16 scale per output row; rows: per layer 64+32+32+64+128+128+64 = 512,
+    # int8: 1 byte per weight + one float32 scale per output row; rows: per layer 64+32+32+64+128+128+64 = 512,
     # two layers 1024, LM head 100 -> 1124 rows.
-    assert weight_bytes(TINY, "bfloat16", "int8") == TINY_LINEAR + 1124 * 2 + TINY_NORM * 2
-    # int4 (group 32): half a byte per weight + bf16 scale and zero per 32 inputs of a row.
-    # Groups: rows with 64 inputs have 2, with 128 inputs 4: per layer (64+32+32+64+128+128) x 2 + 64 x 4 = 1152,
-    # two layers 2304, LM head 100 x 2 = 200 -> 2504 groups.
-    assert weight_bytes(TINY, "bfloat16", "int4") == TINY_LINEAR // 2 + 2504 * 2 * 2 + TINY_NORM * 2
+    assert weight_bytes(TINY, "bfloat16", "int8") == TINY_LINEAR + 1124 * 4 + TINY_NORM * 2
+    # int4 (group 32): half a byte per weight + a float16 scale and minimum per 32 inputs of a row, the LM head
+    # (100 x 64) in int8. Groups: rows with 64 inputs have 2, with 128 inputs 4: per layer
+    # (64+32+32+64+128+128) x 2 + 64 x 4 = 1152, two layers 2304 groups.
+    head = 100 * 64
+    assert weight_bytes(TINY, "bfloat16", "int4") == ((TINY_LINEAR - head) // 2 + 2304 * 2 * 2 + head + 100 * 4
+                                                      + TINY_NORM * 2)
 
 
 def test_kv_cache_bytes_by_hand():

@@ -140,10 +140,13 @@ def test_resume_key_holds_every_setting_of_the_bench_config():
     GPU of the same device string is measured again there."""
     from dataclasses import fields
 
-    from ascend_nb.bench.run import BenchConfig
+    from ascend_nb.bench.run import BenchConfig, run_sweep
 
-    settings = {f.name for f in fields(BenchConfig)} - {"backends"} | {"backend", "device_name"}
+    # a sweep refuses --speculative (and so its --dataset): those never reach a sweep's rows
+    settings = {f.name for f in fields(BenchConfig)} - {"backends", "speculative", "dataset"} | {"backend", "device_name"}
     assert settings <= set(KEY_FIELDS)
+    with pytest.raises(AscendNbError, match="not over a sweep grid"):
+        run_sweep(BenchConfig(backends=("accelerated",), speculative="prompt-lookup"), [1], [8], [4])
 
 
 def test_a_resumed_csv_never_mixes_settings_it_measures_the_new_ones_beside(engine, tiny_llama_dir, tmp_path):

@@ -31,6 +31,8 @@ _EXPORTS = {
     "percentile_table": "ascend_nb.bench.serve_metrics",
     "knee": "ascend_nb.bench.serve_metrics",
     "read_mindie_csv": "ascend_nb.bench.mindie_csv",
+    "quantization_report": "ascend_nb.bench.quantization",
+    "QuantizationReport": "ascend_nb.bench.quantization",
     "write_mindie_csv": "ascend_nb.bench.mindie_csv",
 }
 

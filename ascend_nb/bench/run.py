@@ -198,6 +198,9 @@ def run_sweep(config: BenchConfig, batch_sizes: Sequence[int], input_lens: Seque
     A sweep runs in one process, so ``config.tp`` must be 1 (:func:`~ascend_nb.bench.distributed.bench_tensor_parallel`
     measures tensor-parallel sizes).
     """
+    if config.speculative:
+        raise AscendNbError("--speculative is measured on its prompt sets (--dataset), not over a sweep grid: "
+                            "drop --sweep or --speculative")
     if config.tp != 1:
         raise AscendNbError(f"--sweep runs in one process, --tp {config.tp} needs torchrun: sweep with --tp 1, and "
                             "measure tensor parallel one point at a time (ascend-nb bench --tp N under torchrun)")

@@ -91,7 +91,7 @@ def run_perplexity(args: argparse.Namespace) -> int:
 
 
 def run_formats(args: argparse.Namespace) -> int:
-    from ascend_nb.precision.quantization import quantization_report
+    from ascend_nb.bench.quantization import quantization_report
     from ascend_nb.precision.perplexity import read_text
     from ascend_nb.precision.tables import markdown_table
 

@@ -270,11 +270,14 @@ class Engine(EngineCommon, ABC):
             if params.speculative is None:
                 yield from self._steps(prompts, params, stop_event, live_text)
             else:
-                from ascend_nb.engine.speculative import speculative_steps
-
-                yield from speculative_steps(self, prompts, params, stop_event, live_text)
+                yield from self._speculative_steps(prompts, params, stop_event, live_text)
         finally:
             self.requests.release()
+
+    def _speculative_steps(self, prompts: list[list[int]], params: GenerationParams,
+                           stop_event: threading.Event | None, live_text: bool) -> Iterator[list[_Row]]:
+        """The generation loop with ``params.speculative`` (backends with ``supports_speculative``)."""
+        raise NotImplementedError
 
     @torch.inference_mode()
     def _steps(self, prompts: list[list[int]], params: GenerationParams, stop_event: threading.Event | None,

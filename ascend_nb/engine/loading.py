@@ -15,6 +15,7 @@ import torch
 from ascend_nb import device as devices
 from ascend_nb.errors import AscendNbError, note_once
 from ascend_nb.convert.embedded import ensure_embedded_model
+from ascend_nb.engine import speculative
 from ascend_nb.models.embedded import EMBEDDED_MODEL
 from ascend_nb.models.checksums import Verify
 from ascend_nb.models.footprint import require_fit
@@ -137,3 +138,6 @@ def load(model: str | Path = DEFAULT_MODEL, device: str = "auto", dtype: str = "
     return engine_class(backend).from_directory(
         model_dir=model_dir, spec=spec, tokenizer=tokenizer, config=config, device=placement.device,
         dtype=placement.dtype, max_seq_len=max_seq_len or limit, trust_remote_code=trust_remote_code, **backend_options)
+
+
+speculative.register_loader(load)  # draft:MODEL engines are loaded like any other

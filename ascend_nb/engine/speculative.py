@@ -24,7 +24,7 @@ Why it pays: at batch 1 a decode step streams every weight once for one row; the
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +34,15 @@ from ascend_nb import native
 from ascend_nb.engine.sampling import sampling_logits, select_tokens
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.params import GenerationParams, SpeculativeStats, SpeculativeStep
+
+# ascend_nb.engine.loading.load, registered by that module (it sits above the backends, which call this one)
+_LOADER: list[Callable[..., object]] = []
+
+
+def register_loader(load: Callable[..., object]) -> None:
+    """Where ``draft:MODEL`` engines come from: :func:`ascend_nb.engine.loading.load` registers itself on import."""
+    _LOADER[:] = [load]
+
 
 MAX_DRAFT = native.MAX_ROWS - 1  # k drafted tokens + the last accepted one fill one GEMV pass
 
@@ -167,13 +176,12 @@ def drafter_for(engine, method: str) -> Drafter:
         raise AscendNbError(f"unknown speculative method {method!r}: use prompt-lookup or draft:MODEL[@QUANT]")
     drafts = engine.__dict__.setdefault("_draft_engines", {})
     if method not in drafts:
-        import ascend_nb
         from ascend_nb.dtypes import dtype_name
 
         name, _, quantize = method[len("draft:"):].partition("@")
         model = engine.model_dir if name == "self" else name
-        draft = ascend_nb.load(model, device=engine.device.type, dtype=dtype_name(engine.dtype), backend="accelerated",
-                               max_seq_len=engine.max_seq_len, quantize=quantize or None, kernels=engine.kernels)
+        draft = _LOADER[0](model, device=engine.device.type, dtype=dtype_name(engine.dtype), backend="accelerated",
+                     max_seq_len=engine.max_seq_len, quantize=quantize or None, kernels=engine.kernels)
         if not _same_tokenizer(draft.tokenizer, engine.tokenizer):
             raise AscendNbError(f"the draft model {name!r} does not share {engine.spec.name!r}'s tokenizer: a draft must "
                                 "use the same vocabulary (pick a smaller model of the same family, or draft:self@int8)")

@@ -21,6 +21,8 @@ _EXPORTS = {
     "fits_heatmap": "ascend_nb.ui.plan_plots",
     "LiveLoadPlot": "ascend_nb.ui.serve_plots",
     "NextTokenView": "ascend_nb.ui.inspect_views",
+    "SpeculativePlot": "ascend_nb.ui.speculative_view",
+    "SpeculativeView": "ascend_nb.ui.speculative_view",
     "anatomy_figure": "ascend_nb.ui.inspect_views",
     "attention_figure": "ascend_nb.ui.inspect_views",
     "drift_figure": "ascend_nb.ui.inspect_views",

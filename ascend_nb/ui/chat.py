@@ -53,6 +53,9 @@ def format_stats(stats: dict) -> str:
     ``TTFT 85.2 ms · TPOT 31.0 ms · 32.3 tokens/s · 24 tokens`` (plus why it ended early, if it did)."""
     line = (f"TTFT {stats['ttft_ms']:.1f} ms · TPOT {stats['tpot_ms']:.1f} ms · "
             f"{stats['tokens_per_s']:.1f} tokens/s · {stats['tokens']} tokens")
+    if stats.get("tokens_per_step"):  # generated with speculative decoding
+        line += (f" · {stats['tokens_per_step']:.2f} tokens per step, "
+                 f"{stats['acceptance_rate']:.0%} of drafts accepted")
     note = _STOP_NOTES.get(stats.get("finish_reason"))
     return f"{line} · {note}" if note else line
 
@@ -86,6 +89,18 @@ def _slider(kind, description: str, value, low, high, step, fmt: str | None = No
     extra = {"readout_format": fmt} if fmt else {}
     return kind(value=value, min=low, max=high, step=step, description=description, continuous_update=False,
                 style={"description_width": "140px"}, layout=widgets.Layout(width="440px"), **extra)
+
+
+def _speculative_dropdown(engine, params: GenerationParams) -> widgets.Dropdown | None:
+    """The speculative-decoding setting (none / prompt-lookup, and a ``draft:`` method the params already name),
+    only for an engine that can speculate (the accelerated backend)."""
+    if not getattr(engine, "supports_speculative", False):
+        return None
+    options = [("none", "off"), ("prompt-lookup", "prompt-lookup")]
+    if params.speculative and params.speculative != "prompt-lookup":
+        options.append((params.speculative, params.speculative))
+    return widgets.Dropdown(options=options, value=params.speculative or "off", description="speculative decoding",
+                            style={"description_width": "140px"}, layout=widgets.Layout(width="440px"))
 
 
 class ChatWidget(widgets.VBox):
@@ -150,9 +165,11 @@ class ChatWidget(widgets.VBox):
                                           0.8, 2.0, 0.01, ".2f")
         self.do_sample.observe(lambda _: self._show_sampling(), "value")
         self._show_sampling()
+        self.speculative = _speculative_dropdown(engine, p)  # None: this backend cannot speculate
         self.settings = settings = widgets.Accordion([widgets.VBox([
             self.system_prompt, self.do_sample, self.max_new_tokens, self.temperature, self.top_p, self.top_k,
-            self.repetition_penalty])], titles=("Settings: system prompt, sampling",))
+            self.repetition_penalty, *([self.speculative] if self.speculative is not None else [])])],
+            titles=("Settings: system prompt, sampling" + (", speculative" if self.speculative is not None else ""),))
 
         self.send_button.on_click(lambda _: self._send_prompt())
         self.prompt.on_submit(lambda _: self._send_prompt())
@@ -195,7 +212,8 @@ class ChatWidget(widgets.VBox):
         return self._base_params.replace(
             max_new_tokens=self.max_new_tokens.value, do_sample=self.do_sample.value,
             temperature=self.temperature.value, top_p=self.top_p.value, top_k=self.top_k.value,
-            repetition_penalty=self.repetition_penalty.value)
+            repetition_penalty=self.repetition_penalty.value,
+            speculative=self.speculative.value if self.speculative is not None else None)
 
     def ask(self, text: str) -> bool:
         """Send ``text`` as the next user turn and start the reply in a worker thread.
@@ -360,6 +378,9 @@ class ChatWidget(widgets.VBox):
 
     def _finish(self, turn: _Turn, result) -> None:
         stats = {**result.timings.as_dict(), "finish_reason": result.finish_reason}
+        if getattr(result, "speculative", None) is not None:
+            stats.update(tokens_per_step=result.speculative.tokens_per_step,
+                         acceptance_rate=result.speculative.acceptance_rate)
         with self._lock:
             turn.content, turn.stats = result.text, stats
             turn.view.value = self._turn_html(turn)

@@ -188,7 +188,7 @@ REFERENCE_FORMAT_COLOR = "#868e96"
 
 
 def quantization_figure(report, title: str | None = None) -> go.Figure:
-    """Six labelled panels of a :class:`~ascend_nb.precision.quantization.QuantizationReport`, one colour per
+    """Six labelled panels of a :class:`~ascend_nb.bench.quantization.QuantizationReport`, one colour per
     format: perplexity (with its change against the reference), C-Eval accuracy, weight MiB, the Cosine of
     every hidden state and the logits against the reference, TTFT and TPOT."""
     table, layers = report.table, report.layers

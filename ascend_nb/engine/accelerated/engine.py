@@ -95,6 +95,11 @@ class AcceleratedEngine(Engine):
         self._step.start(positions[:, -1] + 1, t, key_valid)
         return logits
 
+    def _speculative_steps(self, prompts, params, stop_event, live_text):
+        from ascend_nb.engine.speculative import speculative_steps
+
+        return speculative_steps(self, prompts, params, stop_event, live_text)
+
     def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
         if self._step.length >= self.max_seq_len:
             raise AscendNbError(f"the static KV cache is full (max_seq_len {self.max_seq_len}): "

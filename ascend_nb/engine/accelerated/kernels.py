@@ -17,22 +17,9 @@ import torch.nn.functional as F
 
 from ascend_nb import native
 from ascend_nb.device import KERNEL_PATHS, Placement, native_isa
+from ascend_nb.engine.accelerated.linear import Linear
 from ascend_nb.engine.accelerated.quantize import (Int4Weight, Int8Weight, quantize_int4, quantize_int8,
                                                   quantize_rows)
-
-
-class Linear:
-    """A callable ``x -> x @ W.T``; ``out_dtype`` (set by :meth:`Kernels.linear`) casts the result,
-    and a native GEMV writes it directly from its float32 accumulator."""
-
-    out_dtype: torch.dtype | None = None
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.forward(x)
-        return y if self.out_dtype is None else y.to(self.out_dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class DenseLinear(Linear):

@@ -24,7 +24,7 @@ import functools
 
 import torch
 
-from ascend_nb.engine.accelerated.kernels import Linear
+from ascend_nb.engine.accelerated.linear import Linear
 from ascend_nb.engine.accelerated.quantize import Int4Weight, Int8Weight, quantize_int4, quantize_int8
 
 NPU_QUANT_DTYPES = (torch.float16, torch.bfloat16)  # activations both ops take (torch_npu docs)
