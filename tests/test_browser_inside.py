@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
-import nbformat
 import pytest
 
-from tests.browser import lab_page, run_all_cells
+from tests.browser import lab_page, run_all_cells, write_notebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -29,12 +27,6 @@ CELLS = [
 ]
 
 
-def _write_notebook(path: Path) -> None:
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
-    notebook.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nbformat.write(notebook, path)
-
-
 def _bars(page) -> tuple[str, list[str]]:
     """The figure's title and the path of every bar of the probabilities panel, as drawn now."""
     plot = page.locator(".anb-next-token .js-plotly-plot").first
@@ -48,7 +40,7 @@ def test_live_next_token_view_moves_while_the_reply_streams(tmp_path, embedded_m
     from playwright.sync_api import expect
 
     with lab_page(tmp_path, "browser_inside_failure.png") as (page, base, token):
-        _write_notebook(tmp_path / "notebooks" / "live_next_token.ipynb")
+        write_notebook(CELLS, tmp_path / "notebooks" / "live_next_token.ipynb")
         run_all_cells(page, base, token, "live_next_token.ipynb", wait=False)
         page.locator(".anb-next-token .js-plotly-plot .barlayer .point").first.wait_for(timeout=180_000)
         seen_steps, seen_bars = set(), set()

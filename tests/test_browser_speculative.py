@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
-import nbformat
 import pytest
 
-from tests.browser import ARTIFACTS, lab_page, run_all_cells
+from tests.browser import ARTIFACTS, lab_page, run_all_cells, write_notebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -49,16 +47,10 @@ FIGURE_JS = """() => {
 GREEN, RED = "rgb(211, 249, 216)", "rgb(255, 227, 227)"  # the accepted and rejected backgrounds
 
 
-def _write_notebook(path: Path) -> None:
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
-    notebook.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nbformat.write(notebook, path)
-
-
 @pytest.mark.timeout(400)
 def test_live_speculative_view_marks_tokens_draws_the_figure_and_shows_the_speedup(tmp_path, embedded_model_dir):
     with lab_page(tmp_path, "browser_speculative_failure.png") as (page, base, token):
-        _write_notebook(tmp_path / "notebooks" / "live_speculative.ipynb")
+        write_notebook(CELLS, tmp_path / "notebooks" / "live_speculative.ipynb")
         run_all_cells(page, base, token, "live_speculative.ipynb", wait=False)
         page.locator(".anb-spec-text").first.wait_for(timeout=180_000)
         seen = set()
