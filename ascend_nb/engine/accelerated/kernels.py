@@ -336,8 +336,8 @@ class CpuKernels(Kernels):
             prompt = DequantLinear(int8.qweight, self.isa, scales, float_gemm=not self.onednn_prompts)
             return GemvLinear(int8.qweight, self.isa, prompt, scales)
         if quantize == "w8a8":  # prompts: oneDNN's int8 GEMM (AMX / VNNI) on per-token int8 activations
-            int8 = quantize_int8(weight)
-            return GemvLinear(int8.qweight, self.isa, W8A8Linear(int8), int8.scales.float(), int8_activations=True)
+            prompt = W8A8Linear(quantize_int8(weight))
+            return GemvLinear(prompt.qweight, self.isa, prompt, prompt.scales, int8_activations=True)  # one copy of each
         if quantize == "int4":
             w4 = quantize_int4(weight)
             prompt = DequantLinear(w4.packed, self.isa, w4.scales, w4.mins, float_gemm=not self.onednn_prompts)

@@ -282,15 +282,8 @@ class CompactLlama:
         each = [(cos[:, :, j:j + 1], sin[:, :, j:j + 1], torch.tensor([start + j], device=self.device), start + j + 1)
                 for j in range(t)]
 
-        isa = getattr(kernels, "isa", None)
-        op = getattr(torch.ops.ascend_nb, f"decode_attention_{isa}") if isa and self.dtype in NATIVE_DTYPES else None
-
-        def attend(i: int, qkv):
+        def attend(i: int, qkv):  # the decode step's own attention kernel, once per position
             k_cache, v_cache = self.k_cache[i][:1], self.v_cache[i][:1]
-            if op is not None:  # the native op CpuKernels.decode_step_attention calls, without its reshapes
-                rows = qkv[0]
-                return torch.cat([op(rows[j:j + 1], c[0, 0], s[0, 0], k_cache, v_cache, slot, key_valid, span, heads,
-                                     k_cache.shape[1], self.scale) for j, (c, s, slot, span) in enumerate(each)])[None]
             return torch.cat([kernels.decode_step_attention(qkv[:, j:j + 1], c, s, k_cache, v_cache, slot, key_valid, span,
                                                             heads, self.scale)
                               for j, (c, s, slot, span) in enumerate(each)], dim=1)
@@ -340,7 +333,7 @@ def rows_at_once(linear, x: torch.Tensor) -> bool:
     from ascend_nb.engine.accelerated.kernels import GemvLinear
 
     rows = x.numel() // x.shape[-1]
-    return isinstance(linear, GemvLinear) and x.dtype in (torch.float32, torch.bfloat16) and rows <= native.MAX_ROWS
+    return isinstance(linear, GemvLinear) and x.dtype in NATIVE_DTYPES and rows <= native.MAX_ROWS
 
 
 def _rows(linear, x: torch.Tensor) -> torch.Tensor:
