@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ascend-nb-installed
 LAB_PORT ?= 8888
 
-.PHONY: setup model browser screenshots lab lint test test-fast clean
+.PHONY: setup model browser screenshots lab lint test test-all test-fast clean
 
 setup: $(STAMP)
 
@@ -40,11 +40,15 @@ lab: model
 lint: setup
 	$(VENV)/bin/ruff check
 
+# every test but the heavy tier (pyproject's markers): within 20 minutes on 2 cores, from an empty ASCEND_NB_HOME
 test: lint model browser
+	$(VENV)/bin/pytest -m "not heavy"
+
+test-all: lint model browser
 	$(VENV)/bin/pytest
 
 test-fast: lint model
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -m "not slow and not heavy"
 
 clean:
 	rm -rf $(VENV) tests/artifacts

@@ -150,13 +150,20 @@ def load_native(isa: str) -> bool:
     return True
 
 
+def int4_int8_dot(isa: str) -> bool:
+    """Whether the ``<isa>`` build decodes int4 on the integer-dot path (built with VNNI: activations quantized to
+    int8 per group of 32, see ``quant_gemv.h``) rather than in float32."""
+    return "-mavx512vnni" in ISAS[isa][1]
+
+
 def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = None, isa: str = "avx2",
          out_dtype: torch.dtype | None = None, mins: torch.Tensor | None = None, int8_activations: bool = False
          ) -> torch.Tensor:
     """``x @ weight.T`` for ``x`` ``[..., K]`` with at most 8 rows, through the loaded ``gemv_<isa>`` op:
     bf16 weights; int8 weights ``* scales`` per output channel (``int8_activations``: w8a8, each row of ``x``
     quantized to int8 per token, exact integer dots); uint8 int4 weights ``[N, K/2]`` with their float16
-    ``scales`` and ``mins`` (see :class:`~ascend_nb.engine.accelerated.quantize.Int4Weight`). ``out_dtype``
+    ``scales`` and ``mins`` (see :class:`~ascend_nb.engine.accelerated.quantize.Int4Weight`; on a build with VNNI
+    through int8 activations per group, :func:`int4_int8_dot`). ``out_dtype``
     float32 keeps the float32 accumulator."""
     op = getattr(torch.ops.ascend_nb, f"gemv_{isa}")
     out = op(x.reshape(-1, x.shape[-1]), weight, scales, out_dtype, mins, int8_activations)

@@ -42,7 +42,7 @@ def _rows(stdout: str) -> list[list[str]]:
             if line.startswith("| ")]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # a benchmark rehearsal (issue 26: not part of the default `make test`)
 def test_the_7b_run_rehearses_at_a_tiny_size(tmp_path):
     done = _rehearse(tmp_path, "--models", "baichuan2,aquila", "--quantize", "bf16,int8", "--gguf", "")
     rows = _rows(done.stdout)
@@ -52,7 +52,7 @@ def test_the_7b_run_rehearses_at_a_tiny_size(tmp_path):
     assert list(tmp_path.iterdir()) == []  # originals and converted copies removed
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_the_0_8b_llama_rehearses_with_every_quantization_and_llama_cpp(tmp_path):
     done = _rehearse(tmp_path, "--models", "llama-0.8b", "--llama-tokenizer", "tiny", "--keep")
     rows = _rows(done.stdout)

@@ -22,11 +22,11 @@ def source(tmp_path_factory):
 def _start_conversion(src, dst) -> subprocess.Popen:
     """`ascend-nb convert baichuan2 SRC DST` in a child, frozen (SIGSTOP) as soon as its temporary
     directory exists (it lives through the logits verification, which takes seconds)."""
-    # the default action for every signal, also where this test runs under nohup (whose ignored SIGHUP a child
-    # inherits, and a conversion rightly keeps ignoring)
+    # the default action for the signals sent, also where this test runs under nohup (whose ignored SIGHUP a child
+    # inherits, and a conversion rightly keeps ignoring) or as a background job of a shell (an ignored SIGINT)
     child = subprocess.Popen([sys.executable, "-m", "ascend_nb", "convert", "baichuan2", str(src), str(dst), "--quiet"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+                             preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGHUP, signal.SIGINT)])
     deadline = time.monotonic() + 120
     while not list(dst.parent.glob(f".{dst.name}.partial-*")):
         assert child.poll() is None, f"the conversion ended before it could be interrupted: {child.stderr.read()}"

@@ -210,7 +210,8 @@ print(json.dumps({"peak": int(status["VmHWM"].split()[0]) * 1024, "planned": pla
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("quantize", ["", "int8", "w8a8", "int4"])
+@pytest.mark.parametrize("quantize", ["", "int8", pytest.param("w8a8", marks=pytest.mark.heavy),
+                                      pytest.param("int4", marks=pytest.mark.heavy)])
 def test_the_plan_is_what_a_real_process_holds_at_its_peak(embedded_model_dir, quantize):
     """A fresh process loads the embedded model on the accelerated backend and decodes: its peak (anonymous
     memory and what is mapped, VmHWM) is the plan's total within 10 % (one copy of every weight, no file

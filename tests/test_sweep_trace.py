@@ -10,11 +10,11 @@ from ascend_nb.bench.op_trace import op_table, trace
 
 
 def test_trace_ranks_operators_and_writes_a_chrome_trace(tiny_engine, tmp_path, capfd):
-    result = trace(tiny_engine, input_len=16, decode_steps=3, trace_path=tmp_path / "trace.json")
+    result = trace(tiny_engine, input_len=16, decode_steps=3, trace_path=tmp_path / "trace.json", top=1000)
     assert "profiler_start" not in capfd.readouterr().err  # torch's C++ profiler chatter stays out of notebooks
     events = json.loads(result.trace_path.read_text())["traceEvents"]
     assert any(event.get("cat") == "cpu_op" for event in events)
-    ops = result.ops.set_index("name")
+    ops = result.ops.set_index("name")  # every operator (top=1000): a busy machine reorders the cheap ones
     assert (ops["kind"] == "host").all()  # CPU only: no device kernels
     # One prefill + 3 decode steps, each through 2 layers x 7 projections + the LM head.
     assert ops.loc["aten::linear", "calls"] == 4 * (2 * 7 + 1)

@@ -3,7 +3,9 @@
 //  - int4 GEMV (decoding, up to 8 rows): weight uint8 [N, K/2] of packed nibbles, float16 scales and mins
 //    [N, K/32] (ascend_nb/engine/accelerated/quantize.py, Int4Weight). Each group of 32 weights is widened
 //    in registers to its float32 values d * q + m (Vec::int4_group) and multiplied into float32 activations:
-//    the float reference x @ (d q + m)^T up to float32 summation order.
+//    the float reference x @ (d q + m)^T up to float32 summation order. Where the build has VNNI (the
+//    AVX512-BF16 build) the activations are quantized per group of 32 to int8 instead and each group's
+//    products are summed exactly in int32 by vpdpbusd (int4_dot_rows below: the integer-dot path).
 //  - w8a8 GEMV: weight int8 [N, K] with float32 scales [N]; each input row is quantized to int8 per token
 //    (scale max|x| / 127, rounded half to even) and the products are summed exactly in int32 by I8::dot
 //    (VNNI's vpdpbusd where the build has it, else vpmaddubsw + vpmaddwd), then y = acc * x_scale * w_scale:
@@ -22,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -87,9 +90,140 @@ void int4_rows(const float* x, const uint8_t* w, const at::Half* scales, const a
   if (n < n1) int4_rows<M, 1>(x, w, scales, mins, out, n, n1, K, N);
 }
 
+#ifdef __AVX512VNNI__
+// int4 x int8 by VNNI: each input row quantized once per call, per group of 32 (scale max|x_g| / 127, rounded
+// half to even, as quantize_rows per group), so a group's weight nibbles (unsigned 0..15) times its int8
+// activations sum exactly in int32 by vpdpbusd, 64 products an instruction. Then per group
+//   sum_j (d q_j + m) x_j  ~  d * s_x * sum_j q_j qx_j  +  m * sum_j x_j
+// with the activations' float sums in the min term: the only approximation is x_j ~ s_x qx_j.
+//
+// Four groups make a chunk of 64 weight bytes, low nibbles q[0..16) and high nibbles q[16..32) of each group;
+// the activations are laid out to match (the chunk's 4 x 16 low-half values, then its 4 x 16 high-half ones),
+// so a chunk is two vpdpbusd and its 16 int32 lanes hold 4 lanes a group. The last chunk may hold 1 to 3 groups
+// (masked loads).
+struct GroupActivations {
+  std::vector<int8_t> q;       // [M, K] in chunk layout
+  std::vector<float> scales;   // [M, chunks * 16]: each group's scale on its 4 lanes (0 past the last group)
+  std::vector<float> sums;     // [M, G]: each group's float32 sum
+
+  GroupActivations(const float* x, int64_t M, int64_t K) {
+    const int64_t G = K / kGroup, C = (G + 3) / 4;
+    q.assign(M * K, 0);
+    scales.assign(M * C * 16, 0.0f);
+    sums.assign(M * G, 0.0f);
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t g = 0; g < G; ++g) {
+        const float* xg = x + m * K + g * kGroup;
+        float amax = 0.0f, sum = 0.0f;
+        for (int j = 0; j < kGroup; ++j) {
+          amax = std::max(amax, std::fabs(xg[j]));
+          sum += xg[j];
+        }
+        float scale = amax / 127.0f;
+        if (!(scale > 0.0f)) scale = 1.0f;
+        const int64_t c = g / 4, p = g % 4, P = std::min<int64_t>(4, G - 4 * c);
+        int8_t* chunk = q.data() + m * K + c * 4 * kGroup;
+        for (int j = 0; j < kGroup; ++j) {
+          const float r = std::min(127.0f, std::max(-127.0f, std::nearbyint(xg[j] / scale)));
+          chunk[(j < 16 ? 0 : 16 * P) + p * 16 + j % 16] = static_cast<int8_t>(r);
+        }
+        std::fill_n(scales.data() + (m * C + c) * 16 + p * 4, 4, scale);
+        sums[m * G + g] = sum;
+      }
+    }
+  }
+};
+
+// A chunk's P weight scales (float16), each on its group's 4 lanes.
+inline __m512 chunk_scales(const at::Half* d, int64_t P) {
+  __m128i halves;
+  if (P == 4) {
+    halves = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(d));
+  } else {  // the row's last chunk: read no further than its last group
+    uint16_t h[4] = {0, 0, 0, 0};
+    std::memcpy(h, d, P * sizeof(uint16_t));
+    halves = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(h));
+  }
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                               _mm512_castps128_ps512(_mm_cvtph_ps(halves)));
+}
+
+// sum_g m_g * sum_x_g over a row's groups.
+inline float min_term(const at::Half* mins, const float* sums, int64_t G) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t g = 0;
+  for (; g + 16 <= G; g += 16) {
+    acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mins + g))),
+                          _mm512_loadu_ps(sums + g), acc);
+  }
+  float s = _mm512_reduce_add_ps(acc);
+  for (; g < G; ++g) s += half_to_float(mins[g]) * sums[g];
+  return s;
+}
+
+// R weight rows against M input rows: each chunk's activations are loaded once for the R rows, and the R * M
+// accumulator chains are independent.
+template <int M, int R, typename T>
+void int4_dot_rows(const GroupActivations& a, const uint8_t* w, const at::Half* scales, const at::Half* mins, T* out,
+                   int64_t n0, int64_t n1, int64_t K, int64_t N) {
+  const int64_t G = K / kGroup, C = (G + 3) / 4;
+  const __m512i nibble = _mm512_set1_epi8(0x0F);
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + (n + R) * (K / 2)), _MM_HINT_T0);
+    __m512 acc[R][M];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+      for (int m = 0; m < M; ++m) acc[r][m] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t P = std::min<int64_t>(4, G - 4 * c);
+      const __mmask64 mask = P == 4 ? ~0ULL : (1ULL << (16 * P)) - 1;
+      __m512i x_lo[M], x_hi[M];
+      __m512 x_scales[M];
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        const int8_t* xc = a.q.data() + m * K + c * 4 * kGroup;
+        x_lo[m] = _mm512_maskz_loadu_epi8(mask, xc);
+        x_hi[m] = _mm512_maskz_loadu_epi8(mask, xc + 16 * P);
+        x_scales[m] = _mm512_loadu_ps(a.scales.data() + (m * C + c) * 16);
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const __m512i bytes = _mm512_maskz_loadu_epi8(mask, w + (n + r) * (K / 2) + c * 64);
+        const __m512i lo = _mm512_and_si512(bytes, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
+        const __m512 d = chunk_scales(scales + (n + r) * G + 4 * c, P);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m) {
+          const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, x_lo[m]), hi, x_hi[m]);
+          acc[r][m] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), x_scales[m]), d, acc[r][m]);
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        const float total = _mm512_reduce_add_ps(acc[r][m]) + min_term(mins + (n + r) * G, a.sums.data() + m * G, G);
+        out[m * N + n + r] = static_cast<T>(total);
+      }
+    }
+  }
+  if (n < n1) int4_dot_rows<M, 1>(a, w, scales, mins, out, n, n1, K, N);
+}
+#endif
+
 template <typename T>
 void int4_gemv(const float* x, const uint8_t* w, const at::Half* scales, const at::Half* mins, T* out, int64_t M,
                int64_t K, int64_t N) {
+#ifdef __AVX512VNNI__
+  const GroupActivations a(x, M, K);
+  with_rows(M, [&](auto m) {
+    at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+      constexpr int M = decltype(m)::value;
+      int4_dot_rows<M, M >= 4 ? 1 : 4 / M>(a, w, scales, mins, out, n0, n1, K, N);
+    });
+  });
+#else
   with_rows(M, [&](auto m) {
     at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
       constexpr int M = decltype(m)::value;
@@ -97,6 +231,7 @@ void int4_gemv(const float* x, const uint8_t* w, const at::Half* scales, const a
       int4_rows<M, R>(x, w, scales, mins, out, n0, n1, K, N);
     });
   });
+#endif
 }
 
 // Per-token int8 of each row of x, as quantize_rows: scale = max|x| / 127 (1 for a zero row),
