@@ -25,6 +25,7 @@ from ascend_nb.engine.accelerated.npu_quant import NpuInt4Linear, NpuW8A8Linear
 from ascend_nb.engine.accelerated.quantize import Int8Weight, quantize_int4, quantize_int8
 from ascend_nb.quant_formats import check_quantize, head_quantize
 from ascend_nb.errors import AscendNbError
+from tests.heavy import heavy_after_first
 
 TWIN = K.Kernels()
 CPU_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if path.startswith("cpu-")]
@@ -268,7 +269,7 @@ def test_graph_mode_static_step_equals_eager_decoding(tiny_llama_dir, monkeypatc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", [*CPU_PATHS, "torch"])
+@pytest.mark.parametrize("path", [*heavy_after_first(CPU_PATHS), "torch"])
 def test_compiled_cpu_decode_follows_eager_on_every_kernel_path(tiny_llama_dir, path):
     """graphs=True on CPU, in bf16, for every kernel path this machine runs: the static decode step
     through torch.compile (inductor) against the same path eagerly. Inductor fuses the small ops

@@ -32,7 +32,7 @@ def _python(code: str, home, **env) -> subprocess.CompletedProcess:
                           env={**os.environ, "ASCEND_NB_HOME": str(home), **env})
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # a full build of one library (the first run's set-up, which CI does every time, builds them all)
 def test_a_truncated_library_is_rebuilt_once_and_then_used(damaged_home):
     home, library = damaged_home
     done = _python("from ascend_nb import native; print(native.load_native('avx2'))", home)

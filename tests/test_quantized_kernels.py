@@ -14,6 +14,7 @@ from ascend_nb.engine.accelerated import kernels as K
 from ascend_nb.engine.accelerated.quantize import quantize_int4, quantize_int8, quantize_rows
 from ascend_nb.errors import AscendNbError
 from ascend_nb.quant_formats import QUANT_FORMATS, check_quantize
+from tests.heavy import heavy_after_first
 
 ISAS = [devices.native_isa(path) for path in devices.runnable_kernel_paths("cpu") if devices.native_isa(path)]
 
@@ -138,7 +139,7 @@ def test_dequantized_tiles_are_the_twins_weights_bit_for_bit(isa, dtype):
 GEMV_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if devices.native_isa(path)]
 
 
-@pytest.mark.parametrize("kernels", devices.runnable_kernel_paths("cpu"))
+@pytest.mark.parametrize("kernels", heavy_after_first(devices.runnable_kernel_paths("cpu")))
 @pytest.mark.parametrize("quantize", ["w8a8", "int4"])
 def test_every_cpu_path_runs_every_format_close_to_the_twin(tiny_llama_dir, kernels, quantize):
     """A whole model on each kernel path (forced), prompt and decode steps, against the plain-PyTorch twin

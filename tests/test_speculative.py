@@ -20,6 +20,7 @@ from ascend_nb.engine import speculative as S
 from ascend_nb.errors import AscendNbError
 from ascend_nb.models.params import check_speculative
 from ascend_nb.quant_formats import QUANTIZE_CHOICES
+from tests.heavy import heavy_after_first
 
 CPU_PATHS = [path for path in devices.runnable_kernel_paths("cpu") if path.startswith("cpu-")]
 ALL_PATHS = [*CPU_PATHS, "torch"]
@@ -80,7 +81,7 @@ def test_gemv_row_result_does_not_depend_on_the_row_count(isa, xdtype, wdtype):
         assert torch.equal(native.gemv(x[:rows], weight, scales, isa), alone[:rows]), rows
 
 
-@pytest.mark.parametrize("path", ALL_PATHS)
+@pytest.mark.parametrize("path", [*heavy_after_first(CPU_PATHS), "torch"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("quantize", [None, *QUANTIZE_CHOICES])
 def test_verify_logits_are_plain_decode_logits_bit_for_bit(tiny_llama_dir, path, dtype, quantize):
@@ -90,7 +91,8 @@ def test_verify_logits_are_plain_decode_logits_bit_for_bit(tiny_llama_dir, path,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path, dtype", [*[(path, "bfloat16") for path in ALL_PATHS], (CPU_PATHS[0], "float32")])
+@pytest.mark.parametrize("path, dtype", [(CPU_PATHS[0], "bfloat16"), (CPU_PATHS[0], "float32"),
+                                         *[pytest.param(path, "bfloat16", marks=pytest.mark.heavy) for path in ALL_PATHS[1:]]])
 def test_verify_logits_are_plain_decode_logits_on_smollm2(embedded_model_dir, path, dtype):
     engine = load(embedded_model_dir, path, dtype, max_seq_len=48)
     expected = plain_logits(engine, PROMPT, FOLLOW)
