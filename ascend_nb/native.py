@@ -1,6 +1,6 @@
 """Native CPU kernels built from ascend_nb/csrc: memory-bound GEMV custom ops ``torch.ops.ascend_nb.gemv_<isa>``
-(bf16, int8, w8a8 and int4 weights; ``quant_gemv.h``), the prompt GEMM of quantized weights
-``dequant_linear_<isa>``, a one-pass RMSNorm ``rms_norm_<isa>``, one decode step's attention
+(bf16, int8, w8a8 and int4 weights; ``quant_gemv.h``), the prompt GEMMs of quantized weights
+``dequant_linear_<isa>`` and ``w8a8_linear_<isa>``, a one-pass RMSNorm ``rms_norm_<isa>``, one decode step's attention
 ``decode_attention_<isa>`` and a whole decoder layer of a decode step ``decode_layer_<isa>`` (those ops and
 ATen's add/SiLU/mul, called from C++).
 
@@ -135,6 +135,10 @@ def load_native(isa: str) -> bool:
     def _(x, weight, scales, mins=None):
         return x.new_empty(*x.shape[:-1], weight.shape[0])
 
+    @torch.library.register_fake(f"ascend_nb::w8a8_linear_{isa}")
+    def _(x, weight, scales):
+        return x.new_empty(*x.shape[:-1], weight.shape[0])
+
     @torch.library.register_fake(f"ascend_nb::rms_norm_{isa}")
     def _(x, weight, eps):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -176,6 +180,13 @@ def dequant_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, 
     ``x``'s dtype) or int4 weights (``scales``/``mins`` float16): tiles of weight rows dequantized into a
     cache-sized buffer and multiplied by ATen's GEMM (``dequant_linear_<isa>``), never the whole weight at once."""
     return getattr(torch.ops.ascend_nb, f"dequant_linear_{isa}")(x, weight, scales, mins)
+
+
+def w8a8_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, isa: str = "avx2") -> torch.Tensor:
+    """``w8a8``'s ``x @ W.T`` for any number of rows (``w8a8_linear_<isa>``): each row of ``x`` quantized to int8 per
+    token in C++, ATen's int8 GEMM (``torch._int_mm``), then both scales (float32 ``scales`` per output channel):
+    bit for bit :class:`~ascend_nb.engine.accelerated.kernels.W8A8Linear`, one op instead of ten."""
+    return getattr(torch.ops.ascend_nb, f"w8a8_linear_{isa}")(x, weight, scales)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, isa: str = "avx2") -> torch.Tensor:

@@ -127,6 +127,17 @@ def test_prompt_gemm_of_dequantized_tiles_is_the_twin(isa, dtype, fmt):
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 64), (17, 96), (2, 65, 576)])
+def test_w8a8_prompt_op_is_the_twin_bit_for_bit(isa, dtype, shape):
+    """The prompt path's one native op (per-token quantization in C++, ATen's int8 GEMM, both scales) is the twin's
+    ten ATen ops exactly, for any number of rows."""
+    w8, x = quantize_int8(randn(40, shape[-1])), randn(*shape, seed=1, dtype=dtype)
+    got = K.NativeW8A8Linear(w8, isa)(x)
+    assert got.shape == (*shape[:-1], 40) and got.dtype == dtype and torch.equal(got, K.W8A8Linear(w8)(x))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_dequantized_tiles_are_the_twins_weights_bit_for_bit(isa, dtype):
     """Against the identity every output is one weight times one: the tile's values themselves."""
     w4, eye = quantize_int4(randn(70, 128)), torch.eye(128, dtype=dtype)

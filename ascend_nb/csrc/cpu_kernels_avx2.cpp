@@ -71,6 +71,7 @@ struct I8 {
 
 #define GEMV_OP "gemv_avx2"
 #define DEQUANT_LINEAR_OP "dequant_linear_avx2"
+#define W8A8_LINEAR_OP "w8a8_linear_avx2"
 #include "gemv.h"
 
 #define RMS_NORM_OP "rms_norm_avx2"

@@ -21,6 +21,7 @@ struct I8 {
 
 #define GEMV_OP "gemv_avx512"
 #define DEQUANT_LINEAR_OP "dequant_linear_avx512"
+#define W8A8_LINEAR_OP "w8a8_linear_avx512"
 #include "gemv.h"
 
 #define RMS_NORM_OP "rms_norm_avx512"

@@ -21,6 +21,7 @@ struct I8 {
 #define GEMV_BF16_DOT
 #define GEMV_OP "gemv_avx512bf16"
 #define DEQUANT_LINEAR_OP "dequant_linear_avx512bf16"
+#define W8A8_LINEAR_OP "w8a8_linear_avx512bf16"
 #include "gemv.h"
 
 #define RMS_NORM_OP "rms_norm_avx512bf16"

@@ -227,8 +227,10 @@ TORCH_LIBRARY_FRAGMENT(ascend_nb, m) {
   m.def(GEMV_OP "(Tensor x, Tensor weight, Tensor? scales=None, ScalarType? out_dtype=None, Tensor? mins=None, "
                 "bool int8_activations=False) -> Tensor");
   m.def(DEQUANT_LINEAR_OP "(Tensor x, Tensor weight, Tensor scales, Tensor? mins=None) -> Tensor");
+  m.def(W8A8_LINEAR_OP "(Tensor x, Tensor weight, Tensor scales) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(ascend_nb, CPU, m) {
   m.impl(GEMV_OP, &gemv);
   m.impl(DEQUANT_LINEAR_OP, &dequant_linear);
+  m.impl(W8A8_LINEAR_OP, &w8a8_linear);
 }

@@ -10,6 +10,7 @@
 //    (scale max|x| / 127, rounded half to even) and the products are summed exactly in int32 by I8::dot
 //    (VNNI's vpdpbusd where the build has it, else vpmaddubsw + vpmaddwd), then y = acc * x_scale * w_scale:
 //    bit for bit the twin W8A8Linear (torch._int_mm).
+//  - w8a8_linear (prompts, any number of rows): the same per-token quantization, then ATen's int8 GEMM.
 //  - dequant_linear (prompts, any number of rows): a tile of weight rows at a time (int8, or int4 groups)
 //    is dequantized into a cache-sized buffer in x's dtype and multiplied by ATen's GEMM, so the prompt path
 //    never holds a dequantized copy of a whole weight; int8 scales multiply the output, as Int8Linear does.
@@ -170,7 +171,6 @@ void int4_dot_rows(const GroupActivations& a, const uint8_t* w, const at::Half* 
   const __m512i nibble = _mm512_set1_epi8(0x0F);
   int64_t n = n0;
   for (; n + R <= n1; n += R) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + (n + R) * (K / 2)), _MM_HINT_T0);
     __m512 acc[R][M];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
@@ -189,6 +189,13 @@ void int4_dot_rows(const GroupActivations& a, const uint8_t* w, const at::Half* 
       }
 #pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
+        // each line of the rows R ahead is fetched while this chunk is summed (from DRAM, the hardware
+        // prefetcher alone left this loop at half of int8's read rate); their scales and mins every 8 chunks
+        _mm_prefetch(reinterpret_cast<const char*>(w + (n + r + R) * (K / 2) + c * 64), _MM_HINT_T0);
+        if (c % 8 == 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(scales + (n + r + R) * G + 4 * c), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(mins + (n + r + R) * G + 4 * c), _MM_HINT_T0);
+        }
         const __m512i bytes = _mm512_maskz_loadu_epi8(mask, w + (n + r) * (K / 2) + c * 64);
         const __m512i lo = _mm512_and_si512(bytes, nibble), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), nibble);
         const __m512 d = chunk_scales(scales + (n + r) * G + 4 * c, P);
@@ -220,7 +227,7 @@ void int4_gemv(const float* x, const uint8_t* w, const at::Half* scales, const a
   with_rows(M, [&](auto m) {
     at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
       constexpr int M = decltype(m)::value;
-      int4_dot_rows<M, M >= 4 ? 1 : 4 / M>(a, w, scales, mins, out, n0, n1, K, N);
+      int4_dot_rows<M, M >= 2 ? 1 : 2>(a, w, scales, mins, out, n0, n1, K, N);
     });
   });
 #else
@@ -288,6 +295,50 @@ void w8a8_gemv(const float* x, const int8_t* w, const float* ws, T* out, int64_t
       w8a8_rows<decltype(m)::value>(xq.data(), xs.data(), qsum.data(), w, ws, out, n0, n1, K, N);
     });
   });
+}
+
+// -- prompts ----------------------------------------------------------------------------------------------
+
+// w8a8 for any number of rows: each row quantized per token as w8a8_gemv quantizes it, the int32 product by
+// ATen's int8 GEMM (at::_int_mm: oneDNN, with AMX or VNNI where the CPU has them), then acc * x_scale * w_scale
+// in float32 and one rounding to x's dtype: bit for bit W8A8Linear, in one call instead of its ten ATen ops.
+at::Tensor w8a8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scales) {
+  const int64_t K = x.size(-1), N = weight.size(0);
+  TORCH_CHECK(weight.scalar_type() == at::kChar && weight.is_contiguous() && weight.size(1) == K &&
+                  scales.scalar_type() == at::kFloat && scales.is_contiguous() && scales.numel() == N,
+              "w8a8_linear: int8 weight [N, K] with float32 scales [N]");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "w8a8_linear: x float32 or bfloat16");
+  RECORD_USER_SCOPE("ascend_nb::w8a8_linear");
+  const at::Tensor xf = x.reshape({-1, K}).to(at::kFloat).contiguous();
+  const int64_t M = xf.size(0);
+  at::Tensor q = at::empty({M, K}, x.options().dtype(at::kChar));
+  std::vector<float> x_scales(M);
+  std::vector<int32_t> qsum(M);
+  at::parallel_for(0, M, 8, [&](int64_t m0, int64_t m1) {
+    quantize_rows(xf.data_ptr<float>() + m0 * K, q.data_ptr<int8_t>() + m0 * K, x_scales.data() + m0, qsum.data() + m0,
+                  m1 - m0, K, K);
+  });
+  const at::Tensor acc = at::_int_mm(q, weight.t());
+  at::Tensor out = at::empty({M, N}, x.options());
+  const int32_t* a = acc.data_ptr<int32_t>();
+  const float* ws = scales.data_ptr<float>();
+  auto scale = [&](auto* o) {
+    at::parallel_for(0, M, 8, [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) {
+        for (int64_t n = 0; n < N; ++n) {
+          o[m * N + n] = static_cast<std::remove_pointer_t<decltype(o)>>(static_cast<float>(a[m * N + n]) * x_scales[m] * ws[n]);
+        }
+      }
+    });
+  };
+  if (x.scalar_type() == at::kFloat) {
+    scale(out.data_ptr<float>());
+  } else {
+    scale(out.data_ptr<at::BFloat16>());
+  }
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = N;
+  return out.view(shape);
 }
 
 // -- prompts: tiles of dequantized weight rows through ATen's GEMM ------------------------------------------

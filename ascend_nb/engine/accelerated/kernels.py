@@ -59,6 +59,20 @@ class W8A8Linear(Linear):
         return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
 
+class NativeW8A8Linear(W8A8Linear):
+    """:class:`W8A8Linear` for prompts in one native op (:func:`ascend_nb.native.w8a8_linear`): the same bits, without
+    the ATen ops of the per-token quantization and the scaling around the int8 GEMM."""
+
+    def __init__(self, weight: Int8Weight, isa: str):
+        super().__init__(weight)
+        self.isa = isa
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype not in (torch.float32, torch.bfloat16):
+            return super().forward(x)
+        return native.w8a8_linear(x, self.qweight, self.scales, self.isa)
+
+
 class Int4Linear(Linear):
     """``int4``, dequantized on the fly (``scales * q + mins`` in float32, then the activations' dtype):
     the twin of the int4 kernels."""
@@ -336,7 +350,7 @@ class CpuKernels(Kernels):
             prompt = DequantLinear(int8.qweight, self.isa, scales, float_gemm=not self.onednn_prompts)
             return GemvLinear(int8.qweight, self.isa, prompt, scales)
         if quantize == "w8a8":  # prompts: oneDNN's int8 GEMM (AMX / VNNI) on per-token int8 activations
-            prompt = W8A8Linear(quantize_int8(weight))
+            prompt = NativeW8A8Linear(quantize_int8(weight), self.isa)
             return GemvLinear(prompt.qweight, self.isa, prompt, prompt.scales, int8_activations=True)  # one copy of each
         if quantize == "int4":
             w4 = quantize_int4(weight)
