@@ -113,23 +113,21 @@ struct GroupActivations {
     scales.assign(M * C * 16, 0.0f);
     sums.assign(M * G, 0.0f);
     for (int64_t m = 0; m < M; ++m) {
-      for (int64_t g = 0; g < G; ++g) {
-        const float* xg = x + m * K + g * kGroup;
-        float amax = 0.0f, sum = 0.0f;
-        for (int j = 0; j < kGroup; ++j) {
-          amax = std::max(amax, std::fabs(xg[j]));
-          sum += xg[j];
-        }
-        float scale = amax / 127.0f;
+      for (int64_t g = 0; g < G; ++g) {  // a group is two registers: its low and its high half
+        const __m512 lo = _mm512_loadu_ps(x + m * K + g * kGroup), hi = _mm512_loadu_ps(x + m * K + g * kGroup + 16);
+        float scale = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi))) / 127.0f;
         if (!(scale > 0.0f)) scale = 1.0f;
+        const __m512 s = _mm512_set1_ps(scale), limit = _mm512_set1_ps(127.0f);
+        auto to_int8 = [&](__m512 v) {  // round(v / scale), half to even, within +-127
+          const __m512 r = _mm512_roundscale_ps(_mm512_div_ps(v, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, _mm512_sub_ps(_mm512_setzero_ps(), limit)), limit)));
+        };
         const int64_t c = g / 4, p = g % 4, P = std::min<int64_t>(4, G - 4 * c);
         int8_t* chunk = q.data() + m * K + c * 4 * kGroup;
-        for (int j = 0; j < kGroup; ++j) {
-          const float r = std::min(127.0f, std::max(-127.0f, std::nearbyint(xg[j] / scale)));
-          chunk[(j < 16 ? 0 : 16 * P) + p * 16 + j % 16] = static_cast<int8_t>(r);
-        }
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(chunk + p * 16), to_int8(lo));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(chunk + 16 * P + p * 16), to_int8(hi));
         std::fill_n(scales.data() + (m * C + c) * 16 + p * 4, 4, scale);
-        sums[m * G + g] = sum;
+        sums[m * G + g] = _mm512_reduce_add_ps(_mm512_add_ps(lo, hi));
       }
     }
   }
