@@ -47,6 +47,19 @@ ISAS = {"avx2": ("cpu_kernels_avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
                                                       "-mfma", "-mf16c"])}
 
 
+def _cflags(isa: str) -> list[str]:
+    # -ffp-contract=off: no FMA the source does not ask for, so a product is rounded as the PyTorch twin rounds it
+    return ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", *ISAS[isa][1]]
+
+
+def build_dir(isa: str) -> Path:
+    """Where the ``<isa>`` library of these exact sources, flags and torch version is built and cached."""
+    digest = hashlib.sha256(CACHE_FORMAT.encode())
+    for part in (torch.__version__, *_cflags(isa), *(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*")))):
+        digest.update(part if isinstance(part, bytes) else part.encode())
+    return home() / "kernels" / f"{isa}-{digest.hexdigest()[:16]}"
+
+
 def _build(isa: str) -> None:
     """Load the ``<isa>`` library of native kernels, compiling it first when no intact library of these exact sources, flags and
     torch version exists yet. The build directory is named by a hash of all three, so every checkout
@@ -55,27 +68,20 @@ def _build(isa: str) -> None:
     A library is intact when it matches the sha256 written beside it after its build: a truncated one
     would crash the process (SIGBUS) rather than fail to load, so it is never handed to the loader. A
     lock per build directory keeps a second process from loading, or discarding, a library being built."""
-    source, flags = ISAS[isa]
-    # -ffp-contract=off: no FMA the source does not ask for, so a product is rounded as the PyTorch twin rounds it
-    cflags = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", *flags]
-    digest = hashlib.sha256(CACHE_FORMAT.encode())
-    for part in (torch.__version__, *cflags, *(path.read_bytes() for path in sorted(CSRC.glob("*.[ch]*")))):
-        digest.update(part if isinstance(part, bytes) else part.encode())
-    name = f"ascend_nb_cpu_{isa}"
-    build_dir = home() / "kernels" / f"{isa}-{digest.hexdigest()[:16]}"
-    library = build_dir / f"{name}.so"
+    name, directory = f"ascend_nb_cpu_{isa}", build_dir(isa)
+    library = directory / f"{name}.so"
     checksum = library.with_name(library.name + ".sha256")
-    build_dir.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(build_dir.parent / f".{build_dir.name}.lock"):
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(directory.parent / f".{directory.name}.lock"):
         if checksum.is_file() and library.is_file() and sha256_file(library) == checksum.read_text().strip():
             torch.ops.load_library(str(library))
             return
-        if build_dir.exists():
+        if directory.exists():
             if library.is_file():
                 logger.warning("the cached %s kernels in %s are damaged (they no longer match their checksum): "
-                               "building them again", isa, build_dir)
-            _discard(build_dir)  # what a damaged or interrupted build left
-        _compile(name, source, cflags, build_dir)
+                               "building them again", isa, directory)
+            _discard(directory)  # what a damaged or interrupted build left
+        _compile(name, ISAS[isa][0], _cflags(isa), directory)
         atomic_write_text(checksum, sha256_file(library) + "\n")
 
 

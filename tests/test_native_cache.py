@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from ascend_nb import device as devices, native
-from ascend_nb.files import cache_home
 
 pytestmark = pytest.mark.skipif(not (devices.cpu_features().avx2 and devices.cpu_features().fma),
                                 reason="the native kernels need AVX2 + FMA")
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.skipif(not (devices.cpu_features().avx2 and devices.cpu
 def damaged_home(tmp_path):
     """A copy of this machine's built avx2 kernels in a fresh ASCEND_NB_HOME, its library cut to 1 KiB."""
     assert native.load_native("avx2"), native.failure("avx2")
-    built = next((cache_home() / "kernels").glob("avx2-*/ascend_nb_cpu_avx2.so")).parent
+    built = native.build_dir("avx2")  # this checkout's build (a long-used home holds older ones beside it)
     copy = tmp_path / "kernels" / built.name
     shutil.copytree(built, copy)
     library = copy / "ascend_nb_cpu_avx2.so"
