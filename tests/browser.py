@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -112,6 +112,15 @@ def run_all_cells(page, base: str, token: str, notebook: str, wait: bool = True)
     last_prompt = page.locator(".jp-CodeCell .jp-InputPrompt").last
     last_prompt.filter(has_text=re.compile(r"\[\d+\]")).wait_for(timeout=240_000)
 
+
+def sample_until(done, sample: Callable[[], object], interval: float) -> list:
+    """What the page showed while a cell ran: ``sample()`` every ``interval`` seconds until the ``done`` locator
+    matches (the cell's last output)."""
+    samples = []
+    while done.count() == 0:
+        samples.append(sample())
+        time.sleep(interval)
+    return samples
 
 @contextmanager
 def lab_page(workdir: Path, failure_png: str, viewport: tuple[int, int] = (1280, 1000)) -> Iterator[tuple]:

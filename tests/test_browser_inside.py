@@ -6,11 +6,10 @@ setting the temperature slider to 0 greys out every bar but one."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
-from tests.browser import lab_page, run_all_cells, write_notebook
+from tests.browser import lab_page, run_all_cells, sample_until, write_notebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -45,13 +44,11 @@ def test_live_next_token_view_moves_while_the_reply_streams(tmp_path, embedded_m
         page.locator(".anb-next-token .js-plotly-plot .barlayer .point").first.wait_for(timeout=180_000)
         seen_steps, seen_bars = set(), set()
         done = page.locator(".jp-OutputArea-output", has_text=f"done {TOKENS}")
-        while done.count() == 0:  # sample the page while the reply is being generated
-            title, paths = _bars(page)
+        for title, paths in sample_until(done, lambda: _bars(page), 0.1):  # while the reply is being generated
             match = re.match(r"step (\d+):", title)
             if match and paths:
                 seen_steps.add(int(match[1]))
                 seen_bars.add(tuple(paths))
-            time.sleep(0.1)
         assert len(seen_steps) >= 3, f"the title moved through only {sorted(seen_steps)} while streaming"
         assert len(seen_bars) >= 3, "the bars did not move while the reply streamed"
         title, _ = _bars(page)

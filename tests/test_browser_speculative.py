@@ -7,11 +7,10 @@ plain decoding as a number."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
-from tests.browser import ARTIFACTS, lab_page, run_all_cells, write_notebook
+from tests.browser import ARTIFACTS, lab_page, run_all_cells, sample_until, write_notebook
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -53,11 +52,9 @@ def test_live_speculative_view_marks_tokens_draws_the_figure_and_shows_the_speed
         write_notebook(CELLS, tmp_path / "notebooks" / "live_speculative.ipynb")
         run_all_cells(page, base, token, "live_speculative.ipynb", wait=False)
         page.locator(".anb-spec-text").first.wait_for(timeout=180_000)
-        seen = set()
         done = page.locator(".jp-OutputArea-output", has_text=re.compile(r"^\s*done \d+\s*$"))
-        while done.count() == 0:  # sample the page while the reply is being generated and timed
-            seen.add(page.evaluate(MARKS_JS)["tokens"])
-            time.sleep(0.05)
+        # the page while the reply is being generated and timed
+        seen = set(sample_until(done, lambda: page.evaluate(MARKS_JS)["tokens"], 0.05))
         marks = page.evaluate(MARKS_JS)
         assert len({n for n in seen if 0 < n < marks["tokens"]}) >= 1, f"the text did not grow on screen: {sorted(seen)}"
 

@@ -297,6 +297,13 @@ void w8a8_gemv(const float* x, const int8_t* w, const float* ws, T* out, int64_t
 
 // -- prompts ----------------------------------------------------------------------------------------------
 
+// The [M, N] result of a prompt linear viewed as x's leading dimensions by N.
+inline at::Tensor with_batch_dims(const at::Tensor& out, const at::Tensor& x) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out.size(1);
+  return out.view(shape);
+}
+
 // w8a8 for any number of rows: each row quantized per token as w8a8_gemv quantizes it, the int32 product by
 // ATen's int8 GEMM (at::_int_mm: oneDNN, with AMX or VNNI where the CPU has them), then acc * x_scale * w_scale
 // in float32 and one rounding to x's dtype: bit for bit W8A8Linear, in one call instead of its ten ATen ops.
@@ -334,9 +341,7 @@ at::Tensor w8a8_linear(const at::Tensor& x, const at::Tensor& weight, const at::
   } else {
     scale(out.data_ptr<at::BFloat16>());
   }
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = N;
-  return out.view(shape);
+  return with_batch_dims(out, x);
 }
 
 // -- prompts: tiles of dequantized weight rows through ATen's GEMM ------------------------------------------
@@ -400,9 +405,7 @@ at::Tensor dequant_linear(const at::Tensor& x, const at::Tensor& weight, const a
     out.narrow(1, n0, rows).copy_(at::linear(x2, buf.narrow(0, 0, rows)));
   }
   if (!int4) out.mul_(scales.to(x.scalar_type()));
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = N;
-  return out.view(shape);
+  return with_batch_dims(out, x);
 }
 
 }  // namespace

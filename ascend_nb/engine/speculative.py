@@ -181,7 +181,7 @@ def drafter_for(engine, method: str) -> Drafter:
         name, _, quantize = method[len("draft:"):].partition("@")
         model = engine.model_dir if name == "self" else name
         draft = _LOADER[0](model, device=engine.device.type, dtype=dtype_name(engine.dtype), backend="accelerated",
-                     max_seq_len=engine.max_seq_len, quantize=quantize or None, kernels=engine.kernels)
+                           max_seq_len=engine.max_seq_len, quantize=quantize or None, kernels=engine.kernels)
         if not _same_tokenizer(draft.tokenizer, engine.tokenizer):
             raise AscendNbError(f"the draft model {name!r} does not share {engine.spec.name!r}'s tokenizer: a draft must "
                                 "use the same vocabulary (pick a smaller model of the same family, or draft:self@int8)")
