@@ -216,7 +216,7 @@ def decode_layer(h: torch.Tensor, weights: tuple, cos: torch.Tensor, sin: torch.
                  v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
                  kv_heads: int, eps: float, scale: float, isa: str = "avx2") -> torch.Tensor:
     """One decoder layer of a decode step through ``decode_layer_<isa>``: ``h`` ``[B, H]``; ``weights`` =
-    ``(input_norm, qkv, qkv_scales, o, o_scales, post_norm, gate_up, gate_up_scales, down, down_scales)``;
-    the rest as :func:`decode_attention`. Returns the new ``h``."""
+    ``(input_norm, *qkv, *o, post_norm, *gate_up, *down)``, each linear as ``(weight, scales, mins,
+    int8_activations)`` as :func:`gemv` takes them; the rest as :func:`decode_attention`. Returns the new ``h``."""
     op = getattr(torch.ops.ascend_nb, f"decode_layer_{isa}")
     return op(h, *weights, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, eps, scale)

@@ -23,7 +23,7 @@ from ascend_nb.engine.accelerated.model import CompactLlama
 from ascend_nb.engine.accelerated import npu_quant
 from ascend_nb.engine.accelerated.npu_quant import NpuInt4Linear, NpuW8A8Linear
 from ascend_nb.engine.accelerated.quantize import Int8Weight, quantize_int4, quantize_int8
-from ascend_nb.quant_formats import check_quantize, head_quantize
+from ascend_nb.quant_formats import check_quantize, down_quantize, head_quantize
 from ascend_nb.errors import AscendNbError
 from tests.heavy import heavy_after_first
 
@@ -476,7 +476,8 @@ def test_npu_kernels_run_a_half_precision_model_like_the_twin(engine, tiny_llama
     linears = {"w8a8": "quant_matmul", "int4": "weight_quant_batchmatmul"}
     if quantize:  # every linear of the two layers, and the head in its format: one prefill and three decode calls each
         head = int(head_quantize(quantize) == quantize)  # int4 keeps an int8 head (QuantFormat.head)
-        assert fake.calls[linears[quantize]] == (2 * 4 + head) * 4
+        down = int(down_quantize(quantize) == quantize)  # w8a8 keeps the down projections weight-only int8
+        assert fake.calls[linears[quantize]] == (2 * (3 + down) + head) * 4
         assert fake.calls.get("dynamic_quant", 0) == (fake.calls["quant_matmul"] if quantize == "w8a8" else 0)
 
 

@@ -197,11 +197,28 @@ def test_the_trace_names_the_kernel_each_quantized_linear_ran(tiny_llama_dir, qu
     assert decode not in twin_decode and {"aten::mm", "aten::_int_mm"} & twin_decode
 
 
-def test_smoothing_moves_ranges_without_changing_the_layer(tiny_llama_dir):
-    """SmoothQuant's folding is exact arithmetic: in float64 the smoothed layer computes what the original does
-    (up to the twin RMSNorm's float32 rounding), with other tensors."""
-    from ascend_nb.engine.accelerated import smooth
+@pytest.mark.parametrize("n", [576, 64, 96, 40, 4096])
+def test_the_rotation_is_orthogonal_seeded_and_undone(n):
+    """Q Q^T = I for every kind of hidden size (Hadamard factors, 12 x 12 Paley blocks, a random odd part), the same
+    Q on every load, and ``undo`` inverts ``apply``; every entry spread (no channel left where it was)."""
+    from ascend_nb.engine.accelerated.rotate import Rotation
+
+    q = Rotation(n).matrix().double()
+    torch.testing.assert_close(q @ q.T, torch.eye(n, dtype=torch.float64), rtol=0, atol=1e-5)
+    assert torch.equal(Rotation(n).matrix(), q.float()) and not torch.equal(Rotation(n, seed=1).matrix(), q.float())
+    x = randn(3, n, seed=1)
+    torch.testing.assert_close(Rotation(n).undo(Rotation(n).apply(x)), x, rtol=0, atol=1e-5)
+    torch.testing.assert_close(Rotation(n).apply(x), x @ q.float(), rtol=1e-5, atol=1e-5)
+    if n in (576, 64, 4096):  # all Hadamard: every entry +-1/sqrt(n)
+        torch.testing.assert_close(q.abs(), torch.full_like(q, n ** -0.5), rtol=1e-5, atol=0)
+
+
+def test_a_folded_layer_computes_the_same_layer_on_the_rotated_stream(tiny_llama_dir):
+    """The rotation's folding is exact arithmetic: one decoder layer run in float64 on ``h Q`` with the folded
+    tensors gives the original layer's output times ``Q`` (up to the float32 the rotation is computed in),
+    with norm weights of 1 and other tensors."""
     from ascend_nb.engine.accelerated.model import rope_tables
+    from ascend_nb.engine.accelerated.rotate import Rotation
     from ascend_nb.models.checkpoint import Checkpoint
     from ascend_nb.models.dims import LlamaDims
     from transformers import AutoConfig
@@ -213,33 +230,56 @@ def test_smoothing_moves_ranges_without_changing_the_layer(tiny_llama_dir):
                  o="self_attn.o_proj", post_norm="post_attention_layernorm", gate="mlp.gate_proj", up="mlp.up_proj",
                  down="mlp.down_proj")
     original = {key: checkpoint.read(p + name + ".weight", torch.float64) for key, name in names.items()}
-    original["down"][:, 3] *= 0.01  # a channel the down projection barely uses: its smoothing factor is far from 1
+    original["input_norm"] = original["input_norm"] + torch.linspace(0.5, 2, dims.hidden_size, dtype=torch.float64)
     cos, sin = rope_tables(config, 12, torch.float64, torch.device("cpu"))
+    twin = K.Kernels()
+
+    def layer(t: dict, h: torch.Tensor) -> torch.Tensor:
+        x = twin.rms_norm(h, t["input_norm"], dims.rms_norm_eps)
+        qkv = F.linear(x, torch.cat((t["q"], t["k"], t["v"])))[None]
+        q, k, v = twin.split_rotate(qkv, cos[None, None], sin[None, None], dims.num_attention_heads,
+                                    dims.num_key_value_heads)
+        attended = twin.prefill_attention(q, k, v, None, dims.head_dim ** -0.5)[0].transpose(0, 1).reshape(12, -1)
+        mid = h + F.linear(attended, t["o"])
+        x = twin.rms_norm(mid, t["post_norm"], dims.rms_norm_eps)
+        act = F.silu(F.linear(x, t["gate"])) * F.linear(x, t["up"])
+        return mid + F.linear(act, t["down"])
+
+    rotation, folded = Rotation(dims.hidden_size), dict(original)
+    rotation.fold_layer(folded)
     h = randn(12, dims.hidden_size, dtype=torch.float64, seed=3)
     h[:, 5] *= 30  # an outlier channel
-    smoothed = dict(original)
-    out = smooth.smooth_layer(smoothed, h, cos, sin, dims)
-    again = smooth.smooth_layer(dict(smoothed), h, cos, sin, dims)
-    torch.testing.assert_close(again, out, rtol=1e-5, atol=1e-6)  # same layer function after smoothing
-    assert not torch.equal(smoothed["input_norm"], original["input_norm"]) and not torch.equal(smoothed["up"], original["up"])
+    expected = layer(original, h) @ rotation.matrix().double()
+    torch.testing.assert_close(layer(folded, h @ rotation.matrix().double()), expected, rtol=1e-4, atol=1e-4)
+    assert torch.equal(folded["input_norm"], torch.ones_like(h[0])) and not torch.equal(folded["up"], original["up"])
 
 
-def test_w8a8_is_smoothed_on_one_device(embedded_model_dir, monkeypatch):
-    """The engine calibrates w8a8 on data/calibration: its logits track bf16 more closely than those of the same
-    w8a8 model loaded without calibration tokens."""
-    import ascend_nb.engine.accelerated.engine as E
+def test_w8a8_runs_on_a_rotated_stream_and_reports_in_the_models_basis(embedded_model_dir, monkeypatch):
+    """w8a8's logits track bf16's more closely rotated than on the plain stream; its hidden states come back in the
+    checkpoint's basis (per layer close to bf16's: rotated ones would be unrelated), and the logit lens through
+    them gives logits close to bf16's lens (through a head that forgot the rotation they would be unrelated)."""
+    import dataclasses
+
+    from ascend_nb.inspect.engines import lens_head
 
     ids = torch.tensor([[1, 504, 3458, 282, 4649, 314, 253, 1492, 30, 378, 20082, 2343, 28, 285]])
 
-    def logits(quantize: str | None) -> torch.Tensor:
+    def run(quantize: str | None):
         engine = ascend_nb.load(embedded_model_dir, device="cpu", dtype="bfloat16", backend="accelerated",
                                 quantize=quantize, max_seq_len=64)
-        return engine.forward(ids)[0].double()
+        logits, hidden = engine.forward(ids, output_hidden_states=True)
+        return engine, logits.double(), hidden
 
-    reference, smoothed = logits(None), logits("w8a8")
-    monkeypatch.setattr(E, "calibration_ids", lambda tokenizer: None)  # no calibration tokens: no smoothing
-    plain = logits("w8a8")
-    assert (smoothed - reference).norm() < (plain - reference).norm()
+    (bf16, reference, hidden_ref), (w8a8, rotated, hidden) = run(None), run("w8a8")
+    assert w8a8.model.rotation is not None and bf16.model.rotation is None
+    for ref, got in zip(hidden_ref, hidden, strict=True):
+        assert F.cosine_similarity(got.double(), ref.double(), dim=-1).min() > 0.98
+    lens_ref, lens = lens_head(bf16), lens_head(w8a8)
+    for layer in (1, len(hidden) // 2, -2):
+        assert F.cosine_similarity(lens(hidden[layer]), lens_ref(hidden_ref[layer]), dim=-1).min() > 0.95
+    monkeypatch.setitem(QUANT_FORMATS, "w8a8", dataclasses.replace(QUANT_FORMATS["w8a8"], rotated=False))
+    _, plain, _ = run("w8a8")
+    assert (rotated - reference).norm() < (plain - reference).norm()
 
 
 def test_a_quantized_head_is_read_a_block_of_rows_at_a_time(tiny_llama_dir, monkeypatch):

@@ -59,11 +59,7 @@ def lens_head(engine):
     final norm and LM head (what the last layer's output goes through)."""
     require_local(engine)
     if engine.backend == "accelerated":
-        model = engine.model
-
-        def head(hidden: torch.Tensor) -> torch.Tensor:
-            h = hidden.to(device=model.device, dtype=model.dtype)
-            return model.lm_head(model.kernels.rms_norm(h, model.norm, model.dims.rms_norm_eps)).float()
+        head = engine.model.hidden_logits
     else:
         model = engine.model
 

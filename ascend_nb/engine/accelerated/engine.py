@@ -8,8 +8,7 @@ from ascend_nb.device import Placement
 from ascend_nb.engine.accelerated.decode import DecodeStep
 from ascend_nb.engine.accelerated.kernels import select_kernels
 from ascend_nb.engine.accelerated.model import CompactLlama
-from ascend_nb.engine.accelerated.smooth import calibration_ids
-from ascend_nb.quant_formats import check_quantize, quant_format
+from ascend_nb.quant_formats import check_quantize
 from ascend_nb.engine.base import Engine
 from ascend_nb.errors import AscendNbError
 from ascend_nb.parallel import TensorParallel, check_divisible
@@ -48,14 +47,9 @@ class AcceleratedEngine(Engine):
         quantize = check_quantize(quantize)
         if placement.tp is not None:
             check_divisible(engine_kwargs["config"], placement.tp.world_size)
-        fmt = quant_format(quantize)
-        # int8 activations lose least once smoothed (SmoothQuant, smooth.py); one device only: the calibration
-        # runs each whole layer as it loads
-        smooth = fmt is not None and fmt.int8_activations and placement.tp is None
         model = CompactLlama.from_directory(
             engine_kwargs["model_dir"], engine_kwargs["config"], select_kernels(placement),
-            placement.dtype, placement.device, engine_kwargs["max_seq_len"], quantize, placement.tp,
-            calibration_ids(engine_kwargs["tokenizer"]) if smooth else None)
+            placement.dtype, placement.device, engine_kwargs["max_seq_len"], quantize, placement.tp)
         return cls(model, placement, quantize=quantize, **engine_kwargs)
 
     @property

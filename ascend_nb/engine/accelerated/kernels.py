@@ -323,9 +323,11 @@ class CpuKernels(Kernels):
     def decode_layer(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                      v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
                      eps: float, scale: float) -> torch.Tensor:
-        qkv, o, gate_up, down = layer.qkv, layer.o, layer.gate_up, layer.down
-        weights = (layer.input_norm, qkv.weight, qkv.scales, qkv.mins, o.weight, o.scales, o.mins, layer.post_norm,
-                   gate_up.weight, gate_up.scales, gate_up.mins, down.weight, down.scales, down.mins, qkv.int8_activations)
+        def parts(linear: GemvLinear) -> tuple:
+            return linear.weight, linear.scales, linear.mins, linear.int8_activations
+
+        weights = (layer.input_norm, *parts(layer.qkv), *parts(layer.o), layer.post_norm, *parts(layer.gate_up),
+                   *parts(layer.down))
         return native.decode_layer(h, weights, cos, sin, k_cache, v_cache, index, key_valid, span, heads,
                                    k_cache.shape[1], eps, scale, self.isa)
 

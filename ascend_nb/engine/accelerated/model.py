@@ -19,8 +19,8 @@ from ascend_nb.models.dims import LlamaDims
 from ascend_nb.engine.accelerated.kernels import Kernels
 from ascend_nb.errors import AscendNbError
 from ascend_nb.parallel import TensorParallel
-from ascend_nb.engine.accelerated.smooth import smooth_layer
-from ascend_nb.quant_formats import head_quantize
+from ascend_nb.engine.accelerated.rotate import FoldedRows, Rotation
+from ascend_nb.quant_formats import down_quantize, head_quantize, quant_format
 
 NATIVE_DTYPES = (torch.float32, torch.bfloat16)  # activations the native CPU ops take
 UNSUPPORTED_ROPE = ("dynamic", "longrope")  # their frequencies change with the sequence length
@@ -95,8 +95,12 @@ class CompactLlama:
     """Weights, rope tables and the static KV cache of one model on one device."""
 
     def __init__(self, dims: LlamaDims, layers: list[DecoderLayer], embed: torch.Tensor, norm: torch.Tensor,
-                 lm_head, cos: torch.Tensor, sin: torch.Tensor, kernels: Kernels, max_seq_len: int):
+                 lm_head, cos: torch.Tensor, sin: torch.Tensor, kernels: Kernels, max_seq_len: int,
+                 rotation: Rotation | None = None, output_norm: torch.Tensor | None = None):
+        """``rotation``: the residual stream runs in the basis ``h Q`` (``w8a8``, rotate.py), ``norm`` then weighs 1
+        and ``output_norm`` is the checkpoint's final norm weight (for hidden states reported in the model's basis)."""
         self.dims, self.layers, self.embed, self.norm, self.lm_head = dims, layers, embed, norm, lm_head
+        self.rotation, self.output_norm = rotation, output_norm
         self.cos, self.sin, self.kernels, self.max_seq_len = cos, sin, kernels, max_seq_len
         self.scale = dims.head_dim ** -0.5
         self.dtype, self.device = embed.dtype, embed.device
@@ -107,12 +111,12 @@ class CompactLlama:
     @classmethod
     def from_directory(cls, model_dir: Path, config, kernels: Kernels, dtype: torch.dtype, device: torch.device,
                        max_seq_len: int, quantize: str | None = None, tp: TensorParallel | None = None,
-                       calibration_ids: torch.Tensor | None = None) -> CompactLlama:
+                       ) -> CompactLlama:
         """Read the checkpoint, fuse q/k/v and gate/up, and build each linear with ``kernels``.
 
         With ``tp``, this rank reads only its heads and FFN slice (column-parallel q/k/v, gate/up;
-        row-parallel o, down followed by an all-reduce); everything else is replicated. ``calibration_ids``
-        ``[T]`` (one device only): smooth every layer on these tokens before quantizing it (``w8a8``).
+        row-parallel o, down followed by an all-reduce); everything else is replicated. A format with
+        ``rotated`` (``w8a8``) has its residual stream rotated as the layers load (rotate.py).
         """
         check_supported(config)
         full = LlamaDims.from_config(config)
@@ -130,17 +134,17 @@ class CompactLlama:
         def fused(*weights: torch.Tensor):
             return kernels.linear(torch.cat(weights).contiguous(), quantize)
 
-        def row_parallel(weight: torch.Tensor):
+        def row_parallel(weight: torch.Tensor, fmt: str | None):
             if tp is None:
-                return kernels.linear(weight, quantize)
-            return AllReduced(kernels.linear(weight, quantize, out_dtype=torch.float32), tp)
+                return kernels.linear(weight, fmt)
+            return AllReduced(kernels.linear(weight, fmt, out_dtype=torch.float32), tp)
 
         heads, kv_heads, head_dim = full.num_attention_heads, full.num_key_value_heads, full.head_dim
         ffn = full.intermediate_size
         embed = get("model.embed_tokens.weight")
         cos, sin = rope_tables(config, max_seq_len, dtype, device)
-        # SmoothQuant (smooth.py), calibrated layer by layer as the layers load
-        calibration = None if calibration_ids is None else F.embedding(calibration_ids[:max_seq_len].to(device), embed)
+        fmt = quant_format(quantize)
+        rotation = Rotation(full.hidden_size) if fmt is not None and fmt.rotated else None
         layers = []
         for i in range(dims.num_hidden_layers):
             p = f"model.layers.{i}."
@@ -151,12 +155,11 @@ class CompactLlama:
                      post_norm=get(p + "post_attention_layernorm.weight"),
                      gate=get(p + "mlp.gate_proj.weight", 0, ffn), up=get(p + "mlp.up_proj.weight", 0, ffn),
                      down=get(p + "mlp.down_proj.weight", 1, ffn))
-            if calibration is not None:
-                length = calibration.shape[0]
-                calibration = smooth_layer(t, calibration, cos[:length], sin[:length], dims)
-            layers.append(DecoderLayer(input_norm=t["input_norm"], qkv=fused(t["q"], t["k"], t["v"]), o=row_parallel(t["o"]),
-                                       post_norm=t["post_norm"], gate_up=fused(t["gate"], t["up"]),
-                                       down=row_parallel(t["down"])))
+            if rotation is not None:
+                rotation.fold_layer(t)
+            layers.append(DecoderLayer(input_norm=t["input_norm"], qkv=fused(t["q"], t["k"], t["v"]),
+                                       o=row_parallel(t["o"], quantize), post_norm=t["post_norm"],
+                                       gate_up=fused(t["gate"], t["up"]), down=row_parallel(t["down"], down_quantize(quantize))))
             del t
         tied = dims.tie_word_embeddings or "lm_head.weight" not in checkpoint.names()
         # float32 logits: a native GEMV head keeps its float32 sums, so near-ties are not decided by bf16 rounding
@@ -165,8 +168,13 @@ class CompactLlama:
             head = embed
         else:
             head = CheckpointRows(checkpoint, "lm_head.weight", dtype, device) if head_format else get("lm_head.weight")
+        norm = output_norm = get("model.norm.weight")
+        if rotation is not None:  # the final norm moves into the head, read rotated a block at a time; then the embeddings
+            head, norm = FoldedRows(head, output_norm, rotation), torch.ones_like(output_norm)
         lm_head = kernels.linear(head, head_format, out_dtype=torch.float32)
-        return cls(dims, layers, embed, get("model.norm.weight"), lm_head, cos, sin, kernels, max_seq_len)
+        if rotation is not None:
+            rotation.rotate_rows_(embed)
+        return cls(dims, layers, embed, norm, lm_head, cos, sin, kernels, max_seq_len, rotation, output_norm)
 
     # -- cache -----------------------------------------------------------------------------------
     def ensure_cache(self, batch_size: int) -> None:
@@ -323,7 +331,18 @@ class CompactLlama:
         h = self._layers(F.embedding(input_ids, self.embed), positions, attend, collect)
         if collect is not None:
             collect.append(h)
+            if self.rotation is not None:  # reported in the checkpoint's basis, the last one with its norm weight
+                collect = [self.rotation.undo(x).to(x.dtype) for x in collect]
+                collect[-1] = collect[-1] * self.output_norm
         return self.lm_head(h), collect
+
+    def hidden_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float32 logits of hidden states ``[..., H]`` in the checkpoint's basis (as :meth:`forward` reports them)
+        through the final norm and the LM head: what the last layer's output goes through."""
+        h = hidden.to(device=self.device, dtype=self.dtype)
+        if self.rotation is not None:
+            h = self.rotation.apply(h).to(self.dtype)
+        return self.lm_head(self.kernels.rms_norm(h, self.norm, self.dims.rms_norm_eps)).float()
 
 
 def rows_at_once(linear, x: torch.Tensor) -> bool:
