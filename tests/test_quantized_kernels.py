@@ -111,17 +111,17 @@ def test_int4_gemv_is_the_float_reference(isa, rows, n, k, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
 def test_prompt_gemm_of_dequantized_tiles_is_the_twin(isa, dtype, fmt):
-    """Tiles of dequantized rows are the twin's dequantized weight exactly; 1100 rows of K = 4096 make two tiles
-    in bf16 and three in float32 (the last one short). The GEMM runs the same ATen kernel on each tile as on the
-    whole."""
-    weight, x = randn(1100, 4096), randn(2, 5, 4096, seed=1, dtype=dtype)
+    """Tiles of dequantized rows are the twin's dequantized weight exactly; 2100 rows of K = 4096 make two 16 MB
+    tiles in bf16 and three in float32 (the last one short). The GEMM runs the same ATen kernel on each tile as on
+    the whole."""
+    weight, x = randn(2100, 4096), randn(2, 5, 4096, seed=1, dtype=dtype)
     if fmt == "int8":
         w8 = quantize_int8(weight.to(dtype))
         got, twin = native.dequant_linear(x, w8.qweight, w8.scales.float(), isa=isa), K.Int8Linear(w8)(x)
     else:
         w4 = quantize_int4(weight)
         got, twin = native.dequant_linear(x, w4.packed, w4.scales, w4.mins, isa=isa), K.Int4Linear(w4)(x)
-    assert got.shape == (2, 5, 1100) and got.dtype == dtype
+    assert got.shape == (2, 5, 2100) and got.dtype == dtype
     torch.testing.assert_close(got, twin, rtol=1e-5 if dtype == torch.float32 else 8e-3, atol=1e-4)
 
 

@@ -375,13 +375,36 @@ void dequantize_rows(const at::Tensor& weight, const at::Half* scales, const at:
 
 constexpr int64_t kTileBytes = 16 << 20;  // of 0.25-64 MB on an AMX Xeon (0.8B shapes, 128 rows): 8 MB 1.15x 16 MB's time, 32 MB even
 
-// This thread's tile buffer of at least `elements` values of `dtype`, kept between calls: a fresh one each call
-// came from mmap and page-faulted on every first touch (its cost wandered 2-3x with glibc's mmap threshold).
-inline at::Tensor tile_buffer(int64_t elements, at::ScalarType dtype) {
-  thread_local at::Tensor buffers[2];  // float32, bfloat16
-  at::Tensor& buf = buffers[dtype == at::kFloat ? 0 : 1];
+// This thread's buffer `slot` (0: dequantized tiles, 1: their products) of at least `elements` values of
+// `dtype`, kept between calls: a fresh one each call came from mmap and page-faulted on every first touch (its
+// cost wandered 2-3x with glibc's mmap threshold).
+inline at::Tensor tile_buffer(int slot, int64_t elements, at::ScalarType dtype) {
+  thread_local at::Tensor buffers[2][2];  // [slot][float32, bfloat16]
+  at::Tensor& buf = buffers[slot][dtype == at::kFloat ? 0 : 1];
   if (!buf.defined() || buf.numel() < elements) buf = at::empty({elements}, at::TensorOptions().dtype(dtype));
   return buf.narrow(0, 0, elements);
+}
+
+inline typename Vec::reg load(const float* p) { return Vec::loadx(p); }
+inline typename Vec::reg load(const at::BFloat16* p) { return Vec::loadw(p); }
+
+// out[:, n0 : n0 + rows] = T(product * scale) per column (scale already rounded to T and widened, as Int8Linear's
+// product times scales.to(dtype) rounds), or a plain copy without scales (int4: its tiles carry their scales).
+template <typename T>
+void scaled_columns(const T* product, const float* scale, T* out, int64_t M, int64_t rows, int64_t n0, int64_t N) {
+  at::parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      const T* p = product + m * rows;
+      T* o = out + m * N + n0;
+      int64_t j = 0;
+      if (scale) {
+        for (; j + W <= rows; j += W) store(o + j, Vec::mul(load(p + j), Vec::loadx(scale + n0 + j)));
+        for (; j < rows; ++j) o[j] = static_cast<T>(static_cast<float>(p[j]) * scale[n0 + j]);
+      } else {
+        std::copy(p, p + rows, o);
+      }
+    }
+  });
 }
 
 // x [..., K] float32 or bfloat16; weight int8 [N, K] (scales float32 [N], multiplied into the output in x's
@@ -398,22 +421,32 @@ at::Tensor dequant_linear(const at::Tensor& x, const at::Tensor& weight, const a
   RECORD_USER_SCOPE(int4 ? "ascend_nb::dequant_linear int4" : "ascend_nb::dequant_linear int8");
   at::Tensor x2 = x.reshape({-1, K}).contiguous();
   const int64_t tile = std::max<int64_t>(16, kTileBytes / (K * x.element_size()));
-  at::Tensor buf = tile_buffer(std::min(tile, N) * K, x.scalar_type()).view({std::min(tile, N), K});
-  at::Tensor out = at::empty({x2.size(0), N}, x.options());
+  const int64_t M = x2.size(0), dtype_rows = std::min(tile, N);
+  at::Tensor buf = tile_buffer(0, dtype_rows * K, x.scalar_type()).view({dtype_rows, K});
+  at::Tensor product = tile_buffer(1, M * dtype_rows, x.scalar_type());
+  at::Tensor out = at::empty({M, N}, x.options());
   const at::Half* sp = int4 ? scales.data_ptr<at::Half>() : nullptr;
   const at::Half* mp = int4 ? mins->data_ptr<at::Half>() : nullptr;
-  for (int64_t n0 = 0; n0 < N; n0 += tile) {
-    const int64_t rows = std::min(tile, N - n0);
-    at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
-      if (x.scalar_type() == at::kFloat) {
-        dequantize_rows(weight, sp, mp, buf.data_ptr<float>(), n0, r0, r1, K);
-      } else {
-        dequantize_rows(weight, sp, mp, buf.data_ptr<at::BFloat16>(), n0, r0, r1, K);
-      }
-    });
-    out.narrow(1, n0, rows).copy_(at::linear(x2, buf.narrow(0, 0, rows)));
+  // int8: each column's scale rounded to x's dtype, as Int8Linear multiplies by scales.to(dtype)
+  const at::Tensor rounded = int4 ? at::Tensor() : scales.to(x.scalar_type()).to(at::kFloat);
+  const float* column_scales = int4 ? nullptr : rounded.data_ptr<float>();
+  auto run = [&](auto* typed) {
+    using T = std::remove_pointer_t<decltype(typed)>;
+    for (int64_t n0 = 0; n0 < N; n0 += tile) {
+      const int64_t rows = std::min(tile, N - n0);
+      at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
+        dequantize_rows(weight, sp, mp, buf.data_ptr<T>(), n0, r0, r1, K);
+      });
+      at::Tensor p = product.narrow(0, 0, M * rows).view({M, rows});
+      at::mm_out(p, x2, buf.narrow(0, 0, rows).t());
+      scaled_columns(p.data_ptr<T>(), column_scales, out.data_ptr<T>(), M, rows, n0, N);
+    }
+  };
+  if (x.scalar_type() == at::kFloat) {
+    run(static_cast<float*>(nullptr));
+  } else {
+    run(static_cast<at::BFloat16*>(nullptr));
   }
-  if (!int4) out.mul_(scales.to(x.scalar_type()));
   return with_batch_dims(out, x);
 }
 

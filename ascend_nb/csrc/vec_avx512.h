@@ -31,6 +31,7 @@ struct Vec {
   }
   static reg set1(float v) { return _mm512_set1_ps(v); }
   static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
   static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static float sum(reg v) { return _mm512_reduce_add_ps(v); }
   static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
