@@ -44,7 +44,7 @@ CACHE_FORMAT = "2"  # libraries with a checksum beside them; older builds are no
 ISAS = {"avx2": ("cpu_kernels_avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
         "avx512": ("cpu_kernels_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma", "-mf16c"]),
         "avx512bf16": ("cpu_kernels_avx512bf16.cpp", ["-mavx512f", "-mavx512bw", "-mavx512bf16", "-mavx512vnni",
-                                                      "-mfma", "-mf16c"])}
+                                                      "-mfma", "-mf16c", "-mamx-tile", "-mamx-bf16"])}
 
 
 def _cflags(isa: str) -> list[str]:
@@ -138,7 +138,7 @@ def load_native(isa: str) -> bool:
         return x.new_empty(x.shape[0], weight.shape[0], dtype=out_dtype or x.dtype)
 
     @torch.library.register_fake(f"ascend_nb::dequant_linear_{isa}")
-    def _(x, weight, scales, mins=None):
+    def _(x, weight, scales, mins=None, amx=False):
         return x.new_empty(*x.shape[:-1], weight.shape[0])
 
     @torch.library.register_fake(f"ascend_nb::w8a8_linear_{isa}")
@@ -181,11 +181,13 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None = No
 
 
 def dequant_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor | None = None,
-                   isa: str = "avx2") -> torch.Tensor:
+                   isa: str = "avx2", amx: bool = False) -> torch.Tensor:
     """``x @ W.T`` for a prompt (any number of rows) with int8 (``scales`` float32, applied to the output in
     ``x``'s dtype) or int4 weights (``scales``/``mins`` float16): tiles of weight rows dequantized into a
-    cache-sized buffer and multiplied by ATen's GEMM (``dequant_linear_<isa>``), never the whole weight at once."""
-    return getattr(torch.ops.ascend_nb, f"dequant_linear_{isa}")(x, weight, scales, mins)
+    cache-sized buffer and multiplied by ATen's GEMM (``dequant_linear_<isa>``), never the whole weight at once.
+    ``amx`` (a CPU with AMX-BF16; the ``avx512bf16`` build): bf16 prompts widen blocks of 32 weight rows in the
+    cache and multiply them by AMX tiles instead (``csrc/amx_linear.h``)."""
+    return getattr(torch.ops.ascend_nb, f"dequant_linear_{isa}")(x, weight, scales, mins, amx)
 
 
 def w8a8_linear(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, isa: str = "avx2") -> torch.Tensor:

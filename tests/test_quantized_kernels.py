@@ -12,11 +12,15 @@ from ascend_nb import device as devices
 from ascend_nb import native
 from ascend_nb.engine.accelerated import kernels as K
 from ascend_nb.engine.accelerated.quantize import quantize_int4, quantize_int8, quantize_rows
+from ascend_nb.cpu_features import cpu_features
 from ascend_nb.errors import AscendNbError
 from ascend_nb.quant_formats import QUANT_FORMATS, check_quantize
 from tests.heavy import heavy_after_first
 
 ISAS = [devices.native_isa(path) for path in devices.runnable_kernel_paths("cpu") if devices.native_isa(path)]
+# bf16 prompts of int8 / int4 weights run AMX tiles (csrc/amx_linear.h) where the CPU has AMX-BF16
+AMX = "avx512bf16" in ISAS and cpu_features().amx_bf16
+NO_AMX = "needs a CPU with AMX-BF16 (this one has none): the AMX prompt kernel cannot run here"
 
 
 def randn(*shape, dtype=torch.float32, seed=0):
@@ -125,6 +129,32 @@ def test_prompt_gemm_of_dequantized_tiles_is_the_twin(isa, dtype, fmt):
     torch.testing.assert_close(got, twin, rtol=1e-5 if dtype == torch.float32 else 8e-3, atol=1e-4)
 
 
+@pytest.mark.skipif(not AMX, reason=NO_AMX)
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+@pytest.mark.parametrize("shape, n", [((1, 64), 70), ((33, 576), 100), ((2, 65, 2048), 2100), ((5, 96), 40)])
+def test_amx_prompt_kernel_is_the_twin_up_to_summation_order(fmt, shape, n):
+    """bf16 prompts through AMX tiles (blocks of 32 weight rows widened in the cache, prompt rows padded to 32, the
+    last weight block short): the twin's dequantized weights times x with float32 sums in another order, so within
+    a bf16 step of the twin; against the identity, exactly the twin's values (each output one weight times one)."""
+    x, weight = randn(*shape, seed=1, dtype=torch.bfloat16), randn(n, shape[-1])
+    if fmt == "int8":
+        w8 = quantize_int8(weight.bfloat16())
+        args, twin = (w8.qweight, w8.scales.float(), None), K.Int8Linear(w8)
+    else:
+        w4 = quantize_int4(weight)
+        args, twin = (w4.packed, w4.scales, w4.mins), K.Int4Linear(w4)
+    got = native.dequant_linear(x, *args, isa="avx512bf16", amx=True)
+    assert got.shape == (*shape[:-1], n) and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, twin(x), rtol=8e-3, atol=1e-2)
+    eye = torch.eye(shape[-1], dtype=torch.bfloat16)
+    assert torch.equal(native.dequant_linear(eye, *args, isa="avx512bf16", amx=True), twin(eye))
+    if fmt == "int8":  # a K that is no multiple of 32 runs the dequantized tiles: the same bits as without amx
+        w8 = quantize_int8(randn(40, 48).bfloat16())
+        odd = randn(3, 48, seed=2, dtype=torch.bfloat16)
+        assert torch.equal(native.dequant_linear(odd, w8.qweight, w8.scales.float(), isa="avx512bf16", amx=True),
+                           native.dequant_linear(odd, w8.qweight, w8.scales.float(), isa="avx512bf16"))
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(1, 64), (17, 96), (2, 65, 576)])
@@ -187,7 +217,8 @@ def test_the_trace_names_the_kernel_each_quantized_linear_ran(tiny_llama_dir, qu
     engine = ascend_nb.load(tiny_llama_dir, device="cpu", dtype="bfloat16", backend="accelerated", quantize=quantize)
     table = linear_kernels(engine, input_len=16)
     kernels = {phase: set(group["kernel"]) for phase, group in table.groupby("phase")}
-    assert decode in kernels["decode"] and prompt in kernels["prefill"]
+    amx = " amx" if AMX and prompt.startswith("ascend_nb::dequant_linear") else ""  # the default path is AMX's here
+    assert decode in kernels["decode"] and prompt + amx in kernels["prefill"]
     assert not {"aten::mm", "aten::linear"} & kernels["decode"]  # decoding reads the quantized bytes: no GEMM
     assert (table["calls"] > 0).all() and (table["ms"] >= 0).all()
     # the plain twin, a dequantize-then-GEMM, shows as such

@@ -226,7 +226,7 @@ at::Tensor gemv(const at::Tensor& x, const at::Tensor& weight, const std::option
 TORCH_LIBRARY_FRAGMENT(ascend_nb, m) {
   m.def(GEMV_OP "(Tensor x, Tensor weight, Tensor? scales=None, ScalarType? out_dtype=None, Tensor? mins=None, "
                 "bool int8_activations=False) -> Tensor");
-  m.def(DEQUANT_LINEAR_OP "(Tensor x, Tensor weight, Tensor scales, Tensor? mins=None) -> Tensor");
+  m.def(DEQUANT_LINEAR_OP "(Tensor x, Tensor weight, Tensor scales, Tensor? mins=None, bool amx=False) -> Tensor");
   m.def(W8A8_LINEAR_OP "(Tensor x, Tensor weight, Tensor scales) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(ascend_nb, CPU, m) {

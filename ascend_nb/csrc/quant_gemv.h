@@ -28,6 +28,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include "amx_linear.h"
+#endif
+
 namespace {
 
 constexpr int kGroup = 32;  // ascend_nb.quant_formats.INT4_GROUP_SIZE
@@ -349,15 +353,15 @@ at::Tensor w8a8_linear(const at::Tensor& x, const at::Tensor& weight, const at::
 inline void store(float* p, typename Vec::reg v) { Vec::store(p, v); }
 inline void store(at::BFloat16* p, typename Vec::reg v) { Vec::store_bf16(p, v); }
 
-// Rows [r0, r1) of an int8 weight into buf (their exact values), or of an int4 weight as
-// T(d * q + m) with the product and the sum rounded in float32, as Int4Weight.dequantize.
+// Rows [r0, r1) of an int8 weight into buf (their exact values; row r at buf + r * ld), or of an int4 weight
+// as T(d * q + m) with the product and the sum rounded in float32, as Int4Weight.dequantize.
 template <typename T>
 void dequantize_rows(const at::Tensor& weight, const at::Half* scales, const at::Half* mins, T* buf, int64_t n0,
-                     int64_t r0, int64_t r1, int64_t K) {
+                     int64_t r0, int64_t r1, int64_t K, int64_t ld) {
   if (weight.scalar_type() == at::kChar) {
     const int8_t* w = weight.data_ptr<int8_t>();
     for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t k = 0; k < K; k += W) store(buf + r * K + k, Vec::loadw(w + (n0 + r) * K + k));
+      for (int64_t k = 0; k < K; k += W) store(buf + r * ld + k, Vec::loadw(w + (n0 + r) * K + k));
     }
     return;
   }
@@ -368,7 +372,7 @@ void dequantize_rows(const at::Tensor& weight, const at::Half* scales, const at:
       typename Vec::reg wv[kGroup / W];
       Vec::int4_group(w + (n0 + r) * (K / 2) + g * (kGroup / 2), Vec::set1(half_to_float(scales[(n0 + r) * G + g])),
                       Vec::set1(half_to_float(mins[(n0 + r) * G + g])), wv);
-      for (int i = 0; i < kGroup / W; ++i) store(buf + r * K + g * kGroup + i * W, wv[i]);
+      for (int i = 0; i < kGroup / W; ++i) store(buf + r * ld + g * kGroup + i * W, wv[i]);
     }
   }
 }
@@ -408,9 +412,10 @@ void scaled_columns(const T* product, const float* scale, T* out, int64_t M, int
 }
 
 // x [..., K] float32 or bfloat16; weight int8 [N, K] (scales float32 [N], multiplied into the output in x's
-// dtype) or uint8 int4 [N, K/2] (scales and mins float16 [N, K/32]). K a multiple of the SIMD width.
+// dtype) or uint8 int4 [N, K/2] (scales and mins float16 [N, K/32]). K a multiple of the SIMD width. With `amx`
+// (the CPU has AMX-BF16), bf16 prompts with K a multiple of 32 run amx_linear.h's kernel in builds that have it.
 at::Tensor dequant_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scales,
-                          const std::optional<at::Tensor>& mins) {
+                          const std::optional<at::Tensor>& mins, bool amx) {
   const bool int4 = weight.scalar_type() == at::kByte;
   const int64_t K = x.size(-1), N = weight.size(0);
   TORCH_CHECK(weight.is_contiguous() && scales.is_contiguous(), "dequant_linear: contiguous weight and scales");
@@ -418,24 +423,35 @@ at::Tensor dequant_linear(const at::Tensor& x, const at::Tensor& weight, const a
                    : (weight.scalar_type() == at::kChar && weight.size(1) == K && K % W == 0),
               "dequant_linear: int8 [N, K] or int4 [N, K/2] weights with their scales");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "dequant_linear: x float32 or bfloat16");
-  RECORD_USER_SCOPE(int4 ? "ascend_nb::dequant_linear int4" : "ascend_nb::dequant_linear int8");
   at::Tensor x2 = x.reshape({-1, K}).contiguous();
-  const int64_t tile = std::max<int64_t>(16, kTileBytes / (K * x.element_size()));
-  const int64_t M = x2.size(0), dtype_rows = std::min(tile, N);
-  at::Tensor buf = tile_buffer(0, dtype_rows * K, x.scalar_type()).view({dtype_rows, K});
-  at::Tensor product = tile_buffer(1, M * dtype_rows, x.scalar_type());
-  at::Tensor out = at::empty({M, N}, x.options());
   const at::Half* sp = int4 ? scales.data_ptr<at::Half>() : nullptr;
   const at::Half* mp = int4 ? mins->data_ptr<at::Half>() : nullptr;
   // int8: each column's scale rounded to x's dtype, as Int8Linear multiplies by scales.to(dtype)
   const at::Tensor rounded = int4 ? at::Tensor() : scales.to(x.scalar_type()).to(at::kFloat);
   const float* column_scales = int4 ? nullptr : rounded.data_ptr<float>();
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+  if (amx && x.scalar_type() == at::kBFloat16 && K % kAmxK == 0 && amx_permitted()) {
+    RECORD_USER_SCOPE(int4 ? "ascend_nb::dequant_linear int4 amx" : "ascend_nb::dequant_linear int8 amx");
+    at::Tensor out = at::empty({x2.size(0), N}, x.options());
+    amx_linear(
+        x2.data_ptr<at::BFloat16>(), x2.size(0), N, K,
+        [&](at::BFloat16* buf, int64_t ld, int64_t n0, int64_t rows) { dequantize_rows(weight, sp, mp, buf, n0, 0, rows, K, ld); },
+        column_scales, out.data_ptr<at::BFloat16>());
+    return with_batch_dims(out, x);
+  }
+#endif
+  RECORD_USER_SCOPE(int4 ? "ascend_nb::dequant_linear int4" : "ascend_nb::dequant_linear int8");
+  const int64_t tile = std::max<int64_t>(16, kTileBytes / (K * x.element_size()));
+  const int64_t M = x2.size(0), dtype_rows = std::min(tile, N);
+  at::Tensor buf = tile_buffer(0, dtype_rows * K, x.scalar_type()).view({dtype_rows, K});
+  at::Tensor product = tile_buffer(1, M * dtype_rows, x.scalar_type());
+  at::Tensor out = at::empty({M, N}, x.options());
   auto run = [&](auto* typed) {
     using T = std::remove_pointer_t<decltype(typed)>;
     for (int64_t n0 = 0; n0 < N; n0 += tile) {
       const int64_t rows = std::min(tile, N - n0);
       at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
-        dequantize_rows(weight, sp, mp, buf.data_ptr<T>(), n0, r0, r1, K);
+        dequantize_rows(weight, sp, mp, buf.data_ptr<T>(), n0, r0, r1, K, K);
       });
       at::Tensor p = product.narrow(0, 0, M * rows).view({M, rows});
       at::mm_out(p, x2, buf.narrow(0, 0, rows).t());

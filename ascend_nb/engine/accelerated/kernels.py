@@ -168,13 +168,14 @@ class DequantLinear(Linear):
     ones with ``float_gemm`` (a CPU without native bf16 GEMMs, as for :class:`UpcastLinear`), run float32 tiles."""
 
     def __init__(self, weight: torch.Tensor, isa: str, scales: torch.Tensor, mins: torch.Tensor | None = None,
-                 float_gemm: bool = False):
+                 float_gemm: bool = False, amx: bool = False):
         self.weight, self.isa, self.scales, self.mins, self.float_gemm = weight, isa, scales, mins, float_gemm
+        self.amx = amx  # bf16 prompts widen blocks of rows in the cache and multiply them by AMX tiles instead
         self.out_features = weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and not self.float_gemm):
-            return native.dequant_linear(x, self.weight, self.scales, self.mins, self.isa)
+            return native.dequant_linear(x, self.weight, self.scales, self.mins, self.isa, self.amx)
         return native.dequant_linear(x.float(), self.weight, self.scales, self.mins, self.isa).to(x.dtype)
 
 
@@ -300,6 +301,9 @@ class CpuKernels(Kernels):
         self.isa = native_isa(self.path)
         native_bf16 = placement.cpu.onednn_bf16
         self.onednn_prompts = self.path == "cpu-onednn" or (self.isa in ("avx512", "avx512bf16") and native_bf16)
+        # int8 / int4 prompts by AMX tiles on the weight bytes (csrc/amx_linear.h): at about bf16's time where the
+        # dequantized tiles took 1.3-1.8x (only the AVX512-BF16 build has the kernel)
+        self.amx_prompts = self.isa == "avx512bf16" and placement.cpu.amx_bf16
 
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         if self.isa and x.dtype in (torch.float32, torch.bfloat16) and weight.dtype == x.dtype:
@@ -349,14 +353,15 @@ class CpuKernels(Kernels):
             # whole weight per call made 7B int8 prompts 3.4-4x slower than bf16's)
             int8 = quantize_int8(weight)
             scales = int8.scales.float()
-            prompt = DequantLinear(int8.qweight, self.isa, scales, float_gemm=not self.onednn_prompts)
+            prompt = DequantLinear(int8.qweight, self.isa, scales, float_gemm=not self.onednn_prompts, amx=self.amx_prompts)
             return GemvLinear(int8.qweight, self.isa, prompt, scales)
         if quantize == "w8a8":  # prompts: oneDNN's int8 GEMM (AMX / VNNI) on per-token int8 activations
             prompt = NativeW8A8Linear(quantize_int8(weight), self.isa)
             return GemvLinear(prompt.qweight, self.isa, prompt, prompt.scales, int8_activations=True)  # one copy of each
         if quantize == "int4":
             w4 = quantize_int4(weight)
-            prompt = DequantLinear(w4.packed, self.isa, w4.scales, w4.mins, float_gemm=not self.onednn_prompts)
+            prompt = DequantLinear(w4.packed, self.isa, w4.scales, w4.mins, float_gemm=not self.onednn_prompts,
+                                   amx=self.amx_prompts)
             return GemvLinear(w4.packed, self.isa, prompt, w4.scales, w4.mins)
         if weight.dtype not in (torch.bfloat16, torch.float16):
             return DenseLinear(weight)
