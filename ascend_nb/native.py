@@ -216,9 +216,11 @@ def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_
 
 def decode_layer(h: torch.Tensor, weights: tuple, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                  v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
-                 kv_heads: int, eps: float, scale: float, isa: str = "avx2") -> torch.Tensor:
+                 kv_heads: int, eps: float, scale: float, isa: str = "avx2", sequence: bool = False) -> torch.Tensor:
     """One decoder layer of a decode step through ``decode_layer_<isa>``: ``h`` ``[B, H]``; ``weights`` =
     ``(input_norm, *qkv, *o, post_norm, *gate_up, *down)``, each linear as ``(weight, scales, mins,
-    int8_activations)`` as :func:`gemv` takes them; the rest as :func:`decode_attention`. Returns the new ``h``."""
+    int8_activations)`` as :func:`gemv` takes them; the rest as :func:`decode_attention`. ``sequence``: the rows
+    of ``h`` are consecutive positions of one sequence from slot ``index`` on, each attending up to its own slot
+    (``span`` the first row's), as a verify pass of speculative decoding runs them. Returns the new ``h``."""
     op = getattr(torch.ops.ascend_nb, f"decode_layer_{isa}")
-    return op(h, *weights, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, eps, scale)
+    return op(h, *weights, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, eps, scale, sequence)

@@ -240,9 +240,9 @@ def test_prompt_lookup_proposes_the_latest_continuation_longest_ngram_first():
     assert lookup.propose([1, 2, 3, 4, 5, 9, 2, 3, 4, 8, 3, 4], 2) == ([8, 3], None)  # latest "3 4" wins
     assert lookup.propose([7, 8, 9], 4) == ([], None)  # a new context: nothing repeats
     assert lookup.propose([5, 6, 7, 5, 6], 4) == ([7, 5, 6], None)  # cut at the end of the context
-    assert lookup.propose([5, 6, 7, 8, 9, 1, 5], 7) == ([6], None)  # a one-token match drafts one token
-    assert lookup.propose([5, 6, 7, 8, 9, 1, 5, 6], 7) == ([7, 8, 9, 1], None)  # two: at most four
-    assert lookup.propose([5, 6, 7, 8, 9, 1, 5, 6, 7], 7) == ([8, 9, 1, 5, 6, 7], None)  # three: up to k
+    assert lookup.propose([5, 6, 7, 8, 9, 1, 5], 7) == ([6, 7], None)  # a one-token match drafts two tokens
+    assert lookup.propose([5, 6, 7, 8, 9, 1, 5, 6], 7) == ([7, 8, 9, 1, 5, 6], None)  # two: up to k
+    assert lookup.propose([5, 6, 7, 8, 9, 1, 5, 6, 7], 3) == ([8, 9, 1], None)  # three: k of them
 
 
 def test_controller_turns_speculation_off_when_it_does_not_pay_and_on_when_it_does():

@@ -41,37 +41,42 @@ void rotate(const T* x, const T* cos, const T* sin, T* out, int64_t D) {
   }
 }
 
+// Rows b < B of one step of B sequences (cache row b, slot `slot`, `span` slots), or with `sequence` B consecutive
+// positions of one sequence (cache row 0, slot `slot + b`, `span + b` slots: causal among them).
 template <typename T>
 void attend_rows(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_cache, int64_t slot,
                  const bool* key_valid, T* out, int64_t B, int64_t S, int64_t span, int64_t heads, int64_t kv_heads,
-                 int64_t D, float scale) {
+                 int64_t D, float scale, bool sequence) {
   const int64_t width = (heads + 2 * kv_heads) * D, group = heads / kv_heads;
+  auto cache_row = [&](int64_t b) { return sequence ? 0 : b; };
+  auto step = [&](int64_t b) { return sequence ? b : 0; };
   for (int64_t b = 0; b < B; ++b) {  // the new keys and values first: this step attends its own slot
     const T* row = qkv + b * width;
     for (int64_t g = 0; g < kv_heads; ++g) {
-      const int64_t at = ((b * kv_heads + g) * S + slot) * D;
+      const int64_t at = ((cache_row(b) * kv_heads + g) * S + slot + step(b)) * D;
       rotate(row + (heads + g) * D, cos + b * D, sin + b * D, k_cache + at, D);
       std::copy(row + (heads + kv_heads + g) * D, row + (heads + kv_heads + g + 1) * D, v_cache + at);
     }
   }
   at::parallel_for(0, B * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> q(D), acc(D), scores(span);
+    std::vector<float> q(D), acc(D), scores(span + (sequence ? B - 1 : 0));
     std::vector<T> rotated(D);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / heads, h = bh % heads, g = h / group;
       rotate(qkv + b * width + h * D, cos + b * D, sin + b * D, rotated.data(), D);
       for (int64_t d = 0; d < D; ++d) q[d] = static_cast<float>(rotated[d]);
-      const T* keys = k_cache + (b * kv_heads + g) * S * D;
-      const T* values = v_cache + (b * kv_heads + g) * S * D;
-      const bool* valid = key_valid + b * S;
+      const T* keys = k_cache + (cache_row(b) * kv_heads + g) * S * D;
+      const T* values = v_cache + (cache_row(b) * kv_heads + g) * S * D;
+      const bool* valid = key_valid + cache_row(b) * S;
+      const int64_t seen = span + step(b);
       float top = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < span; ++j) {
+      for (int64_t j = 0; j < seen; ++j) {
         scores[j] = valid[j] ? dot(q.data(), keys + j * D, D) * scale : -std::numeric_limits<float>::infinity();
         top = std::max(top, scores[j]);
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       float total = 0.0f;
-      for (int64_t j = 0; j < span; ++j) {
+      for (int64_t j = 0; j < seen; ++j) {
         if (!valid[j]) continue;
         const float p = std::exp(scores[j] - top);
         total += p;
@@ -86,34 +91,39 @@ void attend_rows(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_cach
 
 // qkv [B, (heads + 2 kv_heads) * D]; cos, sin [B, D]; k_cache, v_cache [B, kv_heads, S, D] (contiguous);
 // index: int64 [1], the slot to write; key_valid bool [B, S] (the slot already marked); out [B, heads * D].
+// With `sequence` the B rows are consecutive positions of one sequence (caches [1, kv_heads, S, D], key_valid
+// [1, S] with all B slots marked): row b writes slot index + b and attends span + b slots, each row what a
+// one-row step at its position attends.
 at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, at::Tensor k_cache,
                             at::Tensor v_cache, const at::Tensor& index, const at::Tensor& key_valid, int64_t span,
-                            int64_t heads, int64_t kv_heads, double scale) {
+                            int64_t heads, int64_t kv_heads, double scale, bool sequence) {
   const at::ScalarType dtype = qkv.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "decode_attention: float32 or bfloat16");
   TORCH_CHECK(cos.scalar_type() == dtype && sin.scalar_type() == dtype && k_cache.scalar_type() == dtype &&
                   v_cache.scalar_type() == dtype, "decode_attention: one dtype for qkv, cos, sin and the caches");
   TORCH_CHECK(k_cache.dim() == 4 && k_cache.is_contiguous() && v_cache.is_contiguous() &&
                   v_cache.sizes() == k_cache.sizes(), "decode_attention: contiguous caches [B, kv_heads, S, D]");
-  const int64_t B = k_cache.size(0), S = k_cache.size(2), D = k_cache.size(3);
+  const int64_t S = k_cache.size(2), D = k_cache.size(3);
+  const int64_t B = sequence ? qkv.numel() / ((heads + 2 * kv_heads) * D) : k_cache.size(0);
   TORCH_CHECK(k_cache.size(1) == kv_heads && heads % kv_heads == 0 && D % 2 == 0, "decode_attention: head counts");
+  TORCH_CHECK(!sequence || k_cache.size(0) == 1, "decode_attention: one sequence's caches [1, kv_heads, S, D]");
   TORCH_CHECK(qkv.numel() == B * (heads + 2 * kv_heads) * D && cos.numel() == B * D && sin.numel() == B * D,
               "decode_attention: qkv [B, (heads + 2 kv_heads) * D], cos and sin [B, D]");
-  TORCH_CHECK(key_valid.scalar_type() == at::kBool && key_valid.dim() == 2 && key_valid.size(0) == B &&
+  TORCH_CHECK(key_valid.scalar_type() == at::kBool && key_valid.dim() == 2 && key_valid.size(0) == k_cache.size(0) &&
                   key_valid.size(1) == S, "decode_attention: key_valid bool [B, S]");
-  const int64_t slot = index.item<int64_t>();
-  TORCH_CHECK(0 <= slot && slot < span && span <= S, "decode_attention: slot < span <= S");
+  const int64_t slot = index.item<int64_t>(), last = sequence ? B - 1 : 0;
+  TORCH_CHECK(0 <= slot && slot < span && span + last <= S, "decode_attention: slot < span <= S");
   at::Tensor q = qkv.contiguous(), c = cos.contiguous(), s = sin.contiguous(), valid = key_valid.contiguous();
   at::Tensor out = at::empty({B, heads * D}, qkv.options());
   const float sc = static_cast<float>(scale);
   if (dtype == at::kFloat) {
     attend_rows(q.data_ptr<float>(), c.data_ptr<float>(), s.data_ptr<float>(), k_cache.data_ptr<float>(),
                 v_cache.data_ptr<float>(), slot, valid.data_ptr<bool>(), out.data_ptr<float>(), B, S, span, heads,
-                kv_heads, D, sc);
+                kv_heads, D, sc, sequence);
   } else {
     attend_rows(q.data_ptr<at::BFloat16>(), c.data_ptr<at::BFloat16>(), s.data_ptr<at::BFloat16>(),
                 k_cache.data_ptr<at::BFloat16>(), v_cache.data_ptr<at::BFloat16>(), slot, valid.data_ptr<bool>(),
-                out.data_ptr<at::BFloat16>(), B, S, span, heads, kv_heads, D, sc);
+                out.data_ptr<at::BFloat16>(), B, S, span, heads, kv_heads, D, sc, sequence);
   }
   return out;
 }
@@ -122,6 +132,7 @@ at::Tensor decode_attention(const at::Tensor& qkv, const at::Tensor& cos, const 
 
 TORCH_LIBRARY_FRAGMENT(ascend_nb, m) {
   m.def(DECODE_ATTENTION_OP "(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
-                            "Tensor index, Tensor key_valid, int span, int heads, int kv_heads, float scale) -> Tensor");
+                            "Tensor index, Tensor key_valid, int span, int heads, int kv_heads, float scale, "
+                            "bool sequence=False) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(ascend_nb, CPU, m) { m.impl(DECODE_ATTENTION_OP, &decode_attention); }

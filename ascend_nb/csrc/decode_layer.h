@@ -18,7 +18,8 @@ namespace {
 
 // h [B, H]; each linear's weight with its scales and mins (or none) as gemv takes them and whether its
 // activations are int8 (w8a8; per linear, as a format may keep some linears weight-only); the attention
-// arguments as decode_attention's. Returns the new h (the cache slot `index` written).
+// arguments as decode_attention's (`sequence`: h's rows are consecutive positions of one sequence). Returns the new
+// h (the cache slot `index` written, or slots index.. with `sequence`).
 at::Tensor decode_layer(const at::Tensor& h, const at::Tensor& input_norm, const at::Tensor& qkv_weight,
                         const std::optional<at::Tensor>& qkv_scales, const std::optional<at::Tensor>& qkv_mins,
                         bool qkv_int8_activations, const at::Tensor& o_weight, const std::optional<at::Tensor>& o_scales,
@@ -29,7 +30,7 @@ at::Tensor decode_layer(const at::Tensor& h, const at::Tensor& input_norm, const
                         const std::optional<at::Tensor>& down_mins, bool down_int8_activations, const at::Tensor& cos,
                         const at::Tensor& sin, at::Tensor k_cache, at::Tensor v_cache, const at::Tensor& index,
                         const at::Tensor& key_valid, int64_t span, int64_t heads, int64_t kv_heads, double eps,
-                        double scale) {
+                        double scale, bool sequence) {
   TORCH_CHECK(h.dim() == 2, "decode_layer: h [B, H]");
   const std::optional<at::ScalarType> same;  // each GEMV writes h's dtype
   // Each stage is a profiler scope named as its own op, so a trace still splits the layer by class.
@@ -46,7 +47,8 @@ at::Tensor decode_layer(const at::Tensor& h, const at::Tensor& input_norm, const
   at::Tensor attended;
   {
     RECORD_USER_SCOPE("ascend_nb::decode_attention");
-    attended = decode_attention(qkv, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, scale);
+    attended = decode_attention(qkv, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, scale,
+                                sequence);
   }
   at::Tensor mid = at::add(h, linear(attended, o_weight, o_scales, o_mins, o_int8_activations));
   std::vector<at::Tensor> gate_up = linear(norm(mid, post_norm), gate_up_weight, gate_up_scales, gate_up_mins,
@@ -64,6 +66,6 @@ TORCH_LIBRARY_FRAGMENT(ascend_nb, m) {
                         "Tensor? gate_up_mins, bool gate_up_int8_activations, Tensor down_weight, Tensor? down_scales, "
                         "Tensor? down_mins, bool down_int8_activations, Tensor cos, Tensor sin, Tensor(a!) k_cache, "
                         "Tensor(b!) v_cache, Tensor index, Tensor key_valid, int span, int heads, int kv_heads, "
-                        "float eps, float scale) -> Tensor");
+                        "float eps, float scale, bool sequence=False) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(ascend_nb, CPU, m) { m.impl(DECODE_LAYER_OP, &decode_layer); }

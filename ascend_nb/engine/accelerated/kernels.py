@@ -261,8 +261,9 @@ class Kernels:
 
     def decode_layer(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                      v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
-                     eps: float, scale: float) -> torch.Tensor:
-        """One decoder layer of a decode step in one call, ``h`` ``[B, H]`` (see :meth:`fuses_decode_layers`)."""
+                     eps: float, scale: float, sequence: bool = False) -> torch.Tensor:
+        """One decoder layer of a decode step in one call, ``h`` ``[B, H]`` (see :meth:`fuses_decode_layers`);
+        ``sequence``: the rows are consecutive positions of one sequence (a speculative verify pass)."""
         raise NotImplementedError
 
     def linear(self, weight: torch.Tensor, quantize: str | None = None, out_dtype: torch.dtype | None = None) -> Linear:
@@ -326,14 +327,14 @@ class CpuKernels(Kernels):
 
     def decode_layer(self, layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                      v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int, heads: int,
-                     eps: float, scale: float) -> torch.Tensor:
+                     eps: float, scale: float, sequence: bool = False) -> torch.Tensor:
         def parts(linear: GemvLinear) -> tuple:
             return linear.weight, linear.scales, linear.mins, linear.int8_activations
 
         weights = (layer.input_norm, *parts(layer.qkv), *parts(layer.o), layer.post_norm, *parts(layer.gate_up),
                    *parts(layer.down))
         return native.decode_layer(h, weights, cos, sin, k_cache, v_cache, index, key_valid, span, heads,
-                                   k_cache.shape[1], eps, scale, self.isa)
+                                   k_cache.shape[1], eps, scale, self.isa, sequence)
 
     def decode_step_attention(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
                               v_cache: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor, span: int,

@@ -274,8 +274,10 @@ class CompactLlama:
         linear (MKL's float32 GEMV against its GEMM, oneDNN, a tensor-parallel one) runs one row at a time, as
         a decode step calls it. Attention runs once per position through the decode step's own kernel, with
         ``span`` ending at that position's slot, so it is causal among the new positions and each sees
-        exactly the keys a plain step would. Rejected positions are undone by the caller clearing their
-        ``key_valid`` slots (:meth:`DecodeStep.rollback`); their K/V are overwritten later, never copied.
+        exactly the keys a plain step would. Where decode steps run each layer as one native call, so does this
+        pass, over all T positions (``decode_layer`` with ``sequence``: the same kernels per row, no Python
+        between them). Rejected positions are undone by the caller clearing their ``key_valid`` slots
+        (:meth:`DecodeStep.rollback`); their K/V are overwritten later, never copied.
         """
         b, t = tokens.shape
         if b != 1:
@@ -285,6 +287,13 @@ class CompactLlama:
                                 "load with a larger max_seq_len or generate fewer tokens")
         kernels, d = self.kernels, self.dims
         heads = d.num_attention_heads
+        if self.fused_decode and t <= kernels.max_fused_rows:  # each layer one call, all T positions in it
+            h, index = F.embedding(tokens[0], self.embed), torch.tensor([start], device=self.device)
+            cos, sin = self.cos[positions[0]], self.sin[positions[0]]
+            for i, layer in enumerate(self.layers):
+                h = kernels.decode_layer(layer, h, cos, sin, self.k_cache[i][:1], self.v_cache[i][:1], index, key_valid,
+                                         start + 1, heads, d.rms_norm_eps, self.scale, sequence=True)
+            return _rows(self.lm_head, kernels.rms_norm(h, self.norm, d.rms_norm_eps))
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [1, 1, T, D]
         # per position: its cos, sin, slot and span (its own slot the last one it attends)
         each = [(cos[:, :, j:j + 1], sin[:, :, j:j + 1], torch.tensor([start + j], device=self.device), start + j + 1)
