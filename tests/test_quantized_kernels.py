@@ -276,8 +276,8 @@ def test_a_folded_layer_computes_the_same_layer_on_the_rotated_stream(tiny_llama
         act = F.silu(F.linear(x, t["gate"])) * F.linear(x, t["up"])
         return mid + F.linear(act, t["down"])
 
-    rotation, folded = Rotation(dims.hidden_size), dict(original)
-    rotation.fold_layer(folded)
+    rotation, folded = Rotation(dims.hidden_size), {key: tensor.clone() for key, tensor in original.items()}
+    rotation.fold_layer(folded)  # in place
     h = randn(12, dims.hidden_size, dtype=torch.float64, seed=3)
     h[:, 5] *= 30  # an outlier channel
     expected = layer(original, h) @ rotation.matrix().double()

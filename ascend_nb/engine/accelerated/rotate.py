@@ -22,6 +22,7 @@ import torch
 
 SEED = 0
 MAX_HADAMARD = 64  # the largest Hadamard factor, applied as one small matmul
+BLOCK_ELEMENTS = 1 << 22  # weights rotated at a time (16 MB in float32)
 
 
 def _hadamard(n: int) -> torch.Tensor:
@@ -86,17 +87,19 @@ class Rotation:
         """Replace one decoder layer's tensors ``t`` (``input_norm, q, k, v, o, post_norm, gate, up, down``, in the
         model dtype) in place by those of the same layer on the rotated stream."""
         for norm, readers in (("input_norm", ("q", "k", "v")), ("post_norm", ("gate", "up"))):
-            weight = t[norm].float()
-            for name in readers:
-                t[name] = self.apply(t[name].float() * weight).to(t[name].dtype)
+            for name in readers:  # W diag(g) Q
+                self.rotate_rows_(t[name], t[norm].float())
             t[norm] = torch.ones_like(t[norm])
-        for name in ("o", "down"):  # Q^T W = (W^T Q)^T
-            t[name] = self.apply(t[name].T).T.contiguous().to(t[name].dtype)
+        for name in ("o", "down"):  # Q^T W = (W^T Q)^T: the columns of W as rows
+            self.rotate_rows_(t[name].T)
 
-    def rotate_rows_(self, table: torch.Tensor, block: int = 4096) -> None:
-        """``table <- table Q`` in place, a block of rows at a time (the embeddings: no float32 copy of the whole table)."""
-        for start in range(0, table.shape[0], block):
-            table[start:start + block] = self.apply(table[start:start + block]).to(table.dtype)
+    def rotate_rows_(self, rows: torch.Tensor, scale: torch.Tensor | None = None) -> None:
+        """``rows <- (rows diag(scale)) Q`` in place (``rows`` ``[R, n]``, any strides), a block of rows at a time in
+        float32: a load holds one block's working copies, never a whole 7B weight's (or embedding's) in float32."""
+        block = max(1, BLOCK_ELEMENTS // self.n)
+        for start in range(0, rows.shape[0], block):
+            part = rows[start:start + block].float()
+            rows[start:start + block] = self.apply(part if scale is None else part * scale).to(rows.dtype)
 
 
 class FoldedRows:
