@@ -44,7 +44,7 @@ CACHE_FORMAT = "2"  # libraries with a checksum beside them; older builds are no
 ISAS = {"avx2": ("cpu_kernels_avx2.cpp", ["-mavx2", "-mfma", "-mf16c"]),
         "avx512": ("cpu_kernels_avx512.cpp", ["-mavx512f", "-mavx512bw", "-mfma", "-mf16c"]),
         "avx512bf16": ("cpu_kernels_avx512bf16.cpp", ["-mavx512f", "-mavx512bw", "-mavx512bf16", "-mavx512vnni",
-                                                      "-mfma", "-mf16c", "-mamx-tile", "-mamx-bf16"])}
+                                                      "-mfma", "-mf16c"])}
 
 
 def _cflags(isa: str) -> list[str]:

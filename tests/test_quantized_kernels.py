@@ -129,6 +129,31 @@ def test_prompt_gemm_of_dequantized_tiles_is_the_twin(isa, dtype, fmt):
     torch.testing.assert_close(got, twin, rtol=1e-5 if dtype == torch.float32 else 8e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("amx", [False, True])
+def test_prompt_ops_run_in_and_out_of_inference_mode(isa, amx):
+    """The prompt op keeps its buffers' memory per thread: in a new thread (new buffers), one call under
+    inference_mode (as generation runs it) and then one outside (as a notebook's own forward may) give the same
+    bits, without PyTorch refusing to write a kept inference tensor outside inference mode."""
+    import threading
+
+    w8, x = quantize_int8(randn(100, 576).bfloat16()), randn(3, 576, seed=1, dtype=torch.bfloat16)
+    results: list = []
+
+    def calls() -> None:
+        try:
+            with torch.inference_mode():
+                inside = native.dequant_linear(x, w8.qweight, w8.scales.float(), isa=isa, amx=amx)
+            results.append(torch.equal(native.dequant_linear(x, w8.qweight, w8.scales.float(), isa=isa, amx=amx), inside))
+        except RuntimeError as error:
+            results.append(error)
+
+    thread = threading.Thread(target=calls)
+    thread.start()
+    thread.join()
+    assert results == [True]
+
+
 @pytest.mark.skipif(not AMX, reason=NO_AMX)
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
 @pytest.mark.parametrize("shape, n", [((1, 64), 70), ((33, 576), 100), ((2, 65, 2048), 2100), ((5, 96), 40)])

@@ -1,4 +1,6 @@
-// Prompt linears of int8 / int4 weights on AMX (included by quant_gemv.h in builds with -mamx-tile -mamx-bf16).
+// Prompt linears of int8 / int4 weights on AMX (included by quant_gemv.h in the AVX512-BF16 build where the
+// compiler knows AMX: GCC 11+, clang 12+; only the functions marked AMX_TARGET use it, so the rest of the build,
+// and older compilers, need no AMX flag).
 //
 // dequant_linear's tiles write each dequantized weight to a 16 MB buffer and hand it to oneDNN, which reorders
 // it again for its own AMX kernel: twice the weight's bytes through the caches on top of the GEMM. Here a block
@@ -21,6 +23,8 @@
 
 #include <cstdint>
 #include <vector>
+
+#define AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
 
 namespace {
 
@@ -118,61 +122,78 @@ inline void store_sums(const float* sums, const float* scales, at::BFloat16* out
   }
 }
 
+// This thread's 8 tiles of 16 rows x 64 bytes, loaded before its first block, released after its last.
+AMX_TARGET inline void amx_begin() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = kAmxRows;
+    config.colsb[t] = 64;
+  }
+  // GCC 12 dropped the stores above in this target-attribute function, as if LDTILECFG did not read them (a
+  // SIGILL at the first tile instruction): a compiler barrier makes them happen first
+  __asm__ __volatile__("" : : "r"(&config) : "memory");
+  _tile_loadconfig(&config);
+}
+
+AMX_TARGET inline void amx_end() { _tile_release(); }
+
+// One block of `rows` (<= 32) widened weight rows w (row stride ld, zero past `rows`) times every prompt row of
+// xt (`padded` rows, `steps` k steps of 32), into out's columns n0 ..
+AMX_TARGET inline void amx_block(const at::BFloat16* w, int64_t ld, const uint32_t* xt, int64_t padded, int64_t steps,
+                                 const float* scales, at::BFloat16* out, int64_t n0, int64_t rows, int64_t M, int64_t N) {
+  alignas(64) float sums[4][kAmxRows * kAmxRows];
+  for (int64_t mb = 0; mb < padded / kAmxRows; mb += 2) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint32_t* x0 = xt + mb * steps * kAmxRows * kAmxRows;
+    const uint32_t* x1 = x0 + steps * kAmxRows * kAmxRows;
+    for (int64_t s = 0; s < steps; ++s) {
+      _tile_loadd(4, w + s * kAmxK, ld * 2);
+      _tile_loadd(5, w + 16 * ld + s * kAmxK, ld * 2);
+      _tile_loadd(6, x0 + s * kAmxRows * kAmxRows, 64);
+      _tile_loadd(7, x1 + s * kAmxRows * kAmxRows, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, sums[0], 64);
+    _tile_stored(1, sums[1], 64);
+    _tile_stored(2, sums[2], 64);
+    _tile_stored(3, sums[3], 64);
+    const int64_t m0 = mb * kAmxRows;
+    store_sums(sums[0], scales, out, m0, n0, M, N);
+    store_sums(sums[1], scales, out, m0 + 16, n0, M, N);
+    if (rows > 16) {
+      store_sums(sums[2], scales, out, m0, n0 + 16, M, N);
+      store_sums(sums[3], scales, out, m0 + 16, n0 + 16, M, N);
+    }
+  }
+}
+
 // out [M, N] bf16 = x [M, K] bf16 times the int8 / int4 weight [N, K] as dequantize_rows widens it (K a multiple
 // of 32); `scales` (float32 [N], each rounded to bf16) for int8, null for int4.
 template <typename Dequantize>
 void amx_linear(const at::BFloat16* x, int64_t M, int64_t N, int64_t K, Dequantize dequantize, const float* scales,
                 at::BFloat16* out) {
   const int64_t padded = (M + 31) / 32 * 32, steps = K / kAmxK;
-  const std::vector<uint32_t>& xt = vnni_rows(x, M, padded, K);
+  const uint32_t* xt = vnni_rows(x, M, padded, K).data();
   at::parallel_for(0, (N + 31) / 32, 1, [&](int64_t b0, int64_t b1) {
-    TileConfig config;
-    for (int t = 0; t < 8; ++t) {
-      config.rows[t] = kAmxRows;
-      config.colsb[t] = 64;
-    }
-    _tile_loadconfig(&config);
+    amx_begin();
     // the weight block, widened; rows 64 bytes longer than K values, as a power-of-two stride (K = 2048, 4096) put
     // a tile's 16 rows in one set of the L1 cache (measured: 1.4x bf16's time at K = 2048 against 1.1x at 1536)
     const int64_t ld = K + kAmxK;
     thread_local std::vector<at::BFloat16> w;
     w.resize(32 * ld);
-    alignas(64) float sums[4][kAmxRows * kAmxRows];
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n0 = b * 32, rows = std::min<int64_t>(32, N - n0);
       dequantize(w.data(), ld, n0, rows);
       if (rows < 32) std::fill(w.begin() + rows * ld, w.end(), at::BFloat16(0.0f));
-      for (int64_t mb = 0; mb < padded / kAmxRows; mb += 2) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        const uint32_t* x0 = xt.data() + mb * steps * kAmxRows * kAmxRows;
-        const uint32_t* x1 = x0 + steps * kAmxRows * kAmxRows;
-        for (int64_t s = 0; s < steps; ++s) {
-          _tile_loadd(4, w.data() + s * kAmxK, ld * 2);
-          _tile_loadd(5, w.data() + 16 * ld + s * kAmxK, ld * 2);
-          _tile_loadd(6, x0 + s * kAmxRows * kAmxRows, 64);
-          _tile_loadd(7, x1 + s * kAmxRows * kAmxRows, 64);
-          _tile_dpbf16ps(0, 4, 6);
-          _tile_dpbf16ps(1, 4, 7);
-          _tile_dpbf16ps(2, 5, 6);
-          _tile_dpbf16ps(3, 5, 7);
-        }
-        _tile_stored(0, sums[0], 64);
-        _tile_stored(1, sums[1], 64);
-        _tile_stored(2, sums[2], 64);
-        _tile_stored(3, sums[3], 64);
-        const int64_t m0 = mb * kAmxRows;
-        store_sums(sums[0], scales, out, m0, n0, M, N);
-        store_sums(sums[1], scales, out, m0 + 16, n0, M, N);
-        if (rows > 16) {
-          store_sums(sums[2], scales, out, m0, n0 + 16, M, N);
-          store_sums(sums[3], scales, out, m0 + 16, n0 + 16, M, N);
-        }
-      }
+      amx_block(w.data(), ld, xt, padded, steps, scales, out, n0, rows, M, N);
     }
-    _tile_release();
+    amx_end();
   });
 }
 

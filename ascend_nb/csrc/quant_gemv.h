@@ -28,7 +28,10 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+// AMX prompts (amx_linear.h) in the AVX512-BF16 build, where the compiler knows AMX
+#if defined(__AVX512BF16__) && \
+    ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
+#define ASCEND_NB_AMX
 #include "amx_linear.h"
 #endif
 
@@ -380,13 +383,15 @@ void dequantize_rows(const at::Tensor& weight, const at::Half* scales, const at:
 constexpr int64_t kTileBytes = 16 << 20;  // of 0.25-64 MB on an AMX Xeon (0.8B shapes, 128 rows): 8 MB 1.15x 16 MB's time, 32 MB even
 
 // This thread's buffer `slot` (0: dequantized tiles, 1: their products) of at least `elements` values of
-// `dtype`, kept between calls: a fresh one each call came from mmap and page-faulted on every first touch (its
-// cost wandered 2-3x with glibc's mmap threshold).
+// `dtype`, its memory kept between calls: a fresh one each call came from mmap and page-faulted on every first
+// touch (its cost wandered 2-3x with glibc's mmap threshold). The tensor is a fresh view each call, made under
+// the caller's inference mode: a kept tensor made under inference_mode could not be written outside it.
 inline at::Tensor tile_buffer(int slot, int64_t elements, at::ScalarType dtype) {
-  thread_local at::Tensor buffers[2][2];  // [slot][float32, bfloat16]
-  at::Tensor& buf = buffers[slot][dtype == at::kFloat ? 0 : 1];
-  if (!buf.defined() || buf.numel() < elements) buf = at::empty({elements}, at::TensorOptions().dtype(dtype));
-  return buf.narrow(0, 0, elements);
+  thread_local std::vector<float> storage[2];  // float32 cells; a bfloat16 buffer uses half of them
+  std::vector<float>& cells = storage[slot];
+  const size_t needed = (elements * at::elementSize(dtype) + sizeof(float) - 1) / sizeof(float);
+  if (cells.size() < needed) cells.resize(needed);
+  return at::from_blob(cells.data(), {elements}, at::TensorOptions().dtype(dtype));
 }
 
 inline typename Vec::reg load(const float* p) { return Vec::loadx(p); }
@@ -429,7 +434,7 @@ at::Tensor dequant_linear(const at::Tensor& x, const at::Tensor& weight, const a
   // int8: each column's scale rounded to x's dtype, as Int8Linear multiplies by scales.to(dtype)
   const at::Tensor rounded = int4 ? at::Tensor() : scales.to(x.scalar_type()).to(at::kFloat);
   const float* column_scales = int4 ? nullptr : rounded.data_ptr<float>();
-#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#ifdef ASCEND_NB_AMX
   if (amx && x.scalar_type() == at::kBFloat16 && K % kAmxK == 0 && amx_permitted()) {
     RECORD_USER_SCOPE(int4 ? "ascend_nb::dequant_linear int4 amx" : "ascend_nb::dequant_linear int8 amx");
     at::Tensor out = at::empty({x2.size(0), N}, x.options());
