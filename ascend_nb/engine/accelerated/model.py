@@ -110,8 +110,7 @@ class CompactLlama:
 
     @classmethod
     def from_directory(cls, model_dir: Path, config, kernels: Kernels, dtype: torch.dtype, device: torch.device,
-                       max_seq_len: int, quantize: str | None = None, tp: TensorParallel | None = None,
-                       ) -> CompactLlama:
+                       max_seq_len: int, quantize: str | None = None, tp: TensorParallel | None = None) -> CompactLlama:
         """Read the checkpoint, fuse q/k/v and gate/up, and build each linear with ``kernels``.
 
         With ``tp``, this rank reads only its heads and FFN slice (column-parallel q/k/v, gate/up;
