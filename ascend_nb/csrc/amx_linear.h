@@ -103,7 +103,7 @@ inline const std::vector<uint32_t>& vnni_rows(const at::BFloat16* x, int64_t M, 
 inline __m256i to_bf16(__m512 v) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)); }
 
 // One float32 sum tile (16 weight rows n0.. x 16 prompt rows m0..) into out [M, N] bf16: rounded to bf16, then
-// times the row's scale (already bf16, widened) and rounded again where there are scales.
+// times each output column's scale (already rounded to bf16, widened) and rounded again where there are scales.
 inline void store_sums(const float* sums, const float* scales, at::BFloat16* out, int64_t m0, int64_t n0, int64_t M,
                        int64_t N) {
   __m512 t[16];

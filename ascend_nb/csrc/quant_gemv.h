@@ -447,9 +447,9 @@ at::Tensor dequant_linear(const at::Tensor& x, const at::Tensor& weight, const a
 #endif
   RECORD_USER_SCOPE(int4 ? "ascend_nb::dequant_linear int4" : "ascend_nb::dequant_linear int8");
   const int64_t tile = std::max<int64_t>(16, kTileBytes / (K * x.element_size()));
-  const int64_t M = x2.size(0), dtype_rows = std::min(tile, N);
-  at::Tensor buf = tile_buffer(0, dtype_rows * K, x.scalar_type()).view({dtype_rows, K});
-  at::Tensor product = tile_buffer(1, M * dtype_rows, x.scalar_type());
+  const int64_t M = x2.size(0), tile_rows = std::min(tile, N);
+  at::Tensor buf = tile_buffer(0, tile_rows * K, x.scalar_type()).view({tile_rows, K});
+  at::Tensor product = tile_buffer(1, M * tile_rows, x.scalar_type());
   at::Tensor out = at::empty({M, N}, x.options());
   auto run = [&](auto* typed) {
     using T = std::remove_pointer_t<decltype(typed)>;

@@ -27,7 +27,7 @@ from ascend_nb.dtypes import bytes_per_element, dtype_name
 from ascend_nb.errors import AscendNbError
 from ascend_nb.files import read_config_json
 from ascend_nb.models.dims import KNOWN_DIMS, LlamaDims, model_dims
-from ascend_nb.quant_formats import QuantFormat, head_quantize, quant_format
+from ascend_nb.quant_formats import QuantFormat, down_quantize, head_quantize, quant_format
 
 VERDICTS = ("fits", "tight", "does not fit")
 FITS_SHARE = 0.9  # above this share of the device's memory a run is "tight"
@@ -48,8 +48,10 @@ def weight_bytes(model, dtype: str | torch.dtype, quantize: str | None = None) -
         return out_features * in_features * fmt.bits // 8 + out_features * groups * fmt.params_per_group * fmt.param_bytes
 
     *layers, head = dims.linear_shapes()
+    per_layer = len(layers) // dims.num_hidden_layers  # q, k, v, o, gate, up, down: each layer's down comes last
+    fmt, down = quant_format(quantize), quant_format(down_quantize(quantize))
     total = (2 * dims.num_hidden_layers + 1) * dims.hidden_size * element  # RMSNorm weights
-    total += sum(linear_bytes(out, inp, quant_format(quantize)) for out, inp in layers)
+    total += sum(linear_bytes(out, inp, down if i % per_layer == per_layer - 1 else fmt) for i, (out, inp) in enumerate(layers))
     return total + linear_bytes(*head, quant_format(head_quantize(quantize)))
 
 
