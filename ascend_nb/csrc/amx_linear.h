@@ -22,7 +22,8 @@
 #include <ATen/Parallel.h>
 
 #include <cstdint>
-#include <vector>
+
+#include "kept_buffer.h"
 
 #define AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
 
@@ -78,12 +79,12 @@ inline void transpose16(__m512 t[16]) {
 // x [M, K] bf16 as AMX B tiles, for each 16-row block of x and each 32-wide k step one 1 KB tile whose row r
 // holds (x[m][k + 2r], x[m][k + 2r + 1]) for the block's 16 rows m: a 16 x 16 transpose of 32-bit pairs, done in
 // registers. Rows past M are zero (M is padded to 32). The buffer is this thread's, kept between calls.
-inline const std::vector<uint32_t>& vnni_rows(const at::BFloat16* x, int64_t M, int64_t padded, int64_t K) {
+inline const uint32_t* vnni_rows(const at::BFloat16* x, int64_t M, int64_t padded, int64_t K) {
   const int64_t steps = K / kAmxK;
-  thread_local std::vector<uint32_t> tiles;
-  tiles.resize(padded * K / 2);
+  thread_local KeptBuffer<uint32_t> tiles;
+  uint32_t* const kept = tiles.get(padded * K / 2);  // (inside the workers, `tiles` would name their own buffer)
   const float* pairs = reinterpret_cast<const float*>(x);  // row m's k pair p at m * K / 2 + p, moved as 32 bits
-  float* data = reinterpret_cast<float*>(tiles.data());  // (inside the workers, `tiles` would name their own buffer)
+  float* data = reinterpret_cast<float*>(kept);
   at::parallel_for(0, padded / kAmxRows * steps, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / steps, s = t % steps;
@@ -96,7 +97,7 @@ inline const std::vector<uint32_t>& vnni_rows(const at::BFloat16* x, int64_t M, 
       for (int64_t r = 0; r < kAmxRows; ++r) _mm512_storeu_ps(data + (t * kAmxRows + r) * kAmxRows, rows[r]);
     }
   });
-  return tiles;
+  return kept;
 }
 
 // bf16 of v (round to nearest even), 16 lanes.
@@ -179,19 +180,19 @@ template <typename Dequantize>
 void amx_linear(const at::BFloat16* x, int64_t M, int64_t N, int64_t K, Dequantize dequantize, const float* scales,
                 at::BFloat16* out) {
   const int64_t padded = (M + 31) / 32 * 32, steps = K / kAmxK;
-  const uint32_t* xt = vnni_rows(x, M, padded, K).data();
+  const uint32_t* xt = vnni_rows(x, M, padded, K);
   at::parallel_for(0, (N + 31) / 32, 1, [&](int64_t b0, int64_t b1) {
     amx_begin();
     // the weight block, widened; rows 64 bytes longer than K values, as a power-of-two stride (K = 2048, 4096) put
     // a tile's 16 rows in one set of the L1 cache (measured: 1.4x bf16's time at K = 2048 against 1.1x at 1536)
     const int64_t ld = K + kAmxK;
-    thread_local std::vector<at::BFloat16> w;
-    w.resize(32 * ld);
+    thread_local KeptBuffer<at::BFloat16> block;
+    at::BFloat16* const w = block.get(32 * ld);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t n0 = b * 32, rows = std::min<int64_t>(32, N - n0);
-      dequantize(w.data(), ld, n0, rows);
-      if (rows < 32) std::fill(w.begin() + rows * ld, w.end(), at::BFloat16(0.0f));
-      amx_block(w.data(), ld, xt, padded, steps, scales, out, n0, rows, M, N);
+      dequantize(w, ld, n0, rows);
+      if (rows < 32) std::fill(w + rows * ld, w + 32 * ld, at::BFloat16(0.0f));
+      amx_block(w, ld, xt, padded, steps, scales, out, n0, rows, M, N);
     }
     amx_end();
   });

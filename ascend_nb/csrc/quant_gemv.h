@@ -28,6 +28,8 @@
 #include <cstring>
 #include <vector>
 
+#include "kept_buffer.h"
+
 // AMX prompts (amx_linear.h) in the AVX512-BF16 build, where the compiler knows AMX
 #if defined(__AVX512BF16__) && \
     ((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
@@ -383,15 +385,12 @@ void dequantize_rows(const at::Tensor& weight, const at::Half* scales, const at:
 constexpr int64_t kTileBytes = 16 << 20;  // of 0.25-64 MB on an AMX Xeon (0.8B shapes, 128 rows): 8 MB 1.15x 16 MB's time, 32 MB even
 
 // This thread's buffer `slot` (0: dequantized tiles, 1: their products) of at least `elements` values of
-// `dtype`, its memory kept between calls: a fresh one each call came from mmap and page-faulted on every first
-// touch (its cost wandered 2-3x with glibc's mmap threshold). The tensor is a fresh view each call, made under
-// the caller's inference mode: a kept tensor made under inference_mode could not be written outside it.
+// `dtype`, its memory kept between calls (kept_buffer.h). The tensor is a fresh view each call, made under the
+// caller's inference mode: a kept tensor made under inference_mode could not be written outside it.
 inline at::Tensor tile_buffer(int slot, int64_t elements, at::ScalarType dtype) {
-  thread_local std::vector<float> storage[2];  // float32 cells; a bfloat16 buffer uses half of them
-  std::vector<float>& cells = storage[slot];
-  const size_t needed = (elements * at::elementSize(dtype) + sizeof(float) - 1) / sizeof(float);
-  if (cells.size() < needed) cells.resize(needed);
-  return at::from_blob(cells.data(), {elements}, at::TensorOptions().dtype(dtype));
+  thread_local KeptBuffer<char> storage[2];
+  return at::from_blob(storage[slot].get(elements * at::elementSize(dtype)), {elements},
+                       at::TensorOptions().dtype(dtype));
 }
 
 inline typename Vec::reg load(const float* p) { return Vec::loadx(p); }
