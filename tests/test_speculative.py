@@ -251,7 +251,7 @@ def test_controller_turns_speculation_off_when_it_does_not_pay_and_on_when_it_do
     for _ in range(8):
         c.record(8, 14.0, 7, 7, 0.0)
     assert c.choose(100) == S.MAX_DRAFT and c.choose(3) == 3  # everything accepted, 8 rows cost 1.4 steps
-    for _ in range(6):
+    for _ in range(12):
         c.record(2, 13.0, 1, 0, 0.0)
     assert c.choose(100) == 0 and c.choose(0) == 0  # nothing accepted: plain steps
     off = sum(1 for _ in range(200) if (c.record(1, 10.0, 0, 0, 0.0) or c.choose(100)) == 0)
@@ -259,6 +259,19 @@ def test_controller_turns_speculation_off_when_it_does_not_pay_and_on_when_it_do
     slow_draft = S.Controller(draft_step_ms=20.0)
     slow_draft.record(1, 10.0, 0, 0, 0.0)
     assert slow_draft.choose(100) == 0  # a draft step dearer than what it saves
+
+
+def test_controller_drafts_long_when_accepted_drafts_run_on():
+    # half the drafts fail at their first token, the other half are accepted whole (text copied from the prompt):
+    # 3.9 tokens a step at k = 7 for 1.4 steps' cost; a single per-token rate (about 0.5) would pick k = 1 or 2
+    c = S.Controller()
+    c.record(1, 10.0, 0, 0, 0.0)
+    for _ in range(10):
+        c.record(8, 14.0, 7, 0, 0.0)
+        c.record(8, 14.0, 7, 7, 0.0)
+    assert 0.4 < c.first < 0.8 and c.then == 0.98
+    assert c.choose(100) == S.MAX_DRAFT
+    assert c.expected_tokens(0) == 1.0 and c.expected_tokens(2) == pytest.approx(1 + c.first * (1 + c.then))
 
 
 def test_speculative_setting_is_checked_in_one_line():

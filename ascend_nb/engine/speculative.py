@@ -234,15 +234,20 @@ def accept(target_logits: torch.Tensor, drafts: list[int], draft_probs: torch.Te
 @dataclass
 class Controller:
     """Chooses k per step: the k in 0..``max_draft`` with the most expected tokens per millisecond,
-    sum(alpha^i, i <= k) / (cost of a pass of k + 1 rows + k draft steps), from an exponential average of
-    the per-token acceptance ``alpha`` and measured pass costs. k = 0 is a plain step; while speculation
-    is off ``alpha`` drifts back toward its prior, so it is tried again now and then."""
+    (1 + first * (1 + then + ... + then^(k-1))) / (cost of a pass of k + 1 rows + k draft steps), from
+    measured pass costs and two exponential averages of acceptance: ``first``, that the first drafted token
+    is accepted, and ``then``, that a drafted token is accepted once the one before it was. Drafts copied
+    from the text run on once they start (SmolLM2's grounded replies, prompt lookup: after a one-token
+    match the first drafted token is right 25 % of the time, each later one 56-80 %), which a single
+    per-token rate undercounts, so it chose k too small. k = 0 is a plain step; while speculation is off
+    ``first`` drifts back toward its prior, so it is tried again now and then."""
 
     max_draft: int = MAX_DRAFT
-    alpha: float = 0.6
-    prior: float = 0.6
+    first: float = 0.6
+    then: float = 0.8
+    prior: float = 0.6  # of ``first``
     decay: float = 0.3  # weight of the newest step in the averages
-    recover: float = 0.01  # per plain step, alpha moves this far back toward the prior
+    recover: float = 0.01  # per plain step, ``first`` moves this far back toward the prior
     draft_step_ms: float = 0.0  # per drafted token (0 for lookup)
 
     def __post_init__(self):
@@ -258,12 +263,14 @@ class Controller:
             return plain + (ms - plain) * (rows - 1) / (r - 1)
         return plain * (1 + 0.1 * (rows - 1))  # before any measurement: a guess that lets it start
 
+    def expected_tokens(self, k: int) -> float:
+        """Tokens one step yields with k drafted: the target's own one plus the expected accepted run."""
+        return 1.0 + self.first * sum(self.then ** i for i in range(k))
+
     def choose(self, limit: int) -> int:
         best, best_rate = 0, 1.0 / self.cost(1)
-        tokens = 1.0
         for k in range(1, min(self.max_draft, limit) + 1):
-            tokens += self.alpha ** k
-            rate = tokens / (self.cost(k + 1) + self.draft_step_ms * k)
+            rate = self.expected_tokens(k) / (self.cost(k + 1) + self.draft_step_ms * k)
             if rate > best_rate * 1.02:  # a margin, so a tie stays plain
                 best, best_rate = k, rate
         return best
@@ -274,15 +281,17 @@ class Controller:
     def record(self, rows: int, pass_ms: float, drafted: int, accepted: int, draft_ms: float) -> None:
         self.pass_ms[rows] = self._average(self.pass_ms.get(rows), pass_ms)
         if drafted:
-            trials = accepted + (1 if accepted < drafted else 0)  # positions checked until the first rejection
-            self.alpha = min(0.98, self._average(self.alpha, accepted / trials if trials else 1.0))
+            self.first = self._average(self.first, 1.0 if accepted else 0.0)
+            later = accepted - 1 + (1 if accepted < drafted else 0)  # checked after an accepted one
+            if accepted and later:
+                self.then = min(0.98, self._average(self.then, (accepted - 1) / later))
             self.draft_step_ms = self._average(self.draft_step_ms, draft_ms / drafted)
         elif rows == 1:
-            self.alpha += self.recover * (self.prior - self.alpha) if self.alpha < self.prior else 0.0
+            self.first += self.recover * (self.prior - self.first) if self.first < self.prior else 0.0
 
     def record_shadow(self, hit: bool) -> None:
         """A plain step's free guess (a lookup proposal scored against the token the step produced)."""
-        self.alpha = min(0.98, self._average(self.alpha, 1.0 if hit else 0.0))
+        self.first = self._average(self.first, 1.0 if hit else 0.0)
 
 
 # -- the generation loop ---------------------------------------------------------------------------------
