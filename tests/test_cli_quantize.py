@@ -35,13 +35,14 @@ def test_every_model_command_takes_every_format_with_its_summary_as_help(command
     parser = build_parser()
     for name in QUANTIZE_CHOICES:
         assert parser.parse_args([*COMMANDS[command], "--quantize", name]).quantize == name
+    assert parser.parse_args([*COMMANDS[command], "--quantize", "none"]).quantize is None  # as load() reads it
     with pytest.raises(SystemExit):
         parser.parse_args([*COMMANDS[command], "--quantize", "int3"])
-    assert "invalid choice: 'int3'" in capsys.readouterr().err
+    assert "argument --quantize: unknown quantize 'int3': use one of none, int8, w8a8, int4" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args([*COMMANDS[command], "--help"])
     help_text = flat(capsys.readouterr().out)
-    assert "--quantize int8|w8a8|int4" in help_text
+    assert "--quantize none|int8|w8a8|int4" in help_text
     for fmt in QUANT_FORMATS.values():
         assert flat(fmt.summary) in help_text
 

@@ -10,7 +10,8 @@ import argparse
 from collections.abc import Callable
 
 from ascend_nb import dtypes
-from ascend_nb.quant_formats import QUANT_FORMATS, QUANTIZE_CHOICES
+from ascend_nb.errors import AscendNbError
+from ascend_nb.quant_formats import QUANT_FORMATS, QUANTIZE_CHOICES, check_quantize
 from ascend_nb.engine.loading import BACKENDS, DEFAULT_MODEL
 
 
@@ -37,12 +38,22 @@ def numbers(kind: type) -> Callable[[str], tuple]:
 QUANTIZE_FORMATS_HELP = "; ".join(f"{fmt.name}: {fmt.summary}" for fmt in QUANT_FORMATS.values())
 QUANTIZE_HELP = f"quantize the accelerated backend's linear layers (default: none): {QUANTIZE_FORMATS_HELP}"
 
+
+def quantize_option(value: str) -> str | None:
+    """``--quantize``'s value as :func:`check_quantize` reads it (``none`` -> None), refused in argparse's one line."""
+    try:
+        return check_quantize(value)
+    except AscendNbError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 OPTIONS: dict[str, dict] = {
     "--model": dict(default=DEFAULT_MODEL, help="registry name or local model directory (default: %(default)s)"),
     "--backend": dict(default="transformers", choices=sorted(BACKENDS), help="engine backend"),
     "--device": dict(default="auto", help="auto (npu > cuda > cpu), npu, cuda, cpu, or with :INDEX"),
     "--dtype": dict(default="auto", help=dtypes.HELP),
-    "--quantize": dict(choices=QUANTIZE_CHOICES, default=None, metavar="|".join(QUANTIZE_CHOICES), help=QUANTIZE_HELP),
+    "--quantize": dict(type=quantize_option, default=None, metavar="|".join(("none", *QUANTIZE_CHOICES)),
+                       help=QUANTIZE_HELP),
     "--kernels": dict(default=None, help="kernel path of --backend accelerated (default: this machine's fastest; "
                                          "e.g. cpu-onednn)"),
     "--tp": dict(type=int, default=1, help="tensor-parallel ranks (--backend accelerated, under torchrun --nproc-per-node N)"),
