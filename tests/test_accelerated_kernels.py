@@ -138,6 +138,39 @@ def test_native_decode_step_attention_is_the_twin(path, dtype, batch, heads, kv_
     torch.testing.assert_close(got, expected, **tolerance)
 
 
+@pytest.mark.parametrize("path", GEMV_PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("batch, sequence", [(2, False), (3, True)])
+def test_decode_attention_of_a_common_head_size_has_the_bits_of_the_general_loop(path, dtype, head_dim, batch,
+                                                                                   sequence):
+    """Head sizes 64 and 128 keep their sums in registers (csrc/decode_attention.h), any other size runs the
+    general loops: the same products and sums in the same order. Padding every head with 16 zero dimensions
+    (no rotation: cos 1, sin 0) sends the same attention through the general loops; the bits must match."""
+    heads, kv_heads, slots, span, pad = 4, 2, 50, 37, 16
+    op = getattr(torch.ops.ascend_nb, f"decode_attention_{devices.native_isa(path)}")
+
+    def padded(t: torch.Tensor, groups: int) -> torch.Tensor:  # [..., groups * head_dim] -> heads of head_dim + pad
+        t = t.unflatten(-1, (groups, head_dim))
+        return torch.cat([t, torch.zeros(*t.shape[:-1], pad, dtype=t.dtype)], dim=-1).flatten(-2).contiguous()
+
+    qkv = randn(batch, (heads + 2 * kv_heads) * head_dim, dtype=dtype, seed=1)
+    rows = 1 if sequence else batch
+    k_cache = randn(rows, kv_heads, slots, head_dim, dtype=dtype, seed=3)
+    v_cache = randn(rows, kv_heads, slots, head_dim, dtype=dtype, seed=4)
+    key_valid = randn(rows, slots, seed=5) > -0.8  # some slots masked
+    key_valid[:, span - 1:span + batch] = True
+    index, scale = torch.tensor([span - 1]), head_dim ** -0.5
+
+    def attend(qkv, k_cache, v_cache, dim):
+        cos, sin = torch.ones(batch, dim, dtype=dtype), torch.zeros(batch, dim, dtype=dtype)
+        return op(qkv, cos, sin, k_cache, v_cache, index, key_valid, span, heads, kv_heads, scale, sequence)
+
+    fixed = attend(qkv, k_cache.clone(), v_cache.clone(), head_dim)
+    general = attend(padded(qkv, heads + 2 * kv_heads), padded(k_cache, 1), padded(v_cache, 1), head_dim + pad)
+    assert torch.equal(fixed, general.unflatten(-1, (heads, head_dim + pad))[..., :head_dim].flatten(-2))
+
+
 @pytest.mark.parametrize("path", CPU_PATHS)
 @pytest.mark.parametrize("quantize, rows", [(None, 1), (None, 8), (None, 40), ("int8", 1), ("int8", 40), ("w8a8", 1),
                                             ("w8a8", 40), ("int4", 1), ("int4", 40)])

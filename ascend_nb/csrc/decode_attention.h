@@ -7,8 +7,8 @@
 // dtype T as `x * cos + rotate_half(x) * sin` is in T; scores, softmax and the weighted sum of values run
 // in float32 (as SDPA's CPU kernel does), the output is rounded to T once.
 //
-// Included by each ISA's translation unit after it defines DECODE_ATTENTION_OP; the loops are
-// vectorized by the compiler with that unit's flags.
+// Included by each ISA's translation unit after it defines DECODE_ATTENTION_OP and its `struct Vec` (the
+// registers of gemv.h); compiled with that unit's flags.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -20,13 +20,105 @@
 #include <limits>
 #include <vector>
 
+#include <immintrin.h>
+
 #include "lane_sum.h"
 
 namespace {
 
-template <typename T>
+inline typename Vec::reg widen(const float* x) { return Vec::loadx(x); }
+inline typename Vec::reg widen(const at::BFloat16* x) { return Vec::loadw(x); }
+
+// lane_tree of lane_sum.h on partial sums 0-7 (p[i] += p[i + 4], p[i + 2], p[i + 1]).
+inline float tree8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// lane_sum's 16 partial sums, in one AVX-512 register or two AVX2 ones, summed as lane_tree sums them.
+inline float tree16(const typename Vec::reg* part) {
+#ifdef __AVX512F__
+  const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(part[0]), 1));
+  return tree8(_mm256_add_ps(_mm512_castps512_ps256(part[0]), high));
+#else
+  return tree8(_mm256_add_ps(part[0], part[1]));
+#endif
+}
+
+// The sums below take the same products and sums in the same order for every head size; kD is the head size
+// when it is 64 or 128, known at compile time so the partial sums live in registers (the compiler's own
+// vectorization of the general loops spilled lane_sum's partial sums in pieces and reloaded them whole, a
+// store-forwarding stall on every key, and kept the value sums in memory around each expf call: 1.8x the time),
+// else 0 (the general loops over D).
+
+// q . k as lane_sum sums it.
+template <int64_t kD, typename T>
 float dot(const float* q, const T* k, int64_t D) {
-  return lane_sum(D, [&](int64_t d) { return q[d] * static_cast<float>(k[d]); });
+  if constexpr (kD == 0) {
+    return lane_sum(D, [&](int64_t d) { return q[d] * static_cast<float>(k[d]); });
+  } else {
+    constexpr int R = kLanes / Vec::width;
+    typename Vec::reg part[R];
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) part[r] = Vec::zero();
+#pragma GCC unroll 16
+    for (int64_t d = 0; d < kD; d += kLanes) {
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r) {
+        part[r] = Vec::add(part[r], Vec::mul(Vec::loadx(q + d + r * Vec::width), widen(k + d + r * Vec::width)));
+      }
+    }
+    return tree16(part);
+  }
+}
+
+// acc = the sum over the allowed keys j, in order, of p[j] * v_j.
+template <int64_t kD, typename T>
+void weighted_values(const float* p, const bool* valid, const T* values, int64_t seen, int64_t D, float* acc) {
+  if constexpr (kD == 0) {
+    std::fill(acc, acc + D, 0.0f);
+    for (int64_t j = 0; j < seen; ++j) {
+      if (!valid[j]) continue;
+      const T* v = values + j * D;
+      for (int64_t d = 0; d < D; ++d) acc[d] += p[j] * static_cast<float>(v[d]);
+    }
+  } else {
+    constexpr int64_t regs = kD / Vec::width;
+    typename Vec::reg sums[regs];
+#pragma GCC unroll 16
+    for (int64_t i = 0; i < regs; ++i) sums[i] = Vec::zero();
+    for (int64_t j = 0; j < seen; ++j) {
+      if (!valid[j]) continue;
+      const typename Vec::reg weight = Vec::set1(p[j]);
+      const T* v = values + j * kD;
+#pragma GCC unroll 16
+      for (int64_t i = 0; i < regs; ++i) sums[i] = Vec::add(sums[i], Vec::mul(weight, widen(v + i * Vec::width)));
+    }
+#pragma GCC unroll 16
+    for (int64_t i = 0; i < regs; ++i) Vec::store(acc + i * Vec::width, sums[i]);
+  }
+}
+
+// One query head over the first `seen` slots: scores (times scale; -inf where not allowed), their exponentials
+// after the maximum's subtraction (in place, all before the weighted sum), the weighted values into acc; returns
+// the exponentials' sum.
+template <int64_t kD, typename T>
+float attend_head(const float* q, const T* keys, const T* values, const bool* valid, int64_t seen, int64_t D,
+                  float scale, float* scores, float* acc) {
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < seen; ++j) {
+    scores[j] = valid[j] ? dot<kD>(q, keys + j * D, D) * scale : -std::numeric_limits<float>::infinity();
+    top = std::max(top, scores[j]);
+  }
+  float total = 0.0f;
+  for (int64_t j = 0; j < seen; ++j) {
+    if (!valid[j]) continue;
+    scores[j] = std::exp(scores[j] - top);
+    total += scores[j];
+  }
+  weighted_values<kD>(scores, valid, values, seen, D, acc);
+  return total;
 }
 
 // out[d] = T(T(x[d] * cos[d]) + T(rotate_half(x)[d] * sin[d])), rotate_half(x) = (-x[D/2:], x[:D/2]).
@@ -58,6 +150,8 @@ void attend_rows(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_cach
       std::copy(row + (heads + kv_heads + g) * D, row + (heads + kv_heads + g + 1) * D, v_cache + at);
     }
   }
+  float (*const head)(const float*, const T*, const T*, const bool*, int64_t, int64_t, float, float*, float*) =
+      D == 64 ? attend_head<64, T> : (D == 128 ? attend_head<128, T> : attend_head<0, T>);
   at::parallel_for(0, B * heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> q(D), acc(D), scores(span + (sequence ? B - 1 : 0));
     std::vector<T> rotated(D);
@@ -69,20 +163,7 @@ void attend_rows(const T* qkv, const T* cos, const T* sin, T* k_cache, T* v_cach
       const T* values = v_cache + (cache_row(b) * kv_heads + g) * S * D;
       const bool* valid = key_valid + cache_row(b) * S;
       const int64_t seen = span + step(b);
-      float top = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < seen; ++j) {
-        scores[j] = valid[j] ? dot(q.data(), keys + j * D, D) * scale : -std::numeric_limits<float>::infinity();
-        top = std::max(top, scores[j]);
-      }
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      float total = 0.0f;
-      for (int64_t j = 0; j < seen; ++j) {
-        if (!valid[j]) continue;
-        const float p = std::exp(scores[j] - top);
-        total += p;
-        const T* v = values + j * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += p * static_cast<float>(v[d]);
-      }
+      const float total = head(q.data(), keys, values, valid, seen, D, scale, scores.data(), acc.data());
       T* o = out + (b * heads + h) * D;
       for (int64_t d = 0; d < D; ++d) o[d] = static_cast<T>(acc[d] / total);
     }
