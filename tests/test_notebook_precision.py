@@ -33,10 +33,11 @@ def test_precision_notebook_runs_both_protocols_and_the_layer_comparison(tmp_pat
     for protocol in ("logits", "generate"):
         assert (tmp_path / "runs" / protocol / "predictions.csv").read_text().count("\n") == 6
     summary = next(o["text"] for c in notebook.cells if "print(headline(" in c.source for o in c.outputs
-                   if o.get("name") == "stdout")  # the closing summary: one line per protocol, then the verdict
+                   if o.get("name") == "stdout")  # the closing summary: one line per protocol, the verdict, its figures
     lines = summary.strip().splitlines()
-    assert len(lines) == 3 and "logits protocol" in lines[0] and "generate protocol" in lines[1]
-    assert "/5 questions, 95% interval" in lines[0] and ("reached" in lines[2] and "Cosine" in lines[2])
+    assert len(lines) == 4 and "logits protocol" in lines[0] and "generate protocol" in lines[1]
+    assert "/5 questions, 95% interval" in lines[0] and "reached" in lines[2] and "logits Cosine" in lines[3]
+    assert max(map(len, lines)) <= 160, lines  # wraps nowhere at 1400 px (about 165 characters of output)
     quant_cell = next(i for i, c in enumerate(notebook.cells) if "show_static(quantization_figure(" in c.source)
     figure = figures[quant_cell]
     assert len(figure) == 1 and figure[0]["layout"]["title"]["text"].startswith("What does quantization cost?")

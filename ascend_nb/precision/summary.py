@@ -10,8 +10,9 @@ from ascend_nb.precision.engine_compare import ComparisonReport
 
 def headline(runs: Sequence[EvalResult], report: ComparisonReport | None = None) -> str:
     """One line per accuracy run (Avg acc over its scored questions with the 95% Wilson interval,
-    protocol and shots: runs of different protocols are never averaged together), and the layer
-    comparison's verdict with its thresholds."""
+    protocol and shots: runs of different protocols are never averaged together), then the layer
+    comparison's verdict, and on a line of its own the logits' Cosine with the thresholds (one line of
+    both wrapped inside a number at a notebook's width)."""
     lines = []
     for run in runs:
         correct = int(run.scored["correct"].sum())
@@ -21,6 +22,6 @@ def headline(runs: Sequence[EvalResult], report: ComparisonReport | None = None)
     if report is not None:
         verdict = "reached" if report.reached else f"NOT reached (first: {report.failing[0]})"
         logits = report.table.iloc[-1]
-        lines.append(f"{report.candidate} vs {report.reference}: {verdict}; logits Cosine {logits['Cosine']:.6f} "
-                     f"({report.thresholds.describe()})")
+        lines.append(f"{report.candidate} vs {report.reference}: {verdict}")
+        lines.append(f"  logits Cosine {logits['Cosine']:.6f} ({report.thresholds.describe()})")
     return "\n".join(lines)
