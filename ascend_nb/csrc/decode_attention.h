@@ -7,8 +7,8 @@
 // dtype T as `x * cos + rotate_half(x) * sin` is in T; scores, softmax and the weighted sum of values run
 // in float32 (as SDPA's CPU kernel does), the output is rounded to T once.
 //
-// Included by each ISA's translation unit after it defines DECODE_ATTENTION_OP and its `struct Vec` (the
-// registers of gemv.h); compiled with that unit's flags.
+// Included by each ISA's translation unit after gemv.h (whose `struct Vec` registers and `load` it uses), with
+// DECODE_ATTENTION_OP defined; compiled with that unit's flags.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -25,9 +25,6 @@
 #include "lane_sum.h"
 
 namespace {
-
-inline typename Vec::reg widen(const float* x) { return Vec::loadx(x); }
-inline typename Vec::reg widen(const at::BFloat16* x) { return Vec::loadw(x); }
 
 // lane_tree of lane_sum.h on partial sums 0-7 (p[i] += p[i + 4], p[i + 2], p[i + 1]).
 inline float tree8(__m256 v) {
@@ -66,7 +63,7 @@ float dot(const float* q, const T* k, int64_t D) {
     for (int64_t d = 0; d < kD; d += kLanes) {
 #pragma GCC unroll 2
       for (int r = 0; r < R; ++r) {
-        part[r] = Vec::add(part[r], Vec::mul(Vec::loadx(q + d + r * Vec::width), widen(k + d + r * Vec::width)));
+        part[r] = Vec::add(part[r], Vec::mul(Vec::loadx(q + d + r * Vec::width), load(k + d + r * Vec::width)));
       }
     }
     return tree16(part);
@@ -93,7 +90,7 @@ void weighted_values(const float* p, const bool* valid, const T* values, int64_t
       const typename Vec::reg weight = Vec::set1(p[j]);
       const T* v = values + j * kD;
 #pragma GCC unroll 16
-      for (int64_t i = 0; i < regs; ++i) sums[i] = Vec::add(sums[i], Vec::mul(weight, widen(v + i * Vec::width)));
+      for (int64_t i = 0; i < regs; ++i) sums[i] = Vec::add(sums[i], Vec::mul(weight, load(v + i * Vec::width)));
     }
 #pragma GCC unroll 16
     for (int64_t i = 0; i < regs; ++i) Vec::store(acc + i * Vec::width, sums[i]);

@@ -21,6 +21,10 @@ namespace {
 
 constexpr int W = Vec::width;
 
+// A float32 or bf16 row's W values, widened to float32 (quant_gemv.h, decode_attention.h).
+inline typename Vec::reg load(const float* p) { return Vec::loadx(p); }
+inline typename Vec::reg load(const at::BFloat16* p) { return Vec::loadw(p); }
+
 // Call f(std::integral_constant<int, M>) for a row count of 1 to 8, so each count has its own
 // unrolled kernel.
 template <typename F>

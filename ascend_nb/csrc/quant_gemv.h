@@ -393,9 +393,6 @@ inline at::Tensor tile_buffer(int slot, int64_t elements, at::ScalarType dtype) 
                        at::TensorOptions().dtype(dtype));
 }
 
-inline typename Vec::reg load(const float* p) { return Vec::loadx(p); }
-inline typename Vec::reg load(const at::BFloat16* p) { return Vec::loadw(p); }
-
 // out[:, n0 : n0 + rows] = T(product * scale) per column (scale already rounded to T and widened, as Int8Linear's
 // product times scales.to(dtype) rounds), or a plain copy without scales (int4: its tiles carry their scales).
 template <typename T>
