@@ -242,7 +242,7 @@ class CompactLlama:
         """
         b = tokens.shape[0]
         if self.fused_decode and b <= self.kernels.max_fused_rows:
-            return self._decode_fused(tokens, positions, index, key_valid, span)
+            return self.lm_head(self._fused_layers(tokens, positions, index, key_valid, span))
 
         def attend(i: int, qkv, cos, sin):
             return self.kernels.decode_step_attention(qkv, cos, sin, self.k_cache[i][:b], self.v_cache[i][:b], index,
@@ -251,16 +251,18 @@ class CompactLlama:
         h = self._layers(F.embedding(tokens[:, None], self.embed), positions[:, None], attend)
         return self.lm_head(h[:, -1])
 
-    def _decode_fused(self, tokens: torch.Tensor, positions: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor,
-                      span: int) -> torch.Tensor:
-        """:meth:`decode` with each layer as one :meth:`Kernels.decode_layer` call: the same ops on the
-        same kernels, without the Python between them (``h`` stays ``[B, H]``)."""
-        b, d = tokens.shape[0], self.dims
+    def _fused_layers(self, tokens: torch.Tensor, positions: torch.Tensor, index: torch.Tensor, key_valid: torch.Tensor,
+                      span: int, sequence: bool = False) -> torch.Tensor:
+        """The final normed hidden states ``[B, H]`` of :meth:`decode` (or, with ``sequence``, of :meth:`verify`'s
+        B consecutive positions of one sequence) with each layer as one :meth:`Kernels.decode_layer` call: the
+        same ops on the same kernels, without the Python between them."""
+        d = self.dims
+        rows = 1 if sequence else tokens.shape[0]  # cache rows
         h, cos, sin = F.embedding(tokens, self.embed), self.cos[positions], self.sin[positions]
         for i, layer in enumerate(self.layers):
-            h = self.kernels.decode_layer(layer, h, cos, sin, self.k_cache[i][:b], self.v_cache[i][:b], index, key_valid,
-                                          span, d.num_attention_heads, d.rms_norm_eps, self.scale)
-        return self.lm_head(self.kernels.rms_norm(h, self.norm, d.rms_norm_eps))
+            h = self.kernels.decode_layer(layer, h, cos, sin, self.k_cache[i][:rows], self.v_cache[i][:rows], index,
+                                          key_valid, span, d.num_attention_heads, d.rms_norm_eps, self.scale, sequence)
+        return self.kernels.rms_norm(h, self.norm, d.rms_norm_eps)
 
     # -- speculative decoding: several new positions of one sequence per pass of the weights -----
     def verify(self, tokens: torch.Tensor, positions: torch.Tensor, start: int, key_valid: torch.Tensor) -> torch.Tensor:
@@ -287,12 +289,9 @@ class CompactLlama:
         kernels, d = self.kernels, self.dims
         heads = d.num_attention_heads
         if self.fused_decode and t <= kernels.max_fused_rows:  # each layer one call, all T positions in it
-            h, index = F.embedding(tokens[0], self.embed), torch.tensor([start], device=self.device)
-            cos, sin = self.cos[positions[0]], self.sin[positions[0]]
-            for i, layer in enumerate(self.layers):
-                h = kernels.decode_layer(layer, h, cos, sin, self.k_cache[i][:1], self.v_cache[i][:1], index, key_valid,
-                                         start + 1, heads, d.rms_norm_eps, self.scale, sequence=True)
-            return _rows(self.lm_head, kernels.rms_norm(h, self.norm, d.rms_norm_eps))
+            index = torch.tensor([start], device=self.device)
+            return _rows(self.lm_head, self._fused_layers(tokens[0], positions[0], index, key_valid, start + 1,
+                                                          sequence=True))
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [1, 1, T, D]
         # per position: its cos, sin, slot and span (its own slot the last one it attends)
         each = [(cos[:, :, j:j + 1], sin[:, :, j:j + 1], torch.tensor([start + j], device=self.device), start + j + 1)
