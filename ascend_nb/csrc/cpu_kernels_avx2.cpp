@@ -9,6 +9,7 @@
 struct Vec {
   using reg = __m256;
   static constexpr int width = 8;
+  static constexpr int registers = 16;  // ymm0-15
   static reg zero() { return _mm256_setzero_ps(); }
   static reg loadx(const float* p) { return _mm256_loadu_ps(p); }
   // bf16 is the high half of a float32; int8 converts exactly.

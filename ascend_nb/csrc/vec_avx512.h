@@ -10,6 +10,7 @@
 struct Vec {
   using reg = __m512;
   static constexpr int width = 16;
+  static constexpr int registers = 32;  // zmm0-31
   static reg zero() { return _mm512_setzero_ps(); }
   static reg loadx(const float* p) { return _mm512_loadu_ps(p); }
   static reg loadw(const at::BFloat16* w) {
