@@ -268,27 +268,38 @@ void quantize_rows(const float* x, int8_t* q, float* scales, int32_t* qsum, int6
   }
 }
 
-template <int M, typename T>
+// R weight rows against M input rows (R * M independent accumulator chains, each input vector serving R weight
+// rows, as gemv.h's rows); the integer sums are exact, so any R gives the same bits.
+template <int M, int R, typename T>
 void w8a8_rows(const int8_t* xq, const float* xs, const int32_t* qsum, const int8_t* w, const float* ws, T* out,
                int64_t n0, int64_t n1, int64_t K, int64_t N) {
   const int64_t KB = K - K % I8::bytes;
-  for (int64_t n = n0; n < n1; ++n) {
-    const int8_t* wr = w + n * K;
-    _mm_prefetch(reinterpret_cast<const char*>(wr + K), _MM_HINT_T0);
-    typename I8::ireg acc[M];
-#pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) acc[m] = I8::zero();
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) {
+    typename I8::ireg acc[R * M];
+#pragma GCC unroll 32
+    for (int i = 0; i < R * M; ++i) acc[i] = I8::zero();
     for (int64_t k = 0; k < KB; k += I8::bytes) {
 #pragma GCC unroll 8
-      for (int m = 0; m < M; ++m) acc[m] = I8::dot(acc[m], wr + k, xq + m * K + k);
+      for (int r = 0; r < R; ++r) {
+        const int8_t* wk = w + (n + r) * K + k;
+        _mm_prefetch(reinterpret_cast<const char*>(wk + R * K), _MM_HINT_T0);
+#pragma GCC unroll 8
+        for (int m = 0; m < M; ++m) acc[r * M + m] = I8::dot(acc[r * M + m], wk, xq + m * K + k);
+      }
     }
 #pragma GCC unroll 8
-    for (int m = 0; m < M; ++m) {
-      int32_t s = I8::sum(acc[m]) - I8::bias * qsum[m];
-      for (int64_t k = KB; k < K; ++k) s += static_cast<int32_t>(wr[k]) * xq[m * K + k];
-      out[m * N + n] = static_cast<T>(static_cast<float>(s) * xs[m] * ws[n]);
+    for (int r = 0; r < R; ++r) {
+      const int8_t* wr = w + (n + r) * K;
+#pragma GCC unroll 8
+      for (int m = 0; m < M; ++m) {
+        int32_t s = I8::sum(acc[r * M + m]) - I8::bias * qsum[m];
+        for (int64_t k = KB; k < K; ++k) s += static_cast<int32_t>(wr[k]) * xq[m * K + k];
+        out[m * N + n + r] = static_cast<T>(static_cast<float>(s) * xs[m] * ws[n + r]);
+      }
     }
   }
+  if (n < n1) w8a8_rows<M, 1>(xq, xs, qsum, w, ws, out, n, n1, K, N);
 }
 
 template <typename T>
@@ -299,7 +310,8 @@ void w8a8_gemv(const float* x, const int8_t* w, const float* ws, T* out, int64_t
   quantize_rows(x, xq.data(), xs.data(), qsum.data(), M, K, K - K % I8::bytes);
   with_rows(M, [&](auto m) {
     at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-      w8a8_rows<decltype(m)::value>(xq.data(), xs.data(), qsum.data(), w, ws, out, n0, n1, K, N);
+      constexpr int M = decltype(m)::value;
+      w8a8_rows<M, weight_rows<M, 4>>(xq.data(), xs.data(), qsum.data(), w, ws, out, n0, n1, K, N);
     });
   });
 }
