@@ -234,7 +234,7 @@ void int4_gemv(const float* x, const uint8_t* w, const at::Half* scales, const a
   with_rows(M, [&](auto m) {
     at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
       constexpr int M = decltype(m)::value;
-      int4_dot_rows<M, M >= 2 ? 1 : 2>(a, w, scales, mins, out, n0, n1, K, N);
+      int4_dot_rows<M, weight_rows<M, 4, 3>>(a, w, scales, mins, out, n0, n1, K, N);
     });
   });
 #else
