@@ -42,12 +42,13 @@ void with_rows(int64_t rows, F&& f) {
   }
 }
 
-// Weight rows a pass of `rows` or `dot_rows` takes against M input rows: as many as the registers hold (R * M
-// accumulators, M inputs of `inputs` registers each and a weight vector), at most `most` (4 for the FMA GEMV, 8 for VDPBF16PS: the
-// one-row passes these always took). Each input vector loaded then serves R weight rows and there are R * M
-// independent accumulator chains. A verify pass of 3-6 rows used to take one or two weight rows at a time; this
-// way it costs 0.6-0.75x (int8) and 0.85-0.95x (bf16) the time on SmolLM2-135M shapes (AMX Xeon, 2026-12-05),
-// the one-row pass is unchanged, and as an output's sum is the same for any R, so are the bits.
+// Weight rows a GEMV pass takes against M input rows (`rows`, `dot_rows`, quant_gemv.h's w8a8 and int4 dots): as
+// many as the registers hold (R * M accumulators, M inputs of `inputs` registers each and a weight vector), at most
+// `most` (4 for the FMA GEMV, 8 for VDPBF16PS: what the one-row passes always took). Each input vector loaded then
+// serves R weight rows and there are R * M independent accumulator chains. A verify pass of 3-6 rows used to take
+// one or two weight rows at a time; this way it costs 0.6-0.75x (int8) and 0.85-0.95x (bf16) the time on
+// SmolLM2-135M shapes (AMX Xeon, 2026-12-05), the one-row pass is unchanged, and as an output's sum is the same
+// for any R, so are the bits.
 template <int M, int most, int inputs = 1>
 constexpr int weight_rows = std::max(1, std::min(most, (Vec::registers - 1 - inputs * M) / M));
 
